@@ -1,0 +1,13 @@
+std = "lua54"
+max_line_length = 120
+include_files = {
+   "lua/**/*.lua",
+   "spec/**/*.lua",
+   "rockspec/*.rockspec",
+   "scripts/*.lua",
+   ".busted",
+   ".luacheckrc",
+}
+files["spec/**/*.lua"] = { std = "+busted" }
+files["rockspec/*.rockspec"] = { std = "rockspec" }
+files[".luacheckrc"] = { std = "luacheckrc" }

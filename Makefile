@@ -1,0 +1,98 @@
+# backend: etcd's MVCC storage backend on LMDB, for Lua 5.4.
+# Every variable can be overridden: make CC=clang CFLAGS=-O0 PREFIX=/usr ...
+
+LUA        ?= lua5.4
+BUSTED     ?= busted
+LUACHECK   ?= luacheck
+VALGRIND   ?= valgrind
+PKG_CONFIG ?= pkg-config
+LUA_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags lua5.4)
+LMDB_LIBS  ?= -llmdb
+CFLAGS     ?= -O2 -g
+PREFIX     ?= /usr/local
+LUA_CMOD   ?= $(PREFIX)/lib/lua/5.4
+LUA_LMOD   ?= $(PREFIX)/share/lua/5.4
+BUILD      ?= build
+ROCKSPEC   ?= rockspec/backend-scm-1.rockspec
+VALGRIND_FLAGS ?= -q --error-exitcode=1 --leak-check=full
+ASAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+WARN = -std=c99 -fPIC -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual \
+       -Wwrite-strings -Wmissing-prototypes -Wstrict-prototypes -Wundef \
+       -D_GNU_SOURCE -pthread
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -MMD -MP
+LIBS_CORE  = $(LMDB_LIBS) -pthread
+
+CORE_SRC = $(filter-out csrc/lbackend.c,$(wildcard csrc/*.c))
+CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+LUA_OBJ  = $(BUILD)/obj/lbackend.o
+TEST_SRC = $(wildcard csrc/tests/*.c)
+TEST_BIN = $(TEST_SRC:csrc/%.c=$(BUILD)/%)
+MODULE   = $(BUILD)/backend/core.so
+
+LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
+          LUA_CPATH_5_4='$(BUILD)/?.so;;' LUA_CPATH='$(BUILD)/?.so;;'
+
+.PHONY: all deps test ctest spec lint demo install asan valgrind rockspec-check clean
+.DELETE_ON_ERROR:
+
+all: $(MODULE)
+
+$(MODULE): $(CORE_OBJ) $(LUA_OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_CORE) $(LIBS)
+
+# Only the binding sees the Lua headers: the core must not depend on Lua.
+$(LUA_OBJ): BINDING_CFLAGS = $(LUA_CFLAGS)
+
+$(BUILD)/obj/%.o: csrc/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(BINDING_CFLAGS) $(ALL_CFLAGS) -Icsrc -c -o $@ $<
+
+$(TEST_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(CORE_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_CORE) $(LIBS)
+
+deps:
+	@bash scripts/install-deps
+
+# Sub-makes keep the steps in order under -j.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory ctest
+	@$(MAKE) --no-print-directory spec
+	@$(MAKE) --no-print-directory lint
+
+ctest: $(TEST_BIN)
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $(RUN) ./$$t; done
+
+spec: all
+	$(BUSTED) --lua=$(LUA)
+
+lint:
+	$(LUACHECK) .
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	$(LUA_ENV) $(LUA) lua/backend/demo.lua
+
+install: all
+	install -d $(DESTDIR)$(LUA_CMOD)/backend $(DESTDIR)$(LUA_LMOD)/backend
+	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMOD)/backend/core.so
+	install -m 0644 lua/backend/*.lua $(DESTDIR)$(LUA_LMOD)/backend/
+
+asan:
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(MAKE) --no-print-directory BUILD=build-asan SANFLAGS='$(ASAN_FLAGS)' ctest
+
+valgrind:
+	@$(MAKE) --no-print-directory RUN='$(VALGRIND) $(VALGRIND_FLAGS)' ctest
+
+rockspec-check:
+	$(LUA) scripts/rockspec-check.lua $(ROCKSPEC)
+
+# backend/ and csrc/*.o are what `luarocks make` leaves behind.
+clean:
+	rm -rf build build-asan backend csrc/*.o
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*.d)

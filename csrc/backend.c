@@ -1,0 +1,628 @@
+/* backend.c: opening and closing, the bucket registry, errors, logging and
+ * statistics. */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LMDB_MAGIC 0xBEEFC0DEu
+#define BOLT_MAGIC 0xED0CDAEDu
+#define LOG_MAX 1000
+
+/* ---- errors, time, logging ---- */
+
+int bk_fail(bk_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    err->code = code;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int bk_mdb_fail(bk_error *err, int rc, const char *what)
+{
+    return bk_fail(err, BK_EIO, "%s: %s", what, mdb_strerror(rc));
+}
+
+double bk_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void bk_log(bk_backend *be, const char *level, const char *fields,
+            const char *fmt, ...)
+{
+    log_node *n = calloc(1, sizeof *n);
+    if (!n)
+        return;
+    va_list ap;
+    n->e.level = level;
+    va_start(ap, fmt);
+    vsnprintf(n->e.message, sizeof n->e.message, fmt, ap);
+    va_end(ap);
+    if (fields)
+        snprintf(n->e.fields, sizeof n->e.fields, "%s", fields);
+    pthread_mutex_lock(&be->log_mu);
+    if (be->log_len >= LOG_MAX) {   /* bounded: drop the oldest */
+        log_node *old = be->log_head;
+        be->log_head = old->next;
+        be->log_len--;
+        free(old);
+        if (!be->log_head)
+            be->log_tail = NULL;
+    }
+    if (be->log_tail)
+        be->log_tail->next = n;
+    else
+        be->log_head = n;
+    be->log_tail = n;
+    be->log_len++;
+    pthread_mutex_unlock(&be->log_mu);
+}
+
+int bk_log_pop(bk_backend *be, bk_log_entry *out)
+{
+    pthread_mutex_lock(&be->log_mu);
+    log_node *n = be->log_head;
+    if (n) {
+        be->log_head = n->next;
+        if (!be->log_head)
+            be->log_tail = NULL;
+        be->log_len--;
+    }
+    pthread_mutex_unlock(&be->log_mu);
+    if (!n)
+        return 0;
+    *out = n->e;
+    free(n);
+    return 1;
+}
+
+/* ---- results ---- */
+
+void bk_result_init(bk_result *r)
+{
+    memset(r, 0, sizeof *r);
+}
+
+void bk_result_clear(bk_result *r)
+{
+    r->count = 0;
+    r->used = 0;
+}
+
+void bk_result_free(bk_result *r)
+{
+    free(r->offs);
+    free(r->data);
+    bk_result_init(r);
+}
+
+int bk_result_append(bk_result *r, const void *k, size_t klen,
+                     const void *v, size_t vlen)
+{
+    if (r->count == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        size_t *offs = realloc(r->offs, cap * 4 * sizeof *offs);
+        if (!offs)
+            return -1;
+        r->offs = offs;
+        r->cap = cap;
+    }
+    if (r->size - r->used < klen + vlen) {
+        size_t size = r->size ? r->size : 4096;
+        while (size - r->used < klen + vlen)
+            size *= 2;
+        char *data = realloc(r->data, size);
+        if (!data)
+            return -1;
+        r->data = data;
+        r->size = size;
+    }
+    size_t *o = r->offs + r->count * 4;
+    o[0] = r->used;
+    o[1] = klen;
+    if (klen)
+        memcpy(r->data + r->used, k, klen);
+    r->used += klen;
+    o[2] = r->used;
+    o[3] = vlen;
+    if (vlen)
+        memcpy(r->data + r->used, v, vlen);
+    r->used += vlen;
+    r->count++;
+    return 0;
+}
+
+bk_slice bk_result_key(const bk_result *r, size_t i)
+{
+    bk_slice s = { r->data + r->offs[i * 4], r->offs[i * 4 + 1] };
+    return s;
+}
+
+bk_slice bk_result_value(const bk_result *r, size_t i)
+{
+    bk_slice s = { r->data + r->offs[i * 4 + 2], r->offs[i * 4 + 3] };
+    return s;
+}
+
+/* ---- the bucket registry ---- */
+
+static uint32_t name_hash(const void *p, size_t len)
+{
+    const unsigned char *s = p;
+    uint32_t h = 2166136261u;
+    while (len--)
+        h = (h ^ *s++) * 16777619u;
+    return h;
+}
+
+/* Lock-free: slots and entries are published with release stores. */
+bk_bucket *bk_bucket_find(bk_backend *be, const void *name, size_t len)
+{
+    for (uint32_t i = name_hash(name, len);; i++) {
+        uint32_t id = __atomic_load_n(&be->slots[i % BK_HASH_SLOTS], __ATOMIC_ACQUIRE);
+        if (!id)
+            return NULL;
+        bk_bucket *b = be->buckets[id];
+        if (b->len == len && !memcmp(b->name, name, len))
+            return b;
+    }
+}
+
+bk_bucket *bk_bucket_register(bk_backend *be, const void *name, size_t len,
+                           bk_error *err)
+{
+    pthread_mutex_lock(&be->reg_mu);
+    bk_bucket *b = bk_bucket_find(be, name, len);
+    if (b)
+        goto out;
+    if (be->nbuckets >= BK_MAX_BUCKETS) {
+        bk_fail(err, BK_EARG, "too many buckets (the limit is %d)", BK_MAX_BUCKETS);
+        goto out;
+    }
+    b = calloc(1, sizeof *b);
+    if (b && !(b->name = malloc(len + 1))) {
+        free(b);
+        b = NULL;
+    }
+    if (!b) {
+        bk_fail(err, BK_EIO, "out of memory");
+        goto out;
+    }
+    memcpy(b->name, name, len);
+    b->name[len] = 0;
+    b->len = len;
+    b->id = be->nbuckets + 1;
+    be->buckets[b->id] = b;
+    uint32_t i = name_hash(name, len);
+    while (be->slots[i % BK_HASH_SLOTS])
+        i++;
+    __atomic_store_n(&be->slots[i % BK_HASH_SLOTS], b->id, __ATOMIC_RELEASE);
+    __atomic_store_n(&be->nbuckets, b->id, __ATOMIC_RELEASE);
+out:
+    pthread_mutex_unlock(&be->reg_mu);
+    return b;
+}
+
+int bk_check_key(const bk_backend *be, const char *what, bk_slice s,
+                 bk_error *err)
+{
+    if (s.len == 0)
+        return bk_fail(err, BK_EARG, "%s must not be empty", what);
+    if (s.len > be->maxkey)
+        return bk_fail(err, BK_EARG, "%s is too long (%zu bytes; the limit is %zu bytes)",
+                       what, s.len, be->maxkey);
+    return BK_OK;
+}
+
+/* ---- one open per path per process ---- */
+
+/* LMDB's locks are per process: a second open of one file in a process
+ * would corrupt the first. This list is process state by nature. */
+static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
+typedef struct open_path { char *path; struct open_path *next; } open_path;
+static open_path *open_paths;
+
+static int open_paths_add(const char *real, bk_error *err)
+{
+    int rc = BK_OK;
+    pthread_mutex_lock(&open_mu);
+    for (open_path *p = open_paths; p; p = p->next)
+        if (!strcmp(p->path, real)) {
+            rc = bk_fail(err, BK_EBUSY, "%s is already open in this process", real);
+            goto out;
+        }
+    open_path *p = malloc(sizeof *p);
+    if (!p || !(p->path = strdup(real))) {
+        free(p);
+        rc = bk_fail(err, BK_EIO, "out of memory");
+        goto out;
+    }
+    p->next = open_paths;
+    open_paths = p;
+out:
+    pthread_mutex_unlock(&open_mu);
+    return rc;
+}
+
+static void open_paths_remove(const char *real)
+{
+    pthread_mutex_lock(&open_mu);
+    for (open_path **pp = &open_paths; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->path, real)) {
+            open_path *p = *pp;
+            *pp = p->next;
+            free(p->path);
+            free(p);
+            break;
+        }
+    pthread_mutex_unlock(&open_mu);
+}
+
+/* The absolute path, whether or not the file exists yet. */
+static char *absolute_path(const char *path)
+{
+    char buf[PATH_MAX], *dir = strdup(path), *base = strdup(path), *out = NULL;
+    if (dir && base && realpath(dirname(dir), buf)) {
+        const char *b = basename(base);
+        size_t n = strlen(buf) + strlen(b) + 2;
+        if ((out = malloc(n)))
+            snprintf(out, n, "%s/%s", strcmp(buf, "/") ? buf : "", b);
+    }
+    free(dir);
+    free(base);
+    return out;
+}
+
+/* ---- opening ---- */
+
+void bk_config_default(bk_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->batch_interval = 0.1;
+    cfg->batch_limit = 10000;
+    cfg->mmap_size = (uint64_t)10 << 30;   /* etcd's initial mmap size */
+    cfg->max_readers = 126;
+}
+
+/* Says what an existing file is, if it is not an LMDB database. */
+static int check_format(const char *path, int readonly, bk_error *err)
+{
+    unsigned char head[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT && !readonly)
+            return BK_OK;
+        return bk_fail(err, BK_EIO, "%s: %s", path, strerror(errno));
+    }
+    ssize_t n = read(fd, head, sizeof head);
+    int saved = errno;
+    close(fd);
+    if (n < 0)
+        return bk_fail(err, BK_EIO, "%s: %s", path, strerror(saved));
+    if (n == 0 && !readonly)
+        return BK_OK;   /* empty: LMDB initialises it */
+    uint32_t magic = 0;
+    if (n >= 20)
+        memcpy(&magic, head + 16, 4);
+    if (magic == LMDB_MAGIC)
+        return BK_OK;
+    if (magic == BOLT_MAGIC)
+        return bk_fail(err, BK_EFORMAT, "%s is a bbolt file (etcd's data format), "
+                       "not a backend database; import it", path);
+    return bk_fail(err, BK_EFORMAT, "%s is not a backend database "
+                   "(no LMDB header: %s)", path, n < 20 ? "file too short" : "unknown format");
+}
+
+/* Defrag's temporary files are "<name>.tmp.XXXXXX" beside the database. */
+static void remove_leftovers(const char *path)
+{
+    char *dcopy = strdup(path), *bcopy = strdup(path);
+    if (!dcopy || !bcopy)
+        goto out;
+    const char *dir = dirname(dcopy), *base = basename(bcopy);
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d)
+        goto out;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, base, blen) && !strncmp(e->d_name + blen, ".tmp.", 5)) {
+            char full[PATH_MAX];
+            snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+            unlink(full);
+        }
+    closedir(d);
+out:
+    free(dcopy);
+    free(bcopy);
+}
+
+static void init_sync(bk_backend *be)
+{
+    pthread_mutex_init(&be->reg_mu, NULL);
+    pthread_mutex_init(&be->lock_mu, NULL);
+    pthread_cond_init(&be->lock_cv, NULL);
+    pthread_mutex_init(&be->ver_mu, NULL);
+    pthread_mutex_init(&be->cmu, NULL);
+    pthread_cond_init(&be->ccv, NULL);
+    pthread_cond_init(&be->done_cv, NULL);
+    pthread_mutex_init(&be->txn_mu, NULL);
+    pthread_rwlock_init(&be->maplock, NULL);
+    pthread_mutex_init(&be->views_mu, NULL);
+    pthread_mutex_init(&be->log_mu, NULL);
+}
+
+static void destroy(bk_backend *be)
+{
+    for (uint32_t id = 1; id <= be->nbuckets; id++) {
+        free(be->buckets[id]->name);
+        free(be->buckets[id]);
+    }
+    for (log_node *n = be->log_head, *next; n; n = next) {
+        next = n->next;
+        free(n);
+    }
+    pthread_mutex_destroy(&be->reg_mu);
+    pthread_mutex_destroy(&be->lock_mu);
+    pthread_cond_destroy(&be->lock_cv);
+    pthread_mutex_destroy(&be->ver_mu);
+    pthread_mutex_destroy(&be->cmu);
+    pthread_cond_destroy(&be->ccv);
+    pthread_cond_destroy(&be->done_cv);
+    pthread_mutex_destroy(&be->txn_mu);
+    pthread_rwlock_destroy(&be->maplock);
+    pthread_mutex_destroy(&be->views_mu);
+    pthread_mutex_destroy(&be->log_mu);
+    free(be->path);
+    free(be->lockpath);
+    free(be);
+}
+
+static int validate(const bk_config *cfg, bk_error *err)
+{
+    if (!cfg->path || !*cfg->path)
+        return bk_fail(err, BK_EARG, "config.path must be a non-empty string");
+    if (!(cfg->batch_interval > 0) || cfg->batch_interval > 86400.0 * 365)
+        return bk_fail(err, BK_EARG, "config.batch_interval must be a positive number of seconds");
+    if (cfg->batch_limit < 1)
+        return bk_fail(err, BK_EARG, "config.batch_limit must be at least 1");
+    if (cfg->mmap_size < 4096 || cfg->mmap_size > ((uint64_t)1 << 46))
+        return bk_fail(err, BK_EARG, "config.mmap_size must be between 4096 and 2^46 bytes");
+    if (cfg->max_readers < 1 || cfg->max_readers > 100000)
+        return bk_fail(err, BK_EARG, "config.max_readers must be between 1 and 100000");
+    return BK_OK;
+}
+
+int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err)
+{
+    int rc = validate(cfg, err);
+    if (rc)
+        return rc;
+    bk_backend *be = calloc(1, sizeof *be);
+    if (!be)
+        return bk_fail(err, BK_EIO, "out of memory");
+    init_sync(be);
+    be->refs = 1;
+    be->cfg = *cfg;
+    be->lockfd = -1;
+    be->path = absolute_path(cfg->path);
+    if (!be->path) {
+        rc = bk_fail(err, BK_EIO, "%s: %s", cfg->path, strerror(errno));
+        destroy(be);
+        return rc;
+    }
+    be->cfg.path = be->path;
+    be->lockpath = malloc(strlen(be->path) + 6);
+    if (!be->lockpath || (rc = open_paths_add(be->path, err))) {
+        if (!rc)
+            rc = bk_fail(err, BK_EIO, "out of memory");
+        destroy(be);
+        return rc;
+    }
+    sprintf(be->lockpath, "%s-lock", be->path);
+    be->env_flags = MDB_NOSUBDIR | MDB_NOTLS |
+                    (cfg->no_fsync ? MDB_NOSYNC : 0) | (cfg->readonly ? MDB_RDONLY : 0);
+    if ((rc = check_format(be->path, cfg->readonly, err)))
+        goto fail;
+    if (!cfg->readonly) {
+        /* flock is per open file, apart from LMDB's fcntl locks: it keeps a
+         * second writing process out for as long as we are open. */
+        be->lockfd = open(be->lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (be->lockfd < 0) {
+            rc = bk_fail(err, BK_EIO, "%s: %s", be->lockpath, strerror(errno));
+            goto fail;
+        }
+        if (flock(be->lockfd, LOCK_EX | LOCK_NB) < 0) {
+            rc = errno == EWOULDBLOCK
+                ? bk_fail(err, BK_EBUSY, "%s is open for writing by another process", be->path)
+                : bk_fail(err, BK_EIO, "%s: %s", be->lockpath, strerror(errno));
+            goto fail;
+        }
+        remove_leftovers(be->path);
+    }
+    be->active = mt_new(++be->next_mt_id);
+    if (!be->active) {
+        rc = bk_fail(err, BK_EIO, "out of memory");
+        goto fail;
+    }
+    if ((rc = bk_env_open(be, err)))
+        goto fail;
+    if (!cfg->readonly && (rc = bk_committer_start(be, err))) {
+        bk_env_close(be);
+        goto fail;
+    }
+    *out = be;
+    return BK_OK;
+fail:
+    mt_unref(be->active);
+    if (be->lockfd >= 0)
+        close(be->lockfd);
+    open_paths_remove(be->path);
+    destroy(be);
+    return rc;
+}
+
+/* ---- closing ---- */
+
+void bk_ref(bk_backend *be)
+{
+    __atomic_add_fetch(&be->refs, 1, __ATOMIC_RELAXED);
+}
+
+int bk_is_closed(const bk_backend *be)
+{
+    return __atomic_load_n(&be->closed, __ATOMIC_ACQUIRE);
+}
+
+const char *bk_path(const bk_backend *be)
+{
+    return be->path;
+}
+
+size_t bk_max_key_size(const bk_backend *be)
+{
+    return be->maxkey;
+}
+
+/* Views and snapshots of a backend that closes or defrags stop working;
+ * their LMDB txns end now. Caller holds maplock for writing. */
+void bk_invalidate_children(bk_backend *be, int code)
+{
+    pthread_mutex_lock(&be->views_mu);
+    for (bk_view *v = be->views; v; v = v->next) {
+        bk_version_unref(v->v);
+        v->v = NULL;
+        v->invalid = code;
+    }
+    for (bk_snapshot *s = be->snaps; s; s = s->next)
+        bk_snapshot_invalidate(s, code);
+    pthread_mutex_unlock(&be->views_mu);
+}
+
+static void remove_files(const bk_backend *be)
+{
+    unlink(be->path);
+    unlink(be->lockpath);
+    char *dcopy = strdup(be->path);
+    if (dcopy)
+        rmdir(dirname(dcopy));   /* only succeeds if it is now empty */
+    free(dcopy);
+}
+
+int bk_close(bk_backend *be, int force, bk_error *err)
+{
+    if (bk_is_closed(be))
+        return BK_OK;
+    int rc = BK_OK;
+    if (!be->cfg.readonly && !be->stopped) {
+        rc = bk_force_commit(be, err);
+        if (rc && !force)
+            return rc;
+    }
+    if (!be->cfg.readonly)
+        bk_committer_stop(be, rc != BK_OK);
+    pthread_mutex_lock(&be->lock_mu);
+    __atomic_store_n(&be->closed, 1, __ATOMIC_RELEASE);
+    be->locked = 0;
+    pthread_cond_broadcast(&be->lock_cv);
+    pthread_mutex_unlock(&be->lock_mu);
+
+    pthread_rwlock_wrlock(&be->maplock);
+    bk_invalidate_children(be, BK_ECLOSED);
+    pthread_rwlock_unlock(&be->maplock);
+    bk_env_close(be);
+    for (int i = 0; i < be->nqueue; i++)
+        mt_unref(be->queue[i]);
+    be->nqueue = 0;
+    mt_unref(be->active);
+    be->active = NULL;
+    if (be->cfg.remove_on_close)
+        remove_files(be);
+    if (be->lockfd >= 0)
+        close(be->lockfd);
+    be->lockfd = -1;
+    open_paths_remove(be->path);
+    return rc;
+}
+
+void bk_free(bk_backend *be)
+{
+    if (!be || __atomic_sub_fetch(&be->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    bk_error err;
+    bk_close(be, 1, &err);
+    destroy(be);
+}
+
+/* ---- statistics and test hooks ---- */
+
+int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err)
+{
+    if (bk_is_closed(be))
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    memset(st, 0, sizeof *st);
+    st->commits = __atomic_load_n(&be->commits, __ATOMIC_RELAXED);
+    st->pending = bk_pending(be);
+    version *v = bk_version_get(be);
+    for (int i = 0; v && i < v->nmt; i++) {
+        st->buffered_writes += __atomic_load_n(&v->mts[i]->writes, __ATOMIC_RELAXED);
+        st->buffered_bytes += __atomic_load_n(&v->mts[i]->arena_bytes, __ATOMIC_RELAXED);
+    }
+    bk_version_unref(v);
+    pthread_mutex_lock(&be->cmu);
+    st->queued_batches = (uint64_t)be->nqueue;
+    st->commit_failures = be->failures;
+    pthread_mutex_unlock(&be->cmu);
+    st->map_size = __atomic_load_n(&be->map_size, __ATOMIC_RELAXED);
+    st->page_size = be->psize;
+    st->size = __atomic_load_n(&be->size, __ATOMIC_RELAXED);
+    st->size_in_use = __atomic_load_n(&be->size_in_use, __ATOMIC_RELAXED);
+    st->open_read_tx_n = __atomic_load_n(&be->open_views, __ATOMIC_RELAXED);
+    st->map_grows = __atomic_load_n(&be->map_grows, __ATOMIC_RELAXED);
+    __atomic_load(&be->last_commit_s, &st->last_commit_seconds, __ATOMIC_RELAXED);
+    __atomic_load(&be->total_commit_s, &st->total_commit_seconds, __ATOMIC_RELAXED);
+    __atomic_load(&be->defrag_s, &st->defrag_seconds, __ATOMIC_RELAXED);
+    __atomic_load(&be->snapshot_s, &st->snapshot_seconds, __ATOMIC_RELAXED);
+    return BK_OK;
+}
+
+int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,
+                     bk_result *out, bk_error *err)
+{
+    MDB_txn *txn;
+    bk_result_clear(out);
+    if (bk_is_closed(be))
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    pthread_mutex_lock(&be->txn_mu);   /* bucket handles stay put */
+    pthread_rwlock_rdlock(&be->maplock);
+    bk_bucket *b = bk_bucket_find(be, bucket.data, bucket.len);
+    int rc = b && b->dbi ? mdb_txn_begin(be->env, NULL, MDB_RDONLY, &txn) : MDB_NOTFOUND;
+    if (!rc) {
+        MDB_val k = { key.len, BK_UNCONST(key.data) }, v;
+        if ((rc = mdb_get(txn, b->dbi, &k, &v)) == 0 &&
+            bk_result_append(out, k.mv_data, k.mv_size, v.mv_data, v.mv_size))
+            rc = ENOMEM;
+        mdb_txn_abort(txn);
+    }
+    pthread_rwlock_unlock(&be->maplock);
+    pthread_mutex_unlock(&be->txn_mu);
+    if (rc && rc != MDB_NOTFOUND)
+        return bk_mdb_fail(err, rc, "reading committed data");
+    return BK_OK;
+}

@@ -1,0 +1,161 @@
+/*
+ * backend.h: the C API of the storage core, etcd's MVCC backend on LMDB.
+ *
+ * No Lua here: threads may share a bk_backend. Every function that can fail
+ * returns a bk_code and fills the caller's bk_error (no globals, no errno
+ * games), in the style of LMDB itself.
+ *
+ * Threading: the batch tx is used by the thread that holds its lock. A view
+ * (concurrent read tx) or snapshot may be used from any thread, but by one
+ * thread at a time. Everything else may be called from any thread.
+ */
+#ifndef BACKEND_H
+#define BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BK_VERSION "0.1.0"
+
+typedef struct bk_backend bk_backend;
+typedef struct bk_view bk_view;
+typedef struct bk_snapshot bk_snapshot;
+
+typedef enum bk_code {
+    BK_OK = 0,
+    BK_EARG,        /* bad argument: empty or oversized key, bad config */
+    BK_ENOBUCKET,   /* write to a bucket that does not exist */
+    BK_ENOTLOCKED,  /* batch tx used without holding its lock */
+    BK_ELOCKED,     /* batch tx locked twice by one thread */
+    BK_ECLOSED,     /* backend (or the object) is closed */
+    BK_EREADONLY,   /* write to a read-only backend */
+    BK_EINVALID,    /* view or snapshot invalidated by defrag */
+    BK_EBUSY,       /* path already open (this or another process) */
+    BK_EFORMAT,     /* file is not a database of ours */
+    BK_ESTOPPED,    /* batch tx stopped by commit_and_stop */
+    BK_EIO          /* system or LMDB failure (message has the details) */
+} bk_code;
+
+typedef struct bk_error {
+    int code;
+    char msg[384];
+} bk_error;
+
+typedef struct bk_slice {
+    const void *data;
+    size_t len;
+} bk_slice;
+
+typedef struct bk_config {
+    const char *path;        /* the database file itself (MDB_NOSUBDIR) */
+    double batch_interval;   /* seconds between background commits */
+    uint64_t batch_limit;    /* commit at unlock once this many writes pend */
+    uint64_t mmap_size;      /* initial map size; grown on demand */
+    unsigned max_readers;
+    int no_fsync;
+    int readonly;
+    int remove_on_close;     /* remove the files (and an empty parent dir) */
+} bk_config;
+
+/* Statistics; sizes in bytes, times in seconds. */
+typedef struct bk_stats {
+    uint64_t commits, pending, buffered_writes, buffered_bytes;
+    uint64_t queued_batches, map_size, page_size, size, size_in_use;
+    uint64_t open_read_tx_n, map_grows, commit_failures;
+    double last_commit_seconds, total_commit_seconds;
+    double defrag_seconds, snapshot_seconds;
+} bk_stats;
+
+/* Result of a read: entries copied out of LMDB and the buffers. */
+typedef struct bk_result {
+    size_t count, cap;       /* entries */
+    size_t *offs;            /* 4 per entry: key off, key len, val off, val len */
+    char *data;
+    size_t used, size;       /* bytes of data */
+} bk_result;
+
+void bk_result_init(bk_result *r);
+void bk_result_clear(bk_result *r);
+void bk_result_free(bk_result *r);
+bk_slice bk_result_key(const bk_result *r, size_t i);
+bk_slice bk_result_value(const bk_result *r, size_t i);
+
+void bk_config_default(bk_config *cfg);
+
+/* Open; on success *out holds one reference, released by bk_free. */
+int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err);
+/* Commit what is pending and close. If that commit fails the backend stays
+ * open and the error is returned, unless force is set (then the writes that
+ * could not be committed are lost and the error still returned). Idempotent. */
+int bk_close(bk_backend *be, int force, bk_error *err);
+/* Take one more reference; each is released by bk_free. */
+void bk_ref(bk_backend *be);
+void bk_free(bk_backend *be);
+int bk_is_closed(const bk_backend *be);
+const char *bk_path(const bk_backend *be);
+size_t bk_max_key_size(const bk_backend *be);
+
+/* The batch tx. */
+int bk_lock(bk_backend *be, bk_error *err);
+int bk_unlock(bk_backend *be, bk_error *err);
+int bk_locked_by_me(const bk_backend *be);
+int bk_create_bucket(bk_backend *be, bk_slice name, bk_error *err);
+int bk_delete_bucket(bk_backend *be, bk_slice name, bk_error *err);
+int bk_put(bk_backend *be, bk_slice bucket, bk_slice key, bk_slice value,
+           bk_error *err);
+int bk_delete(bk_backend *be, bk_slice bucket, bk_slice key, bk_error *err);
+/* Commit while holding the lock; stop also stops the batch tx for good. */
+int bk_commit(bk_backend *be, int stop, bk_error *err);
+uint64_t bk_pending(bk_backend *be);
+/* Reads through the batch tx see its own writes; caller holds the lock.
+ * to == NULL reads the single key `from`; limit <= 0 means no limit. */
+int bk_tx_range(bk_backend *be, bk_slice bucket, bk_slice from,
+                const bk_slice *to, int64_t limit, bk_result *out,
+                bk_error *err);
+
+/* Commit everything written before the call, durably. Works whether or not
+ * the calling thread holds the batch lock. */
+int bk_force_commit(bk_backend *be, bk_error *err);
+
+/* A consistent view as of the call: every unlocked write, nothing later. */
+int bk_view_open(bk_backend *be, bk_view **out, bk_error *err);
+int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
+                  const bk_slice *to, int64_t limit, bk_result *out,
+                  bk_error *err);
+void bk_view_close(bk_view *v);
+
+/* Point-in-time snapshot of the committed data (commits first). */
+int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err);
+uint64_t bk_snapshot_size(const bk_snapshot *s);
+/* Copy bytes [off, off+len) of the snapshot file to fd at its position. */
+int bk_snapshot_copy_fd(bk_snapshot *s, int fd, uint64_t off, size_t len,
+                        bk_error *err);
+/* Read bytes [off, off+len) of the snapshot file into buf. */
+int bk_snapshot_read(bk_snapshot *s, uint64_t off, void *buf, size_t len,
+                     bk_error *err);
+void bk_snapshot_close(bk_snapshot *s);
+
+/* CRC-32C of every bucket name, key and value, as etcd's Hash; ignores is
+ * an array of n (bucket, key) pairs: 2*n slices. */
+int bk_hash(bk_backend *be, const bk_slice *ignores, size_t n,
+            uint32_t *out, bk_error *err);
+
+int bk_defrag(bk_backend *be, bk_error *err);
+int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err);
+
+/* Committed value straight from LMDB, bypassing buffers (for tests). */
+int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,
+                     bk_result *out, bk_error *err);
+
+/* Log messages queued by any thread, delivered by the owner's thread. */
+typedef struct bk_log_entry {
+    const char *level;       /* "debug", "info", "warn", "error" */
+    char message[256];
+    char fields[256];        /* "k=v" pairs separated by '\n' */
+} bk_log_entry;
+/* Pop the oldest queued entry; returns 0 when the queue is empty. */
+int bk_log_pop(bk_backend *be, bk_log_entry *out);
+
+uint32_t bk_crc32c(uint32_t crc, const void *data, size_t len);
+
+#endif

@@ -1,0 +1,216 @@
+/* batch.c: the batch tx, the one writer of a backend. Writes go into the
+ * active memtable under the batch lock; unlock() publishes them to readers
+ * and queues the batch for the committer once batch_limit writes pend. */
+#include "internal.h"
+
+#include <string.h>
+
+static int usable(bk_backend *be, bk_error *err)
+{
+    if (bk_is_closed(be))
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    if (be->cfg.readonly)
+        return bk_fail(err, BK_EREADONLY, "backend is read-only");
+    if (be->stopped)
+        return bk_fail(err, BK_ESTOPPED, "batch tx is stopped (commit_and_stop)");
+    return BK_OK;
+}
+
+int bk_locked_by_me(const bk_backend *be)
+{
+    bk_backend *b = (bk_backend *)(uintptr_t)be;
+    pthread_mutex_lock(&b->lock_mu);
+    int mine = b->locked && pthread_equal(b->owner, pthread_self());
+    pthread_mutex_unlock(&b->lock_mu);
+    return mine;
+}
+
+static int held(bk_backend *be, bk_error *err)
+{
+    int rc = usable(be, err);
+    if (rc)
+        return rc;
+    if (!bk_locked_by_me(be))
+        return bk_fail(err, BK_ENOTLOCKED, "batch tx is not locked (call lock() first)");
+    return BK_OK;
+}
+
+int bk_lock(bk_backend *be, bk_error *err)
+{
+    int rc = usable(be, err);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&be->lock_mu);
+    if (be->locked && pthread_equal(be->owner, pthread_self())) {
+        pthread_mutex_unlock(&be->lock_mu);
+        return bk_fail(err, BK_ELOCKED, "batch tx is already locked by this thread");
+    }
+    while (be->locked && !bk_is_closed(be))
+        pthread_cond_wait(&be->lock_cv, &be->lock_mu);
+    if (bk_is_closed(be)) {
+        pthread_mutex_unlock(&be->lock_mu);
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    }
+    be->locked = 1;
+    be->owner = pthread_self();
+    pthread_mutex_unlock(&be->lock_mu);
+    return BK_OK;
+}
+
+static void release(bk_backend *be)
+{
+    pthread_mutex_lock(&be->lock_mu);
+    be->locked = 0;
+    pthread_cond_signal(&be->lock_cv);
+    pthread_mutex_unlock(&be->lock_mu);
+}
+
+/* Readers take (version, visible_seq) under ver_mu, so publish there too:
+ * a reader then never pairs a sequence with the wrong memtables. */
+static void publish(bk_backend *be)
+{
+    pthread_mutex_lock(&be->ver_mu);
+    __atomic_store_n(&be->visible_seq, be->seq, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&be->ver_mu);
+}
+
+int bk_unlock(bk_backend *be, bk_error *err)
+{
+    if (bk_is_closed(be))
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    if (!bk_locked_by_me(be))
+        return bk_fail(err, BK_ENOTLOCKED, "batch tx is not locked (call lock() first)");
+    int rc = BK_OK;
+    if (__atomic_load_n(&be->visible_seq, __ATOMIC_RELAXED) != be->seq)
+        publish(be);
+    if (__atomic_load_n(&be->active_writes, __ATOMIC_RELAXED) >= be->cfg.batch_limit ||
+        __atomic_exchange_n(&be->rotate_requested, 0, __ATOMIC_ACQ_REL))
+        rc = bk_rotate(be, err);   /* the writes stay buffered if this fails */
+    release(be);
+    return rc;
+}
+
+static int write_entry(bk_backend *be, bk_bucket *b, uint8_t type, bk_slice key,
+                       bk_slice value, bk_error *err)
+{
+    if (mt_insert(be->active, be->seq + 1, b->id, type, key.data, key.len,
+                  value.data, value.len))
+        return bk_fail(err, BK_EIO, "out of memory");
+    be->seq++;
+    __atomic_add_fetch(&be->active_writes, 1, __ATOMIC_RELEASE);
+    return BK_OK;
+}
+
+static int check_bucket_name(bk_backend *be, bk_slice name, bk_error *err)
+{
+    int rc = bk_check_key(be, "bucket name", name, err);
+    if (!rc && memchr(name.data, 0, name.len))
+        rc = bk_fail(err, BK_EARG, "bucket name must not contain zero bytes "
+                     "(LMDB names databases with C strings)");
+    return rc;
+}
+
+static int bucket_event(bk_backend *be, bk_slice name, uint8_t type, bk_error *err)
+{
+    int rc = held(be, err);
+    if (rc || (rc = check_bucket_name(be, name, err)))
+        return rc;
+    bk_bucket *b = bk_bucket_find(be, name.data, name.len);
+    if (!b && !(b = bk_bucket_register(be, name.data, name.len, err)))
+        return err->code;
+    static const bk_slice none = { "", 0 };
+    if ((rc = write_entry(be, b, type, none, none, err)))
+        return rc;
+    b->writer_exists = type == MT_CREATE;
+    return BK_OK;
+}
+
+int bk_create_bucket(bk_backend *be, bk_slice name, bk_error *err)
+{
+    return bucket_event(be, name, MT_CREATE, err);
+}
+
+int bk_delete_bucket(bk_backend *be, bk_slice name, bk_error *err)
+{
+    return bucket_event(be, name, MT_DROP, err);
+}
+
+static int key_write(bk_backend *be, bk_slice bucket_name, bk_slice key,
+                     bk_slice value, uint8_t type, bk_error *err)
+{
+    int rc = held(be, err);
+    if (rc || (rc = bk_check_key(be, "key", key, err)))
+        return rc;
+    if (value.len > 0xFFFFFFFFu)
+        return bk_fail(err, BK_EARG, "value is too long (%zu bytes; the limit is 4294967295)",
+                       value.len);
+    bk_bucket *b = bk_bucket_find(be, bucket_name.data, bucket_name.len);
+    if (!b || !b->writer_exists)
+        return bk_fail(err, BK_ENOBUCKET, "bucket '%.*s' does not exist",
+                       (int)(bucket_name.len > 200 ? 200 : bucket_name.len),
+                       (const char *)bucket_name.data);
+    return write_entry(be, b, type, key, value, err);
+}
+
+int bk_put(bk_backend *be, bk_slice bucket, bk_slice key, bk_slice value,
+           bk_error *err)
+{
+    return key_write(be, bucket, key, value, MT_PUT, err);
+}
+
+int bk_delete(bk_backend *be, bk_slice bucket, bk_slice key, bk_error *err)
+{
+    static const bk_slice none = { "", 0 };
+    return key_write(be, bucket, key, none, MT_DEL, err);
+}
+
+uint64_t bk_pending(bk_backend *be)
+{
+    return __atomic_load_n(&be->active_writes, __ATOMIC_RELAXED) +
+           __atomic_load_n(&be->queued_writes, __ATOMIC_RELAXED);
+}
+
+/* Commit with the lock held: publish, queue, and wait for the committer. */
+int bk_commit(bk_backend *be, int stop, bk_error *err)
+{
+    int rc = held(be, err);
+    if (rc)
+        return rc;
+    publish(be);
+    if ((rc = bk_rotate(be, err)) || (rc = bk_wait_committed(be, err)))
+        return rc;
+    if (stop)
+        be->stopped = 1;
+    return BK_OK;
+}
+
+int bk_force_commit(bk_backend *be, bk_error *err)
+{
+    if (bk_is_closed(be))
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    if (be->cfg.readonly || be->stopped)
+        return BK_OK;   /* nothing of ours can be pending */
+    if (bk_locked_by_me(be))
+        return bk_commit(be, 0, err);
+    int rc = bk_lock(be, err);
+    if (rc)
+        return rc;
+    rc = bk_commit(be, 0, err);
+    release(be);
+    return rc;
+}
+
+int bk_tx_range(bk_backend *be, bk_slice bucket, bk_slice from,
+                const bk_slice *to, int64_t limit, bk_result *out,
+                bk_error *err)
+{
+    int rc = held(be, err);
+    if (rc)
+        return rc;
+    pthread_rwlock_rdlock(&be->maplock);
+    version *v = bk_version_get(be);
+    rc = bk_read(be, v, UINT64_MAX, bucket, from, to, limit, out, err);
+    bk_version_unref(v);
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}

@@ -1,0 +1,649 @@
+/* commit.c: versions, generations and the background committer.
+ *
+ * Writers never wait for an fsync: at unlock a full batch (memtable) is
+ * queued and a new one started; the committer thread begins an LMDB write
+ * txn, applies the queued batch in key order, commits it, opens a read txn
+ * on the result (a new gen) and installs a version without that batch. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- versions and generations ---- */
+
+void bk_gen_unref(gen *g)
+{
+    if (!g || __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    mdb_txn_abort(g->txn);
+    pthread_mutex_destroy(&g->mu);
+    free(g->dbis);
+    free(g);
+}
+
+void bk_version_unref(version *v)
+{
+    if (!v || __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    bk_gen_unref(v->g);
+    for (int i = 0; i < v->nmt; i++)
+        mt_unref(v->mts[i]);
+    free(v);
+}
+
+version *bk_version_get(bk_backend *be)
+{
+    pthread_mutex_lock(&be->ver_mu);
+    version *v = be->cur;
+    if (v)
+        __atomic_add_fetch(&v->refs, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&be->ver_mu);
+    return v;
+}
+
+/* A version over g with the memtables of `from` newer than g, plus `push`
+ * (the new active memtable) in front when given. Takes new references. */
+static version *version_make(gen *g, const version *from, memtable *push)
+{
+    int n = from ? from->nmt : 0;
+    version *v = malloc(sizeof *v + (size_t)(n + 1) * sizeof(memtable *));
+    if (!v)
+        return NULL;
+    v->refs = 1;
+    v->g = g;
+    __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
+    v->nmt = 0;
+    if (push) {
+        mt_ref(push);
+        v->mts[v->nmt++] = push;
+    }
+    for (int i = 0; i < n; i++) {
+        memtable *m = from->mts[i];
+        if (m->id <= g->last_mt_id)
+            continue;
+        mt_ref(m);
+        v->mts[v->nmt++] = m;
+    }
+    return v;
+}
+
+static void version_install(bk_backend *be, version *v)
+{
+    pthread_mutex_lock(&be->ver_mu);
+    version *old = be->cur;
+    be->cur = v;
+    pthread_mutex_unlock(&be->ver_mu);
+    bk_version_unref(old);
+}
+
+/* Resize the map with no cursor alive anywhere (readers hold maplock). */
+static int map_resize(bk_backend *be, size_t size, bk_error *err)
+{
+    pthread_rwlock_wrlock(&be->maplock);
+    int rc = mdb_env_set_mapsize(be->env, size);
+    MDB_envinfo info;
+    if (!rc)
+        rc = mdb_env_info(be->env, &info);
+    pthread_rwlock_unlock(&be->maplock);
+    if (rc)
+        return bk_mdb_fail(err, rc, "resizing the map");
+    __atomic_store_n(&be->map_size, (uint64_t)info.me_mapsize, __ATOMIC_RELAXED);
+    return BK_OK;
+}
+
+static int map_grow(bk_backend *be, bk_error *err)
+{
+    size_t old = (size_t)__atomic_load_n(&be->map_size, __ATOMIC_RELAXED);
+    int rc = map_resize(be, old * 2, err);
+    if (rc)
+        return rc;
+    __atomic_add_fetch(&be->map_grows, 1, __ATOMIC_RELAXED);
+    bk_log(be, "info", NULL, "map grown from %zu to %zu bytes", old, old * 2);
+    return BK_OK;
+}
+
+/* Size and size in use of the state g sees: the page high-water mark, less
+ * the pages listed in the free database. */
+static void sizes_update(bk_backend *be, gen *g)
+{
+    MDB_envinfo info;
+    MDB_cursor *c;
+    MDB_val k, v;
+    if (mdb_env_info(be->env, &info) || mdb_cursor_open(g->txn, 0, &c))
+        return;
+    uint64_t free_pages = 0;
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        size_t n;
+        memcpy(&n, v.mv_data, sizeof n);
+        free_pages += n;
+    }
+    mdb_cursor_close(c);
+    uint64_t size = ((uint64_t)info.me_last_pgno + 1) * be->psize;
+    __atomic_store_n(&be->size, size, __ATOMIC_RELAXED);
+    __atomic_store_n(&be->size_in_use, size - free_pages * be->psize, __ATOMIC_RELAXED);
+}
+
+/* A gen: a read txn over the newest committed state, each bucket's handle
+ * resolved now, so later drops and handle reuse cannot touch it. Callers
+ * hold txn_mu (or are alone, opening): the map is only resized under it. */
+static int gen_new(bk_backend *be, uint64_t last_mt_id, gen **out, bk_error *err)
+{
+    gen *g = calloc(1, sizeof *g);
+    if (!g)
+        return bk_fail(err, BK_EIO, "out of memory");
+    g->refs = 1;
+    g->last_mt_id = last_mt_id;
+    pthread_mutex_init(&g->mu, NULL);
+    int rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &g->txn);
+    if (rc == MDB_MAP_RESIZED && !map_resize(be, 0, err))
+        rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &g->txn);
+    if (rc) {
+        pthread_mutex_destroy(&g->mu);
+        free(g);
+        return bk_mdb_fail(err, rc, "beginning a read transaction");
+    }
+    g->txnid = mdb_txn_id(g->txn);
+    g->ndbis = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE) + 1;
+    g->dbis = calloc(g->ndbis, sizeof *g->dbis);
+    if (!g->dbis) {
+        bk_gen_unref(g);
+        return bk_fail(err, BK_EIO, "out of memory");
+    }
+    for (uint32_t id = 1; id < g->ndbis; id++) {
+        bk_bucket *b = be->buckets[id];
+        MDB_cursor *c;
+        MDB_val k, v;
+        if (!b->dbi || mdb_cursor_open(g->txn, b->dbi, &c))
+            continue;
+        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        mdb_cursor_close(c);
+        if (rc == 0 || rc == MDB_NOTFOUND)
+            g->dbis[id] = b->dbi;
+    }
+    *out = g;
+    return BK_OK;
+}
+
+/* Register every bucket in the main database and open its handle, in a read
+ * txn that is committed so the handles outlive it (LMDB's rule). */
+static int buckets_sync(bk_backend *be, bk_error *err)
+{
+    MDB_txn *txn;
+    MDB_dbi main_dbi;
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return bk_mdb_fail(err, rc, "reading bucket names");
+    rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+    if (!rc)
+        rc = mdb_cursor_open(txn, main_dbi, &c);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return bk_mdb_fail(err, rc, "reading bucket names");
+    }
+    int status = BK_OK;
+    while ((rc = mdb_cursor_get(c, &k, &v, rc == -1 ? MDB_FIRST : MDB_NEXT)) == 0) {
+        if (k.mv_size == 0 || k.mv_size > 511 || memchr(k.mv_data, 0, k.mv_size))
+            continue;   /* not a name we could have made */
+        bk_bucket *b = bk_bucket_find(be, k.mv_data, k.mv_size);
+        if (!b)
+            b = bk_bucket_register(be, k.mv_data, k.mv_size, err);
+        if (!b) {
+            status = err->code;
+            break;
+        }
+        if (!b->dbi) {
+            MDB_dbi dbi;
+            if (mdb_dbi_open(txn, b->name, 0, &dbi) == 0)
+                b->dbi = dbi;   /* else a plain key in the main db: skip */
+        }
+        b->writer_exists = b->dbi != 0;
+    }
+    mdb_cursor_close(c);
+    if (status == BK_OK && rc != MDB_NOTFOUND)
+        status = bk_mdb_fail(err, rc, "reading bucket names");
+    if (status == BK_OK && (rc = mdb_txn_commit(txn)))
+        return bk_mdb_fail(err, rc, "reading bucket names");
+    if (status != BK_OK)
+        mdb_txn_abort(txn);
+    return status;
+}
+
+int bk_env_open(bk_backend *be, bk_error *err)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int rc = mdb_env_create(&be->env);
+    if (rc)
+        return bk_mdb_fail(err, rc, "creating the environment");
+    if ((rc = mdb_env_set_maxdbs(be->env, BK_MAX_BUCKETS)) ||
+        (rc = mdb_env_set_maxreaders(be->env, be->cfg.max_readers)) ||
+        (rc = mdb_env_set_mapsize(be->env, be->cfg.mmap_size)) ||
+        (rc = mdb_env_open(be->env, be->path, be->env_flags, 0600))) {
+        mdb_env_close(be->env);
+        be->env = NULL;
+        return bk_mdb_fail(err, rc, be->path);
+    }
+    int dead;
+    if (!be->cfg.readonly)
+        mdb_reader_check(be->env, &dead);
+    for (uint32_t id = 1; id <= be->nbuckets; id++)
+        be->buckets[id]->dbi = 0;
+    gen *g;
+    if ((rc = mdb_env_info(be->env, &info)) || (rc = mdb_env_stat(be->env, &st))) {
+        bk_env_close(be);
+        return bk_mdb_fail(err, rc, "reading the environment");
+    }
+    be->psize = st.ms_psize;
+    be->maxkey = (size_t)mdb_env_get_maxkeysize(be->env);
+    __atomic_store_n(&be->map_size, (uint64_t)info.me_mapsize, __ATOMIC_RELAXED);
+    if ((rc = buckets_sync(be, err)) || (rc = gen_new(be, be->committed_id, &g, err))) {
+        bk_env_close(be);
+        return rc;
+    }
+    sizes_update(be, g);
+    version *v = version_make(g, NULL, be->active);
+    bk_gen_unref(g);
+    if (!v) {
+        bk_env_close(be);
+        return bk_fail(err, BK_EIO, "out of memory");
+    }
+    version_install(be, v);
+    return BK_OK;
+}
+
+void bk_env_close(bk_backend *be)
+{
+    version_install(be, NULL);
+    if (be->env)
+        mdb_env_close(be->env);
+    be->env = NULL;
+}
+
+/* In read-only mode another process commits: move to its newest state. */
+int bk_readonly_refresh(bk_backend *be, bk_error *err)
+{
+    MDB_envinfo info;
+    int rc = BK_OK;
+    pthread_mutex_lock(&be->txn_mu);
+    version *v = bk_version_get(be);
+    if (!mdb_env_info(be->env, &info) && v && (uint64_t)info.me_last_txnid != v->g->txnid) {
+        gen *g;
+        rc = buckets_sync(be, err);
+        if (!rc)
+            rc = gen_new(be, 0, &g, err);
+        if (!rc) {
+            sizes_update(be, g);
+            version *nv = version_make(g, v, NULL);
+            bk_gen_unref(g);
+            if (nv)
+                version_install(be, nv);
+            else
+                rc = bk_fail(err, BK_EIO, "out of memory");
+        }
+    }
+    bk_version_unref(v);
+    pthread_mutex_unlock(&be->txn_mu);
+    return rc;
+}
+
+/* ---- applying one batch ---- */
+
+enum { TOUCH_OPENED = 1, TOUCH_DROPPED = 2 };
+
+static int key_after(const MDB_val *k, const char *last, size_t lastlen)
+{
+    return mt_keycmp(k->mv_data, k->mv_size, last, lastlen) > 0;
+}
+
+/* Applies one bucket's entries starting at *np; returns the LMDB code. */
+static int apply_bucket(bk_backend *be, MDB_txn *txn, mt_node **np,
+                        uint8_t *touched)
+{
+    mt_node *n = *np;
+    uint32_t id = n->bucket;
+    bk_bucket *b = be->buckets[id];
+    int last_event = -1, rc = 0;
+    uint64_t floor = 0;
+    for (; n && n->bucket == id && n->klen == 0; n = mt_next(n)) {
+        if (last_event < 0)
+            last_event = n->type;
+        if (n->type == MT_DROP && !floor)
+            floor = n->seq;   /* newest first: the last drop of the batch */
+    }
+    if (!b->dbi) {
+        MDB_dbi dbi;
+        rc = mdb_dbi_open(txn, b->name, 0, &dbi);
+        if (rc && rc != MDB_NOTFOUND)
+            goto out;
+        if (!rc) {
+            b->dbi = dbi;
+            touched[id] |= TOUCH_OPENED;
+        }
+        rc = 0;
+    }
+    if (floor && b->dbi) {
+        if ((rc = mdb_drop(txn, b->dbi, 1)))
+            goto out;
+        b->dbi = 0;
+        touched[id] |= TOUCH_DROPPED;
+    }
+    if (last_event == MT_CREATE && !b->dbi) {
+        if ((rc = mdb_dbi_open(txn, b->name, MDB_CREATE, &b->dbi)))
+            goto out;
+        touched[id] |= TOUCH_OPENED;
+    }
+    if (!n || n->bucket != id)
+        goto out;
+    if (!b->dbi) {   /* every key write here predates a drop */
+        while (n && n->bucket == id)
+            n = mt_next(n);
+        goto out;
+    }
+    MDB_cursor *c;
+    MDB_val k, v;
+    char last[512];
+    size_t lastlen = 0;
+    int empty, append = 0;
+    if ((rc = mdb_cursor_open(txn, b->dbi, &c)))
+        goto out;
+    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    if (rc && rc != MDB_NOTFOUND) {
+        mdb_cursor_close(c);
+        goto out;
+    }
+    empty = rc == MDB_NOTFOUND;
+    if (!empty) {
+        lastlen = k.mv_size;
+        memcpy(last, k.mv_data, lastlen);
+    }
+    rc = 0;
+    while (n && n->bucket == id) {
+        mt_node *newest = n;
+        do
+            n = mt_next(n);
+        while (n && n->bucket == id &&
+               !mt_keycmp(mt_key(n), n->klen, mt_key(newest), newest->klen));
+        if (newest->seq < floor)
+            continue;
+        k.mv_data = BK_UNCONST(mt_key(newest));
+        k.mv_size = newest->klen;
+        if (newest->type == MT_PUT) {
+            /* Sorted batch: once past the last key, append (fills pages). */
+            if (!append && (empty || key_after(&k, last, lastlen)))
+                append = 1;
+            v.mv_data = BK_UNCONST(mt_value(newest));
+            v.mv_size = newest->vlen;
+            rc = mdb_cursor_put(c, &k, &v, append ? MDB_APPEND : 0);
+        } else if (!append) {
+            rc = mdb_cursor_get(c, &k, &v, MDB_SET);
+            rc = rc == MDB_NOTFOUND ? 0 : rc ? rc : mdb_cursor_del(c, 0);
+        }
+        if (rc)
+            break;
+    }
+    mdb_cursor_close(c);
+out:
+    *np = n;
+    return rc;
+}
+
+/* One attempt: 0, or the LMDB/system code (txn aborted, handles restored). */
+static int apply_batch(bk_backend *be, memtable *m, uint8_t *touched)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(be->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    mt_node *n = mt_first(m);
+    while (n && !rc)
+        rc = apply_bucket(be, txn, &n, touched);
+    if (!rc)
+        return mdb_txn_commit(txn);
+    mdb_txn_abort(txn);
+    /* Handles opened or dropped in the aborted txn are closed now. */
+    for (uint32_t id = 1; id <= be->nbuckets; id++)
+        if (touched[id])
+            be->buckets[id]->dbi = 0;
+    return rc;
+}
+
+static int commit_one(bk_backend *be, memtable *m, bk_error *err)
+{
+    uint8_t *touched = calloc(BK_MAX_BUCKETS + 1, 1);
+    if (!touched)
+        return bk_fail(err, BK_EIO, "out of memory");
+    pthread_mutex_lock(&be->txn_mu);
+    double t0 = bk_now();
+    int rc;
+    for (int tries = 0;; tries++) {
+        memset(touched, 0, BK_MAX_BUCKETS + 1);
+        rc = apply_batch(be, m, touched);
+        if (rc != MDB_MAP_FULL || tries == 40)
+            break;
+        if ((rc = map_grow(be, err)))
+            goto done;
+    }
+    if (rc) {
+        rc = bk_mdb_fail(err, rc, "commit");
+        goto done;
+    }
+    double dt = bk_now() - t0;
+    __atomic_add_fetch(&be->commits, 1, __ATOMIC_RELAXED);
+    __atomic_store(&be->last_commit_s, &dt, __ATOMIC_RELAXED);
+    double total;
+    __atomic_load(&be->total_commit_s, &total, __ATOMIC_RELAXED);
+    total += dt;   /* only the committer writes it */
+    __atomic_store(&be->total_commit_s, &total, __ATOMIC_RELAXED);
+    gen *g;
+    bk_error gerr;
+    if (gen_new(be, m->id, &g, &gerr) == BK_OK) {
+        sizes_update(be, g);
+        /* Grow ahead, at a commit boundary, before writes hit the end. */
+        if (__atomic_load_n(&be->size, __ATOMIC_RELAXED) >
+            __atomic_load_n(&be->map_size, __ATOMIC_RELAXED) / 4 * 3)
+            map_grow(be, &gerr);
+        version *cur = bk_version_get(be);
+        version *v = version_make(g, cur, NULL);
+        bk_version_unref(cur);
+        bk_gen_unref(g);
+        if (v)
+            version_install(be, v);
+    } else {
+        /* The batch stays in the version: readers still see it there. */
+        bk_log(be, "warn", NULL, "no read txn after commit: %s", gerr.msg);
+    }
+done:
+    pthread_mutex_unlock(&be->txn_mu);
+    free(touched);
+    return rc;
+}
+
+/* ---- the committer thread ---- */
+
+static struct timespec abs_time(double t)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    return ts;
+}
+
+/* Ask for the active batch to be queued: at once if nobody holds the batch
+ * lock, else at the holder's unlock (the committer never waits on writers). */
+static void request_rotation(bk_backend *be)
+{
+    pthread_mutex_lock(&be->lock_mu);
+    if (be->locked) {
+        __atomic_store_n(&be->rotate_requested, 1, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&be->lock_mu);
+        return;
+    }
+    be->locked = 1;
+    be->owner = pthread_self();
+    pthread_mutex_unlock(&be->lock_mu);
+    bk_error err;
+    if (bk_rotate(be, &err))
+        bk_log(be, "error", NULL, "queueing a batch: %s", err.msg);
+    pthread_mutex_lock(&be->lock_mu);
+    be->locked = 0;
+    pthread_cond_signal(&be->lock_cv);
+    pthread_mutex_unlock(&be->lock_mu);
+}
+
+static void *committer_main(void *arg)
+{
+    bk_backend *be = arg;
+    double interval = be->cfg.batch_interval < 0.001 ? 0.001 : be->cfg.batch_interval;
+    double next_tick = bk_now() + interval, retry_at = 0;
+    pthread_mutex_lock(&be->cmu);
+    for (;;) {
+        double now = bk_now();
+        if (be->stop == 2)
+            break;
+        if (be->nqueue > 0 && (now >= retry_at || be->kick)) {
+            memtable *m = be->queue[0];
+            be->kick = 0;
+            pthread_mutex_unlock(&be->cmu);
+            bk_error err;
+            int rc = commit_one(be, m, &err);
+            pthread_mutex_lock(&be->cmu);
+            if (rc == BK_OK) {
+                memmove(be->queue, be->queue + 1, (size_t)--be->nqueue * sizeof m);
+                __atomic_sub_fetch(&be->queued_writes, m->writes, __ATOMIC_RELAXED);
+                be->committed_id = m->id;
+                retry_at = 0;
+                mt_unref(m);
+            } else {
+                be->failures++;
+                be->last_err = err;
+                retry_at = bk_now() + interval;
+                bk_log(be, "error", NULL, "commit failed, will retry: %s", err.msg);
+            }
+            pthread_cond_broadcast(&be->done_cv);
+            continue;
+        }
+        if (be->stop && be->nqueue == 0)
+            break;
+        if (now >= next_tick) {
+            next_tick = now + interval;
+            if (be->nqueue < BK_QUEUE_MAX &&
+                __atomic_load_n(&be->active_writes, __ATOMIC_ACQUIRE) > 0) {
+                pthread_mutex_unlock(&be->cmu);
+                request_rotation(be);
+                pthread_mutex_lock(&be->cmu);
+                continue;
+            }
+        }
+        double wake = next_tick;
+        if (be->nqueue > 0 && retry_at < wake)
+            wake = retry_at;
+        struct timespec ts = abs_time(wake);
+        pthread_cond_timedwait(&be->ccv, &be->cmu, &ts);
+    }
+    be->committer_running = 0;
+    pthread_cond_broadcast(&be->done_cv);
+    pthread_mutex_unlock(&be->cmu);
+    return NULL;
+}
+
+int bk_committer_start(bk_backend *be, bk_error *err)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_REALTIME);
+    be->committer_running = 1;
+    int rc = pthread_create(&be->committer, NULL, committer_main, be);
+    pthread_condattr_destroy(&ca);
+    if (rc) {
+        be->committer_running = 0;
+        return bk_fail(err, BK_EIO, "starting the committer: %s", strerror(rc));
+    }
+    return BK_OK;
+}
+
+void bk_committer_stop(bk_backend *be, int drop)
+{
+    pthread_mutex_lock(&be->cmu);
+    int running = be->committer_running;
+    be->stop = drop ? 2 : 1;
+    pthread_cond_signal(&be->ccv);
+    pthread_mutex_unlock(&be->cmu);
+    if (running)
+        pthread_join(be->committer, NULL);
+}
+
+/* Queue the active batch (batch lock held). */
+int bk_rotate(bk_backend *be, bk_error *err)
+{
+    memtable *old = be->active;
+    if (old->writes == 0)
+        return BK_OK;
+    memtable *fresh = mt_new(0);
+    if (!fresh)
+        return bk_fail(err, BK_EIO, "out of memory");
+    pthread_mutex_lock(&be->cmu);
+    while (be->nqueue >= BK_QUEUE_MAX && be->committer_running &&
+           !pthread_equal(pthread_self(), be->committer))
+        pthread_cond_wait(&be->done_cv, &be->cmu);   /* backpressure */
+    if (be->nqueue >= BK_QUEUE_MAX) {
+        pthread_mutex_unlock(&be->cmu);
+        mt_unref(fresh);
+        return bk_fail(err, BK_EIO, "commit queue full and committer stopped");
+    }
+    fresh->id = ++be->next_mt_id;
+    be->queue[be->nqueue++] = old;   /* be->active's reference moves here */
+    __atomic_add_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&be->cmu);
+
+    version *cur = bk_version_get(be);
+    version *v = version_make(cur->g, cur, fresh);
+    bk_version_unref(cur);
+    if (!v) {
+        /* Keep writing into the queued memtable's successor anyway? No:
+         * undo, so nothing is half-done. */
+        pthread_mutex_lock(&be->cmu);
+        be->nqueue--;
+        __atomic_sub_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
+        be->next_mt_id--;
+        pthread_mutex_unlock(&be->cmu);
+        mt_unref(fresh);
+        return bk_fail(err, BK_EIO, "out of memory");
+    }
+    be->active = fresh;
+    __atomic_store_n(&be->active_writes, 0, __ATOMIC_RELEASE);
+    version_install(be, v);
+    pthread_mutex_lock(&be->cmu);
+    pthread_cond_signal(&be->ccv);
+    pthread_mutex_unlock(&be->cmu);
+    return BK_OK;
+}
+
+/* Wait until every batch queued so far is in LMDB, or an attempt fails. */
+int bk_wait_committed(bk_backend *be, bk_error *err)
+{
+    int rc = BK_OK;
+    pthread_mutex_lock(&be->cmu);
+    uint64_t target = be->nqueue ? be->queue[be->nqueue - 1]->id : be->committed_id;
+    uint64_t failures = be->failures;
+    be->kick = 1;
+    pthread_cond_signal(&be->ccv);
+    while (be->committed_id < target) {
+        if (be->failures != failures) {
+            *err = be->last_err;
+            rc = err->code;
+            break;
+        }
+        if (!be->committer_running) {
+            rc = bk_fail(err, BK_ECLOSED, "backend is closed");
+            break;
+        }
+        pthread_cond_wait(&be->done_cv, &be->cmu);
+    }
+    pthread_mutex_unlock(&be->cmu);
+    return rc;
+}

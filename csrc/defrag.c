@@ -1,0 +1,171 @@
+/* defrag.c: rewrite the database compactly. Every bucket is copied in key
+ * order with MDB_APPEND into a fresh LMDB file beside the database (a
+ * sequential fill leaves pages full, unlike a compacting copy), which is
+ * fsynced and renamed over the original. Until the rename nothing of the
+ * open backend is touched, so any failure leaves it as it was. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TXN_KEYS 10000   /* etcd's defragLimit: puts per temp-file txn */
+
+static int copy_bucket(MDB_env *dst, MDB_txn **tx, MDB_txn *src, MDB_dbi sdbi,
+                       const char *name, size_t *puts)
+{
+    MDB_dbi ddbi;
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc = mdb_dbi_open(*tx, name, MDB_CREATE, &ddbi);
+    if (rc || (rc = mdb_cursor_open(src, sdbi, &c)))
+        return rc;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if ((rc = mdb_put(*tx, ddbi, &k, &v, MDB_APPEND)))
+            break;
+        if (++*puts % TXN_KEYS == 0 &&
+            ((rc = mdb_txn_commit(*tx)) || (rc = mdb_txn_begin(dst, NULL, 0, tx)))) {
+            *tx = NULL;
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Fill the file at tmp with the state src sees. */
+static int fill(bk_backend *be, const char *tmp, MDB_txn *src, bk_error *err)
+{
+    MDB_env *dst;
+    MDB_txn *tx = NULL;
+    MDB_cursor *names;
+    MDB_val name, v;
+    size_t puts = 0;
+    int rc = mdb_env_create(&dst);
+    if (rc)
+        return bk_mdb_fail(err, rc, "defrag");
+    if ((rc = mdb_env_set_maxdbs(dst, BK_MAX_BUCKETS)) ||
+        (rc = mdb_env_set_mapsize(dst, (size_t)__atomic_load_n(&be->map_size, __ATOMIC_RELAXED))) ||
+        (rc = mdb_env_open(dst, tmp, MDB_NOSUBDIR | MDB_NOLOCK | MDB_NOSYNC, 0600)) ||
+        (rc = mdb_txn_begin(dst, NULL, 0, &tx)) ||
+        (rc = mdb_cursor_open(src, 1 /* MAIN_DBI */, &names)))
+        goto out;
+    for (rc = mdb_cursor_get(names, &name, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(names, &name, &v, MDB_NEXT)) {
+        bk_bucket *b = bk_bucket_find(be, name.mv_data, name.mv_size);
+        if (!b || !b->dbi)
+            continue;
+        if ((rc = copy_bucket(dst, &tx, src, b->dbi, b->name, &puts)))
+            break;
+    }
+    mdb_cursor_close(names);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (!rc) {
+        rc = mdb_txn_commit(tx);
+        tx = NULL;
+    }
+    if (!rc)
+        rc = mdb_env_sync(dst, 1);
+out:
+    if (tx)
+        mdb_txn_abort(tx);
+    mdb_env_close(dst);
+    return rc ? bk_mdb_fail(err, rc, "defrag: writing the new file") : BK_OK;
+}
+
+static int fsync_dir(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -1;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Swap the filled file in: no LMDB txn may live, so views and snapshots are
+ * invalidated first. Caller holds txn_mu. */
+static int swap_in(bk_backend *be, const char *tmp, bk_error *err)
+{
+    int rc = BK_OK;
+    pthread_rwlock_wrlock(&be->maplock);
+    bk_invalidate_children(be, BK_EINVALID);
+    bk_env_close(be);
+    if (rename(tmp, be->path) < 0)
+        rc = bk_fail(err, BK_EIO, "defrag: renaming %s: %s", tmp, strerror(errno));
+    else if (fsync_dir(be->path) < 0)
+        bk_log(be, "warn", NULL, "defrag: fsync of the directory failed: %s", strerror(errno));
+    bk_error oerr;
+    /* Reopen the new file, or the untouched original if the rename failed. */
+    if (bk_env_open(be, &oerr)) {
+        __atomic_store_n(&be->closed, 1, __ATOMIC_RELEASE);
+        rc = bk_fail(err, BK_EIO, "defrag: reopening %s failed, backend closed: %s",
+                     be->path, oerr.msg);
+    }
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}
+
+int bk_defrag(bk_backend *be, bk_error *err)
+{
+    if (bk_is_closed(be))
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    if (be->cfg.readonly)
+        return bk_fail(err, BK_EREADONLY, "backend is read-only");
+    int was_locked = bk_locked_by_me(be), rc;
+    if (!was_locked && (rc = bk_lock(be, err)))
+        return rc;
+    /* Writers wait on the lock; everything is in LMDB once this returns. */
+    if ((rc = bk_commit(be, 0, err))) {
+        if (!was_locked)
+            bk_unlock(be, err);
+        return rc;
+    }
+    double t0 = bk_now();
+    uint64_t before = __atomic_load_n(&be->size, __ATOMIC_RELAXED);
+    bk_log(be, "info", NULL, "defrag started, size %llu bytes", (unsigned long long)before);
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", be->path);
+    pthread_mutex_lock(&be->txn_mu);   /* the committer waits meanwhile */
+    int fd = mkstemp(tmp);
+    MDB_txn *src = NULL;
+    if (fd < 0) {
+        rc = bk_fail(err, BK_EIO, "defrag: creating %s: %s", tmp, strerror(errno));
+    } else {
+        close(fd);
+        int mrc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &src);
+        rc = mrc ? bk_mdb_fail(err, mrc, "defrag") : fill(be, tmp, src, err);
+        if (src)
+            mdb_txn_abort(src);
+        if (rc)
+            unlink(tmp);
+        else
+            rc = swap_in(be, tmp, err);
+    }
+    pthread_mutex_unlock(&be->txn_mu);
+    double dt = bk_now() - t0;
+    if (rc) {
+        bk_log(be, "error", NULL, "defrag failed: %s", err->msg);
+    } else {
+        __atomic_store(&be->defrag_s, &dt, __ATOMIC_RELAXED);
+        bk_log(be, "info", NULL, "defrag finished in %.3f s, size %llu -> %llu bytes", dt,
+               (unsigned long long)before,
+               (unsigned long long)__atomic_load_n(&be->size, __ATOMIC_RELAXED));
+    }
+    if (!was_locked && !bk_is_closed(be)) {
+        bk_error uerr;
+        bk_unlock(be, &uerr);
+    }
+    return rc;
+}

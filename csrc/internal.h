@@ -1,0 +1,183 @@
+/* internal.h: the structures the core's files share; not part of the API.
+ *
+ * The state readers see is a `version`: one LMDB read txn over committed
+ * data (a `gen`) plus the memtables not yet committed in it, newest first.
+ * A reader takes a reference to the current version and its own sequence
+ * number; writers only append to the newest memtable, the committer only
+ * swaps in new versions, so a reader's view never changes and never copies.
+ *
+ * Lock order: batch lock (a flag) > txn_mu > maplock > ver_mu > gen->mu;
+ * cmu, views_mu, log_mu and reg_mu are leaves. */
+#ifndef INTERNAL_H
+#define INTERNAL_H
+
+#include "backend.h"
+#include "memtable.h"
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <sys/types.h>
+
+#define BK_MAX_BUCKETS 1000
+#define BK_QUEUE_MAX 8             /* batches waiting for the committer */
+#define BK_HASH_SLOTS 2048         /* bucket-name hash table, > 2 * max */
+
+typedef struct bk_bucket {
+    char *name;
+    size_t len;
+    uint32_t id;
+    int writer_exists;             /* as the batch tx sees it (lock held) */
+    MDB_dbi dbi;                   /* committer's handle; 0 = not in LMDB */
+} bk_bucket;
+
+typedef struct gen {
+    int refs;                      /* atomic */
+    MDB_txn *txn;
+    pthread_mutex_t mu;            /* one thread at a time in the txn */
+    uint64_t txnid;
+    uint64_t last_mt_id;           /* memtables up to this id are in it */
+    uint32_t ndbis;
+    MDB_dbi *dbis;                 /* by bucket id; 0 = not in this state */
+} gen;
+
+typedef struct version {
+    int refs;                      /* atomic */
+    gen *g;
+    int nmt;
+    memtable *mts[];               /* newest first */
+} version;
+
+struct bk_view {
+    bk_backend *be;
+    version *v;                    /* NULL once invalidated */
+    uint64_t seq;
+    int invalid;                   /* BK_EINVALID or BK_ECLOSED */
+    bk_view *prev, *next;          /* in be->views */
+};
+
+struct bk_snapshot {
+    bk_backend *be;
+    gen *g;                        /* pins the pages; NULL once invalid */
+    int invalid;
+    uint64_t size;
+    size_t psize;
+    char *meta;                    /* the first two pages, as written */
+    double opened;
+    bk_snapshot *prev, *next;      /* in be->snaps */
+};
+
+typedef struct log_node {
+    bk_log_entry e;
+    struct log_node *next;
+} log_node;
+
+struct bk_backend {
+    int refs;                      /* atomic: handle + views + snapshots */
+    int closed;                    /* atomic */
+    bk_config cfg;
+    char *path, *lockpath;
+    MDB_env *env;
+    unsigned env_flags;
+    int lockfd;
+    dev_t dev;
+    ino_t ino;
+    size_t psize, maxkey;
+
+    /* bucket registry: entries never move or die until bk_free */
+    pthread_mutex_t reg_mu;        /* serialises registration */
+    bk_bucket *buckets[BK_MAX_BUCKETS + 1];   /* by id, from 1 */
+    uint32_t nbuckets;             /* atomic */
+    uint32_t slots[BK_HASH_SLOTS]; /* atomic ids; 0 = empty */
+
+    /* the batch tx */
+    pthread_mutex_t lock_mu;
+    pthread_cond_t lock_cv;
+    int locked;
+    pthread_t owner;
+    int stopped;
+    memtable *active;              /* writes go here (lock held) */
+    uint64_t seq;                  /* last sequence number given out */
+    uint64_t visible_seq;          /* atomic: published at unlock */
+    uint64_t active_writes;        /* atomic: pending in active */
+    int rotate_requested;          /* atomic: committer asks unlock */
+
+    /* versions */
+    pthread_mutex_t ver_mu;
+    version *cur;
+
+    /* commit pipeline */
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;            /* wakes the committer */
+    pthread_cond_t done_cv;        /* wakes waiters for commits */
+    memtable *queue[BK_QUEUE_MAX];
+    int nqueue;
+    uint64_t next_mt_id;
+    uint64_t committed_id;         /* newest memtable id in LMDB */
+    uint64_t queued_writes;
+    uint64_t failures;             /* failed commit attempts so far */
+    bk_error last_err;             /* of the last failed attempt */
+    int kick, stop;
+    int committer_running;
+    pthread_t committer;
+    pthread_mutex_t txn_mu;        /* held around LMDB write txns */
+    pthread_rwlock_t maplock;      /* readers of the map vs remap/swap */
+
+    /* views and snapshots, for invalidation */
+    pthread_mutex_t views_mu;
+    bk_view *views;
+    bk_snapshot *snaps;
+    uint64_t open_views;
+
+    /* stats (atomics) */
+    uint64_t commits, size, size_in_use, map_size, map_grows;
+    double last_commit_s, total_commit_s, defrag_s, snapshot_s;
+
+    /* log queue */
+    pthread_mutex_t log_mu;
+    log_node *log_head, *log_tail;
+    int log_len;
+};
+
+/* errors and logging (backend.c) */
+int bk_fail(bk_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int bk_mdb_fail(bk_error *err, int rc, const char *what);
+void bk_log(bk_backend *be, const char *level, const char *fields,
+            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+double bk_now(void);
+
+/* LMDB takes non-const pointers for data it only reads. */
+#define BK_UNCONST(p) ((void *)(uintptr_t)(p))
+
+/* buckets (backend.c) */
+bk_bucket *bk_bucket_find(bk_backend *be, const void *name, size_t len);
+bk_bucket *bk_bucket_register(bk_backend *be, const void *name, size_t len,
+                           bk_error *err);
+int bk_check_key(const bk_backend *be, const char *what, bk_slice s,
+                 bk_error *err);
+
+/* versions and generations (backend.c) */
+version *bk_version_get(bk_backend *be);
+void bk_version_unref(version *v);
+void bk_gen_unref(gen *g);
+int bk_rotate(bk_backend *be, bk_error *err);
+int bk_wait_committed(bk_backend *be, bk_error *err);
+int bk_committer_start(bk_backend *be, bk_error *err);
+void bk_committer_stop(bk_backend *be, int drop);
+int bk_readonly_refresh(bk_backend *be, bk_error *err);
+int bk_env_open(bk_backend *be, bk_error *err);
+void bk_env_close(bk_backend *be);
+void bk_invalidate_children(bk_backend *be, int code);
+
+/* reading (read.c) */
+int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
+            bk_slice from, const bk_slice *to, int64_t limit,
+            bk_result *out, bk_error *err);
+int bk_result_append(bk_result *r, const void *k, size_t klen,
+                     const void *v, size_t vlen);
+
+/* snapshots (snapshot.c) */
+void bk_snapshot_invalidate(bk_snapshot *s, int code);
+
+#endif

@@ -1,0 +1,933 @@
+/* lbackend.c: the Lua binding (module backend.core), the only C that knows
+ * Lua. It translates: arguments are checked strictly (no number-to-string
+ * coercion), core errors are raised as "backend: ..." messages, and every
+ * object is a userdata with a named metatable, created closed before the
+ * core resource is taken (liolib's pattern). Children hold their own core
+ * reference, so Lua's collection order can never free a backend under them. */
+#include "backend.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <lmdb.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MT_BACKEND "backend.Backend"
+#define MT_BATCH "backend.BatchTx"
+#define MT_READ "backend.ReadTx"
+#define MT_CRT "backend.ConcurrentReadTx"
+#define MT_SNAP "backend.Snapshot"
+
+/* Backend user values. */
+enum { UV_BATCH = 1, UV_READ, UV_LOGGER, UV_COUNT = UV_LOGGER };
+
+typedef struct lbackend { bk_backend *be; } lbackend;
+typedef struct ltx {
+    bk_backend *be;      /* own reference */
+    bk_view *view;       /* ReadTx between rlock and runlock; CRT until close */
+    int rlocks;
+    bk_result res;
+} ltx;
+typedef struct lsnap { bk_snapshot *snap; } lsnap;
+
+/* ---- errors and arguments ---- */
+
+static int raise(lua_State *L, const bk_error *err)
+{
+    return luaL_error(L, "backend: %s", err->msg);
+}
+
+static int arg_error(lua_State *L, int i, const char *fname, const char *expected)
+{
+    return luaL_error(L, "backend: bad argument #%d to '%s' (%s expected, got %s)", i,
+                      fname, expected, luaL_typename(L, i));
+}
+
+static bk_slice check_str(lua_State *L, int i, const char *fname)
+{
+    bk_slice s;
+    if (lua_type(L, i) != LUA_TSTRING)
+        arg_error(L, i, fname, "string");
+    s.data = lua_tolstring(L, i, &s.len);
+    return s;
+}
+
+static int64_t opt_limit(lua_State *L, int i, const char *fname)
+{
+    if (lua_isnoneornil(L, i))
+        return 0;
+    int ok;
+    lua_Integer n = lua_tointegerx(L, i, &ok);
+    if (!ok || lua_type(L, i) != LUA_TNUMBER)
+        arg_error(L, i, fname, "integer");
+    return (int64_t)n;
+}
+
+/* ---- logging: core messages are delivered here, on the Lua thread ---- */
+
+static void deliver_logs(lua_State *L, bk_backend *be, int backend_idx)
+{
+    bk_log_entry e;
+    if (!be || !bk_log_pop(be, &e))
+        return;
+    backend_idx = lua_absindex(L, backend_idx);
+    do {
+        if (lua_getiuservalue(L, backend_idx, UV_LOGGER) != LUA_TFUNCTION) {
+            lua_pop(L, 1);
+            continue;   /* no logger: drain silently */
+        }
+        lua_pushstring(L, e.level);
+        lua_pushstring(L, e.message);
+        lua_newtable(L);
+        for (char *line = e.fields, *nl; *line; line = nl) {
+            nl = strchr(line, '\n');
+            nl = nl ? nl + 1 : line + strlen(line);
+            char *eq = memchr(line, '=', (size_t)(nl - line));
+            if (!eq)
+                continue;
+            lua_pushlstring(L, line, (size_t)(eq - line));
+            lua_pushlstring(L, eq + 1, (size_t)(nl - eq - 1 - (nl[-1] == '\n')));
+            lua_settable(L, -3);
+        }
+        if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+            lua_pop(L, 1);   /* a failing logger must not fail storage */
+    } while (bk_log_pop(be, &e));
+}
+
+/* ---- Backend ---- */
+
+static lbackend *check_backend(lua_State *L, int i)
+{
+    lbackend *lb = luaL_checkudata(L, i, MT_BACKEND);
+    if (!lb->be || bk_is_closed(lb->be))
+        luaL_error(L, "backend: backend is closed");
+    deliver_logs(L, lb->be, i);
+    return lb;
+}
+
+static int field_number(lua_State *L, int t, const char *name, double *out)
+{
+    int type = lua_getfield(L, t, name);
+    if (type == LUA_TNUMBER)
+        *out = lua_tonumber(L, -1);
+    else if (type != LUA_TNIL)
+        luaL_error(L, "backend: config.%s must be a number", name);
+    lua_pop(L, 1);
+    return type == LUA_TNUMBER;
+}
+
+static void field_integer(lua_State *L, int t, const char *name, uint64_t *out)
+{
+    int type = lua_getfield(L, t, name), ok = 0;
+    lua_Integer n = lua_tointegerx(L, -1, &ok);
+    if (type == LUA_TNUMBER && ok && n >= 0)
+        *out = (uint64_t)n;
+    else if (type != LUA_TNIL)
+        luaL_error(L, "backend: config.%s must be a non-negative integer", name);
+    lua_pop(L, 1);
+}
+
+static void field_bool(lua_State *L, int t, const char *name, int *out)
+{
+    int type = lua_getfield(L, t, name);
+    if (type == LUA_TBOOLEAN)
+        *out = lua_toboolean(L, -1);
+    else if (type != LUA_TNIL)
+        luaL_error(L, "backend: config.%s must be a boolean", name);
+    lua_pop(L, 1);
+}
+
+/* core.open(config): the facade has checked the field names. */
+static int l_open(lua_State *L)
+{
+    bk_config cfg;
+    bk_error err;
+    uint64_t readers = 0;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    bk_config_default(&cfg);
+    if (lua_getfield(L, 1, "path") != LUA_TSTRING)
+        return luaL_error(L, "backend: config.path must be a string");
+    cfg.path = lua_tostring(L, -1);   /* stays on the stack */
+    field_number(L, 1, "batch_interval", &cfg.batch_interval);
+    field_integer(L, 1, "batch_limit", &cfg.batch_limit);
+    field_integer(L, 1, "mmap_size", &cfg.mmap_size);
+    field_integer(L, 1, "max_readers", &readers);
+    if (readers)
+        cfg.max_readers = readers > 100000 ? 100001 : (unsigned)readers;
+    field_bool(L, 1, "no_fsync", &cfg.no_fsync);
+    field_bool(L, 1, "readonly", &cfg.readonly);
+    field_bool(L, 1, "remove_on_close", &cfg.remove_on_close);
+    int logger = lua_getfield(L, 1, "logger");
+    if (logger != LUA_TNIL && logger != LUA_TFUNCTION)
+        return luaL_error(L, "backend: config.logger must be a function");
+
+    lbackend *lb = lua_newuserdatauv(L, sizeof *lb, UV_COUNT);
+    lb->be = NULL;   /* closed until the core has opened */
+    luaL_setmetatable(L, MT_BACKEND);
+    lua_rotate(L, -2, 1);
+    lua_setiuservalue(L, -2, UV_LOGGER);
+    if (bk_open(&cfg, &lb->be, &err))
+        return raise(L, &err);
+    return 1;
+}
+
+static int l_backend_close(lua_State *L)
+{
+    lbackend *lb = luaL_checkudata(L, 1, MT_BACKEND);
+    bk_error err;
+    if (!lb->be)
+        return 0;
+    int rc = bk_close(lb->be, 0, &err);
+    deliver_logs(L, lb->be, 1);
+    if (rc)
+        return raise(L, &err);
+    return 0;
+}
+
+static int l_backend_gc(lua_State *L)
+{
+    lbackend *lb = luaL_checkudata(L, 1, MT_BACKEND);
+    bk_error err;
+    if (!lb->be)
+        return 0;
+    bk_close(lb->be, 1, &err);   /* nobody is left to report a failure to */
+    deliver_logs(L, lb->be, 1);
+    bk_free(lb->be);
+    lb->be = NULL;
+    return 0;
+}
+
+static int l_backend_tostring(lua_State *L)
+{
+    lbackend *lb = luaL_checkudata(L, 1, MT_BACKEND);
+    if (!lb->be || bk_is_closed(lb->be))
+        lua_pushstring(L, "backend.Backend (closed)");
+    else
+        lua_pushfstring(L, "backend.Backend (%s)", bk_path(lb->be));
+    return 1;
+}
+
+/* The BatchTx and the ReadTx are one per backend, kept as user values. */
+static int cached_tx(lua_State *L, int uv, const char *mt)
+{
+    lbackend *lb = check_backend(L, 1);
+    if (lua_getiuservalue(L, 1, uv) == LUA_TUSERDATA)
+        return 1;
+    lua_pop(L, 1);
+    ltx *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    luaL_setmetatable(L, mt);
+    t->be = lb->be;
+    bk_ref(t->be);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, uv);
+    return 1;
+}
+
+static int l_batch_tx(lua_State *L)
+{
+    return cached_tx(L, UV_BATCH, MT_BATCH);
+}
+
+static int l_read_tx(lua_State *L)
+{
+    return cached_tx(L, UV_READ, MT_READ);
+}
+
+static int l_concurrent_read_tx(lua_State *L)
+{
+    lbackend *lb = check_backend(L, 1);
+    bk_error err;
+    ltx *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    luaL_setmetatable(L, MT_CRT);
+    if (bk_view_open(lb->be, &t->view, &err))
+        return raise(L, &err);
+    t->be = lb->be;
+    bk_ref(t->be);
+    return 1;
+}
+
+static int l_snapshot(lua_State *L)
+{
+    lbackend *lb = check_backend(L, 1);
+    bk_error err;
+    lsnap *s = lua_newuserdatauv(L, sizeof *s, 0);
+    s->snap = NULL;
+    luaL_setmetatable(L, MT_SNAP);
+    int rc = bk_snapshot_open(lb->be, &s->snap, &err);
+    deliver_logs(L, lb->be, 1);
+    if (rc)
+        return raise(L, &err);
+    return 1;
+}
+
+static int l_hash(lua_State *L)
+{
+    lbackend *lb = check_backend(L, 1);
+    bk_error err;
+    uint32_t crc;
+    size_t n = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        /* Count, then collect {bucket, key} pairs whose value is true. */
+        for (int pass = 0; pass < 2; pass++) {
+            bk_slice *pairs = pass ? lua_newuserdatauv(L, (n ? n : 1) * 2 * sizeof *pairs, 0) : NULL;
+            int pairs_idx = lua_gettop(L);
+            size_t i = 0;
+            lua_pushnil(L);
+            while (lua_next(L, 2)) {
+                if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE)
+                    return luaL_error(L, "backend: hash ignores must map bucket names to tables");
+                lua_pushnil(L);
+                while (lua_next(L, -2)) {
+                    if (lua_type(L, -2) != LUA_TSTRING)
+                        return luaL_error(L, "backend: hash ignores: keys must be strings");
+                    if (lua_toboolean(L, -1) && pass) {
+                        pairs[2 * i].data = lua_tolstring(L, -4, &pairs[2 * i].len);
+                        pairs[2 * i + 1].data = lua_tolstring(L, -2, &pairs[2 * i + 1].len);
+                    }
+                    i += lua_toboolean(L, -1);
+                    lua_pop(L, 1);
+                }
+                lua_pop(L, 1);
+            }
+            if (!pass) {
+                n = i;
+                continue;
+            }
+            /* The strings stay alive: table 2 holds them. */
+            if (bk_hash(lb->be, pairs, n, &crc, &err))
+                return raise(L, &err);
+            lua_settop(L, pairs_idx - 1);
+        }
+    } else if (bk_hash(lb->be, NULL, 0, &crc, &err)) {
+        return raise(L, &err);
+    }
+    lua_pushinteger(L, (lua_Integer)crc);
+    return 1;
+}
+
+static int stats_or_raise(lua_State *L, bk_stats *st)
+{
+    lbackend *lb = check_backend(L, 1);
+    bk_error err;
+    if (bk_stats_get(lb->be, st, &err))
+        return raise(L, &err);
+    return 0;
+}
+
+#define STAT_GETTER(fname, field)                                \
+    static int fname(lua_State *L)                               \
+    {                                                            \
+        bk_stats st;                                             \
+        stats_or_raise(L, &st);                                  \
+        lua_pushinteger(L, (lua_Integer)st.field);               \
+        return 1;                                                \
+    }
+STAT_GETTER(l_size, size)
+STAT_GETTER(l_size_in_use, size_in_use)
+STAT_GETTER(l_open_read_tx_n, open_read_tx_n)
+STAT_GETTER(l_commits, commits)
+
+static int l_stats(lua_State *L)
+{
+    bk_stats st;
+    stats_or_raise(L, &st);
+    struct { const char *name; uint64_t v; } ints[] = {
+        { "commits", st.commits }, { "pending", st.pending },
+        { "buffered_writes", st.buffered_writes }, { "buffered_bytes", st.buffered_bytes },
+        { "queued_batches", st.queued_batches }, { "map_size", st.map_size },
+        { "page_size", st.page_size }, { "size", st.size },
+        { "size_in_use", st.size_in_use }, { "open_read_tx_n", st.open_read_tx_n },
+        { "map_grows", st.map_grows }, { "commit_failures", st.commit_failures },
+    };
+    struct { const char *name; double v; } secs[] = {
+        { "last_commit_seconds", st.last_commit_seconds },
+        { "total_commit_seconds", st.total_commit_seconds },
+        { "defrag_seconds", st.defrag_seconds }, { "snapshot_seconds", st.snapshot_seconds },
+    };
+    lua_createtable(L, 0, 16);
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        lua_pushinteger(L, (lua_Integer)ints[i].v);
+        lua_setfield(L, -2, ints[i].name);
+    }
+    for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
+        lua_pushnumber(L, secs[i].v);
+        lua_setfield(L, -2, secs[i].name);
+    }
+    return 1;
+}
+
+static int simple_op(lua_State *L, int (*op)(bk_backend *, bk_error *))
+{
+    lbackend *lb = check_backend(L, 1);
+    bk_error err;
+    int rc = op(lb->be, &err);
+    deliver_logs(L, lb->be, 1);
+    if (rc)
+        return raise(L, &err);
+    return 0;
+}
+
+static int l_force_commit(lua_State *L)
+{
+    return simple_op(L, bk_force_commit);
+}
+
+static int l_defrag(lua_State *L)
+{
+    return simple_op(L, bk_defrag);
+}
+
+static int l_path(lua_State *L)
+{
+    lbackend *lb = check_backend(L, 1);
+    lua_pushstring(L, bk_path(lb->be));
+    return 1;
+}
+
+static int l_committed_get(lua_State *L)
+{
+    lbackend *lb = check_backend(L, 1);
+    bk_slice bucket = check_str(L, 2, "_committed_get"), key = check_str(L, 3, "_committed_get");
+    bk_result r;
+    bk_error err;
+    bk_result_init(&r);
+    int rc = bk_committed_get(lb->be, bucket, key, &r, &err);
+    if (!rc && r.count) {
+        bk_slice v = bk_result_value(&r, 0);
+        lua_pushlstring(L, v.data, v.len);   /* may raise: free first? no: */
+    } else {
+        lua_pushnil(L);
+    }
+    bk_result_free(&r);
+    if (rc)
+        return raise(L, &err);
+    return 1;
+}
+
+/* ---- transactions ---- */
+
+static ltx *check_tx(lua_State *L, const char *mt, const char *what)
+{
+    ltx *t = luaL_checkudata(L, 1, mt);
+    if (!t->be || bk_is_closed(t->be))
+        luaL_error(L, "backend: %s is closed", what);
+    return t;
+}
+
+static ltx *check_batch(lua_State *L)
+{
+    return check_tx(L, MT_BATCH, "backend");
+}
+
+static void push_results(lua_State *L, const bk_result *r)
+{
+    lua_createtable(L, (int)r->count, 0);
+    lua_createtable(L, (int)r->count, 0);
+    for (size_t i = 0; i < r->count; i++) {
+        bk_slice k = bk_result_key(r, i), v = bk_result_value(r, i);
+        lua_pushlstring(L, k.data, k.len);
+        lua_rawseti(L, -3, (lua_Integer)i + 1);
+        lua_pushlstring(L, v.data, v.len);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+typedef int (*range_fn)(ltx *t, bk_slice bucket, bk_slice from, const bk_slice *to,
+                        int64_t limit, bk_error *err);
+
+static int do_range(lua_State *L, ltx *t, range_fn fn)
+{
+    bk_slice bucket = check_str(L, 2, "range"), from = check_str(L, 3, "range"), to;
+    int has_to = !lua_isnoneornil(L, 4);
+    if (has_to)
+        to = check_str(L, 4, "range");
+    int64_t limit = opt_limit(L, 5, "range");
+    bk_error err;
+    if (fn(t, bucket, from, has_to ? &to : NULL, limit, &err))
+        return raise(L, &err);
+    push_results(L, &t->res);
+    return 2;
+}
+
+static int do_get(lua_State *L, ltx *t, range_fn fn)
+{
+    bk_slice bucket = check_str(L, 2, "get"), key = check_str(L, 3, "get");
+    bk_error err;
+    if (fn(t, bucket, key, NULL, 0, &err))
+        return raise(L, &err);
+    if (t->res.count) {
+        bk_slice v = bk_result_value(&t->res, 0);
+        lua_pushlstring(L, v.data, v.len);
+    } else {
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
+static int batch_read(ltx *t, bk_slice bucket, bk_slice from, const bk_slice *to,
+                      int64_t limit, bk_error *err)
+{
+    return bk_tx_range(t->be, bucket, from, to, limit, &t->res, err);
+}
+
+static int view_read(ltx *t, bk_slice bucket, bk_slice from, const bk_slice *to,
+                     int64_t limit, bk_error *err)
+{
+    if (!t->view) {
+        err->code = BK_ENOTLOCKED;
+        snprintf(err->msg, sizeof err->msg, "read tx is not locked (call rlock() first)");
+        return err->code;
+    }
+    return bk_view_range(t->view, bucket, from, to, limit, &t->res, err);
+}
+
+static int l_batch_lock(lua_State *L)
+{
+    ltx *t = check_batch(L);
+    bk_error err;
+    if (bk_lock(t->be, &err))
+        return raise(L, &err);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_batch_unlock(lua_State *L)
+{
+    ltx *t = check_batch(L);
+    bk_error err;
+    if (bk_unlock(t->be, &err))
+        return raise(L, &err);
+    return 0;
+}
+
+static int l_batch_close(lua_State *L)
+{
+    ltx *t = luaL_checkudata(L, 1, MT_BATCH);
+    bk_error err;
+    if (t->be && !bk_is_closed(t->be) && bk_locked_by_me(t->be) && bk_unlock(t->be, &err))
+        return raise(L, &err);
+    return 0;
+}
+
+static int batch_write(lua_State *L, const char *fname, int nargs,
+                       int (*op1)(bk_backend *, bk_slice, bk_error *),
+                       int (*op2)(bk_backend *, bk_slice, bk_slice, bk_error *),
+                       int (*op3)(bk_backend *, bk_slice, bk_slice, bk_slice, bk_error *))
+{
+    ltx *t = check_batch(L);
+    bk_slice a[3];
+    bk_error err;
+    for (int i = 0; i < nargs; i++)
+        a[i] = check_str(L, i + 2, fname);
+    int rc = op1 ? op1(t->be, a[0], &err) : op2 ? op2(t->be, a[0], a[1], &err)
+                                                : op3(t->be, a[0], a[1], a[2], &err);
+    if (rc)
+        return raise(L, &err);
+    return 0;
+}
+
+static int l_create_bucket(lua_State *L)
+{
+    return batch_write(L, "create_bucket", 1, bk_create_bucket, NULL, NULL);
+}
+
+static int l_delete_bucket(lua_State *L)
+{
+    return batch_write(L, "delete_bucket", 1, bk_delete_bucket, NULL, NULL);
+}
+
+static int l_put(lua_State *L)
+{
+    return batch_write(L, "put", 3, NULL, NULL, bk_put);
+}
+
+static int l_seq_put(lua_State *L)
+{
+    /* The committer applies every batch in key order and appends once past
+     * the last key, so the sequential hint needs nothing more. */
+    return batch_write(L, "seq_put", 3, NULL, NULL, bk_put);
+}
+
+static int l_delete(lua_State *L)
+{
+    return batch_write(L, "delete", 2, NULL, bk_delete, NULL);
+}
+
+static int commit(lua_State *L, int stop)
+{
+    ltx *t = check_batch(L);
+    bk_error err;
+    if (bk_commit(t->be, stop, &err))
+        return raise(L, &err);
+    return 0;
+}
+
+static int l_commit(lua_State *L)
+{
+    return commit(L, 0);
+}
+
+static int l_commit_and_stop(lua_State *L)
+{
+    return commit(L, 1);
+}
+
+static int l_pending(lua_State *L)
+{
+    ltx *t = check_batch(L);
+    lua_pushinteger(L, (lua_Integer)bk_pending(t->be));
+    return 1;
+}
+
+static int l_batch_range(lua_State *L)
+{
+    return do_range(L, check_batch(L), batch_read);
+}
+
+static int l_batch_get(lua_State *L)
+{
+    return do_get(L, check_batch(L), batch_read);
+}
+
+static int tx_gc(lua_State *L)
+{
+    ltx *t = lua_touserdata(L, 1);
+    bk_view_close(t->view);
+    t->view = NULL;
+    bk_result_free(&t->res);
+    bk_free(t->be);
+    t->be = NULL;
+    return 0;
+}
+
+static int tx_tostring(lua_State *L, const char *mt, int closed)
+{
+    ltx *t = luaL_checkudata(L, 1, mt);
+    if (closed || !t->be || bk_is_closed(t->be))
+        lua_pushfstring(L, "%s (closed)", mt);
+    else
+        lua_pushfstring(L, "%s (%p)", mt, (void *)t);
+    return 1;
+}
+
+static int l_batch_tostring(lua_State *L)
+{
+    return tx_tostring(L, MT_BATCH, 0);
+}
+
+/* The shared ReadTx: rlock() takes a view, the last runlock() ends it. */
+static ltx *check_read(lua_State *L)
+{
+    return check_tx(L, MT_READ, "backend");
+}
+
+static int l_read_rlock(lua_State *L)
+{
+    ltx *t = check_read(L);
+    bk_error err;
+    if (!t->view && bk_view_open(t->be, &t->view, &err))
+        return raise(L, &err);
+    t->rlocks++;
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_read_runlock(lua_State *L)
+{
+    ltx *t = luaL_checkudata(L, 1, MT_READ);
+    if (t->rlocks == 0)
+        return luaL_error(L, "backend: read tx is not locked (call rlock() first)");
+    if (--t->rlocks == 0) {
+        bk_view_close(t->view);
+        t->view = NULL;
+    }
+    return 0;
+}
+
+static int l_read_range(lua_State *L)
+{
+    return do_range(L, check_read(L), view_read);
+}
+
+static int l_read_get(lua_State *L)
+{
+    return do_get(L, check_read(L), view_read);
+}
+
+static int l_read_tostring(lua_State *L)
+{
+    return tx_tostring(L, MT_READ, 0);
+}
+
+/* ConcurrentReadTx: a view from creation to close (or runlock). */
+static ltx *check_crt(lua_State *L)
+{
+    ltx *t = luaL_checkudata(L, 1, MT_CRT);
+    if (!t->view)
+        luaL_error(L, "backend: concurrent read tx is closed");
+    return t;
+}
+
+static int l_crt_noop(lua_State *L)
+{
+    check_crt(L);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_crt_close(lua_State *L)
+{
+    luaL_checkudata(L, 1, MT_CRT);
+    return tx_gc(L);
+}
+
+static int l_crt_range(lua_State *L)
+{
+    return do_range(L, check_crt(L), view_read);
+}
+
+static int l_crt_get(lua_State *L)
+{
+    return do_get(L, check_crt(L), view_read);
+}
+
+static int l_crt_tostring(lua_State *L)
+{
+    ltx *t = luaL_checkudata(L, 1, MT_CRT);
+    return tx_tostring(L, MT_CRT, t->view == NULL);
+}
+
+/* ---- Snapshot ---- */
+
+static lsnap *check_snap(lua_State *L)
+{
+    lsnap *s = luaL_checkudata(L, 1, MT_SNAP);
+    if (!s->snap)
+        luaL_error(L, "backend: snapshot is closed");
+    return s;
+}
+
+static int l_snap_size(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)bk_snapshot_size(check_snap(L)->snap));
+    return 1;
+}
+
+static void call_progress(lua_State *L, int fn, uint64_t done, uint64_t total)
+{
+    if (!fn)
+        return;
+    lua_pushvalue(L, fn);
+    lua_pushinteger(L, (lua_Integer)done);
+    lua_pushinteger(L, (lua_Integer)total);
+    lua_call(L, 2, 0);
+}
+
+#define COPY_CHUNK ((size_t)64 << 20)
+#define READ_CHUNK ((size_t)1 << 20)
+
+/* Copy to an fd at its position; closes it on error when `own`. */
+static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress,
+                    const char *unlink_path)
+{
+    uint64_t total = bk_snapshot_size(snap), done = 0;
+    bk_error err;
+    while (done < total) {
+        size_t n = total - done < COPY_CHUNK ? (size_t)(total - done) : COPY_CHUNK;
+        if (bk_snapshot_copy_fd(snap, fd, done, n, &err)) {
+            if (unlink_path) {
+                close(fd);
+                unlink(unlink_path);
+            }
+            return raise(L, &err);
+        }
+        done += n;
+        call_progress(L, progress, done, total);
+    }
+    return 0;
+}
+
+static int l_snap_write_to(lua_State *L)
+{
+    lsnap *s = check_snap(L);
+    int progress = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TFUNCTION);
+        progress = 3;
+    }
+    uint64_t total = bk_snapshot_size(s->snap);
+    luaL_Stream *stream;
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        const char *path = lua_tostring(L, 2);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return luaL_error(L, "backend: %s: %s", path, strerror(errno));
+        write_fd(L, s->snap, fd, progress, path);
+        int saved = fsync(fd) < 0 ? errno : 0;
+        if (close(fd) < 0 && !saved)
+            saved = errno;
+        if (saved) {
+            unlink(path);
+            return luaL_error(L, "backend: %s: %s", path, strerror(saved));
+        }
+    } else if ((stream = luaL_testudata(L, 2, LUA_FILEHANDLE))) {
+        if (!stream->closef)
+            return luaL_error(L, "backend: attempt to use a closed file");
+        FILE *f = stream->f;
+        if (fflush(f) != 0)
+            return luaL_error(L, "backend: writing snapshot: %s", strerror(errno));
+        write_fd(L, s->snap, fileno(f), progress, NULL);
+        fseeko(f, 0, SEEK_CUR);   /* the stream learns the new position */
+    } else if (lua_type(L, 2) == LUA_TFUNCTION) {
+        char *buf = lua_newuserdatauv(L, READ_CHUNK, 0);
+        bk_error err;
+        for (uint64_t done = 0; done < total;) {
+            size_t n = total - done < READ_CHUNK ? (size_t)(total - done) : READ_CHUNK;
+            if (bk_snapshot_read(s->snap, done, buf, n, &err))
+                return raise(L, &err);
+            lua_pushvalue(L, 2);
+            lua_pushlstring(L, buf, n);
+            lua_call(L, 1, 0);
+            done += n;
+            call_progress(L, progress, done, total);
+        }
+    } else {
+        return arg_error(L, 2, "write_to", "path, file or function");
+    }
+    lua_pushinteger(L, (lua_Integer)total);
+    return 1;
+}
+
+static int l_snap_close(lua_State *L)
+{
+    lsnap *s = luaL_checkudata(L, 1, MT_SNAP);
+    bk_snapshot_close(s->snap);
+    s->snap = NULL;
+    return 0;
+}
+
+static int l_snap_tostring(lua_State *L)
+{
+    lsnap *s = luaL_checkudata(L, 1, MT_SNAP);
+    if (s->snap)
+        lua_pushfstring(L, MT_SNAP " (%p)", (void *)s);
+    else
+        lua_pushliteral(L, MT_SNAP " (closed)");
+    return 1;
+}
+
+/* ---- module functions ---- */
+
+static int l_crc32c(lua_State *L)
+{
+    bk_slice s = check_str(L, 1, "crc32c");
+    lua_Integer crc = luaL_optinteger(L, 2, 0);
+    if (crc < 0 || crc > 0xFFFFFFFF)
+        return luaL_error(L, "backend: bad argument #2 to 'crc32c' (crc out of range)");
+    lua_pushinteger(L, (lua_Integer)bk_crc32c((uint32_t)crc, s.data, s.len));
+    return 1;
+}
+
+static int l_mkdtemp(lua_State *L)
+{
+    const char *tmpdir = getenv("TMPDIR");
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s/backend-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    if (!mkdtemp(buf))
+        return luaL_error(L, "backend: creating a temporary directory: %s", strerror(errno));
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static void new_type(lua_State *L, const char *name, const luaL_Reg *methods,
+                     const luaL_Reg *meta)
+{
+    luaL_newmetatable(L, name);   /* kept if it exists: reloads are fine */
+    luaL_setfuncs(L, meta, 0);
+    if (lua_getfield(L, -1, "__index") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "__index");
+    }
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -3, name + sizeof "backend." - 1);   /* methods.<Type> */
+    lua_pop(L, 1);
+}
+
+int luaopen_backend_core(lua_State *L);
+int luaopen_backend_core(lua_State *L)
+{
+    static const luaL_Reg backend_m[] = {
+        { "batch_tx", l_batch_tx }, { "read_tx", l_read_tx },
+        { "concurrent_read_tx", l_concurrent_read_tx }, { "snapshot", l_snapshot },
+        { "hash", l_hash }, { "size", l_size }, { "size_in_use", l_size_in_use },
+        { "open_read_tx_n", l_open_read_tx_n }, { "commits", l_commits },
+        { "defrag", l_defrag }, { "force_commit", l_force_commit },
+        { "close", l_backend_close }, { "stats", l_stats }, { "path", l_path },
+        { "_committed_get", l_committed_get }, { NULL, NULL } };
+    static const luaL_Reg backend_meta[] = {
+        { "__gc", l_backend_gc }, { "__close", l_backend_gc },
+        { "__tostring", l_backend_tostring }, { NULL, NULL } };
+    static const luaL_Reg batch_m[] = {
+        { "lock", l_batch_lock }, { "unlock", l_batch_unlock },
+        { "create_bucket", l_create_bucket }, { "delete_bucket", l_delete_bucket },
+        { "put", l_put }, { "seq_put", l_seq_put }, { "delete", l_delete },
+        { "range", l_batch_range }, { "get", l_batch_get }, { "commit", l_commit },
+        { "commit_and_stop", l_commit_and_stop }, { "pending", l_pending }, { NULL, NULL } };
+    static const luaL_Reg batch_meta[] = {
+        { "__gc", tx_gc }, { "__close", l_batch_close },
+        { "__tostring", l_batch_tostring }, { NULL, NULL } };
+    static const luaL_Reg read_m[] = {
+        { "rlock", l_read_rlock }, { "runlock", l_read_runlock },
+        { "lock", l_read_rlock }, { "unlock", l_read_runlock },
+        { "range", l_read_range }, { "get", l_read_get }, { NULL, NULL } };
+    static const luaL_Reg read_meta[] = {
+        { "__gc", tx_gc }, { "__tostring", l_read_tostring }, { NULL, NULL } };
+    static const luaL_Reg crt_m[] = {
+        { "rlock", l_crt_noop }, { "lock", l_crt_noop }, { "unlock", l_crt_noop },
+        { "runlock", l_crt_close }, { "close", l_crt_close },
+        { "range", l_crt_range }, { "get", l_crt_get }, { NULL, NULL } };
+    static const luaL_Reg crt_meta[] = {
+        { "__gc", tx_gc }, { "__close", l_crt_close },
+        { "__tostring", l_crt_tostring }, { NULL, NULL } };
+    static const luaL_Reg snap_m[] = {
+        { "size", l_snap_size }, { "write_to", l_snap_write_to },
+        { "close", l_snap_close }, { NULL, NULL } };
+    static const luaL_Reg snap_meta[] = {
+        { "__gc", l_snap_close }, { "__close", l_snap_close },
+        { "__tostring", l_snap_tostring }, { NULL, NULL } };
+    static const luaL_Reg funcs[] = {
+        { "open", l_open }, { "crc32c", l_crc32c }, { "mkdtemp", l_mkdtemp },
+        { NULL, NULL } };
+
+    luaL_newlib(L, funcs);
+    lua_newtable(L);   /* methods: the facade adds Lua methods here */
+    new_type(L, MT_BACKEND, backend_m, backend_meta);
+    new_type(L, MT_BATCH, batch_m, batch_meta);
+    new_type(L, MT_READ, read_m, read_meta);
+    new_type(L, MT_CRT, crt_m, crt_meta);
+    new_type(L, MT_SNAP, snap_m, snap_meta);
+    lua_setfield(L, -2, "methods");
+    lua_pushliteral(L, BK_VERSION);
+    lua_setfield(L, -2, "version");
+    int major, minor, patch;
+    mdb_version(&major, &minor, &patch);
+    lua_pushfstring(L, "%d.%d.%d", major, minor, patch);
+    lua_setfield(L, -2, "lmdb_version");
+    MDB_env *env;   /* the key limit of this LMDB build */
+    if (mdb_env_create(&env) == 0) {
+        lua_pushinteger(L, mdb_env_get_maxkeysize(env));
+        lua_setfield(L, -2, "max_key_size");
+        mdb_env_close(env);
+    }
+    return 1;
+}

@@ -1,0 +1,202 @@
+/* memtable.c: see memtable.h. Links are published with release stores and
+ * read with acquire loads, so readers on other threads see whole nodes. */
+#include "memtable.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK_SIZE (256 * 1024)
+#define ALIGN 8
+
+struct mt_block {
+    mt_block *next;
+    size_t size;
+    char data[];
+};
+
+static int add_block(memtable *m, size_t need)
+{
+    size_t size = need > BLOCK_SIZE / 4 ? need : BLOCK_SIZE;
+    mt_block *b = malloc(sizeof *b + size);
+    if (!b)
+        return -1;
+    b->size = size;
+    m->arena_bytes += sizeof *b + size;
+    if (size == need && m->blocks) {
+        /* A large entry gets a block of its own; keep bumping in the
+         * current block. */
+        b->next = m->blocks->next;
+        m->blocks->next = b;
+        m->cur = b->data;   /* caller takes all of it */
+        return 1;
+    }
+    b->next = m->blocks;
+    m->blocks = b;
+    m->cur = b->data;
+    m->end = b->data + size;
+    return 0;
+}
+
+static void *arena_alloc(memtable *m, size_t n)
+{
+    n = (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+    if ((size_t)(m->end - m->cur) < n) {
+        char *keep_cur = m->cur, *keep_end = m->end;
+        int r = add_block(m, n);
+        if (r < 0)
+            return NULL;
+        if (r == 1) {
+            void *p = m->cur;
+            m->cur = keep_cur;
+            m->end = keep_end;
+            return p;
+        }
+    }
+    void *p = m->cur;
+    m->cur += n;
+    return p;
+}
+
+memtable *mt_new(uint64_t id)
+{
+    memtable *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->refs = 1;
+    m->id = id;
+    m->height = 1;
+    m->rng = 0x9e3779b9u ^ (uint32_t)id;
+    m->head = arena_alloc(m, sizeof(mt_node) + MT_MAX_HEIGHT * sizeof(mt_node *));
+    if (!m->head) {
+        free(m);
+        return NULL;
+    }
+    memset(m->head, 0, sizeof(mt_node) + MT_MAX_HEIGHT * sizeof(mt_node *));
+    m->head->height = MT_MAX_HEIGHT;
+    return m;
+}
+
+void mt_ref(memtable *m)
+{
+    __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+}
+
+void mt_unref(memtable *m)
+{
+    if (!m || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (mt_block *b = m->blocks, *n; b; b = n) {
+        n = b->next;
+        free(b);
+    }
+    free(m);
+}
+
+int mt_keycmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* Order of node n against (bucket, key, seq): bucket, key, newest first. */
+static int node_cmp(const mt_node *n, uint32_t bucket, const void *key,
+                    size_t klen, uint64_t seq)
+{
+    if (n->bucket != bucket)
+        return n->bucket < bucket ? -1 : 1;
+    int c = mt_keycmp(mt_key(n), n->klen, key, klen);
+    if (c)
+        return c;
+    return n->seq > seq ? -1 : n->seq < seq;
+}
+
+static mt_node *load(mt_node *n, int level)
+{
+    return __atomic_load_n(&n->next[level], __ATOMIC_ACQUIRE);
+}
+
+static int random_height(memtable *m)
+{
+    int h = 1;
+    for (;;) {
+        m->rng ^= m->rng << 13;
+        m->rng ^= m->rng >> 17;
+        m->rng ^= m->rng << 5;
+        if (h >= MT_MAX_HEIGHT || (m->rng & 3))
+            return h;
+        h++;
+    }
+}
+
+/* Finds the first node >= target; fills prev[] with the last node < target
+ * at each level when prev is given. */
+static mt_node *find_ge(const memtable *m, uint32_t bucket, const void *key,
+                        size_t klen, uint64_t seq, mt_node **prev)
+{
+    mt_node *x = m->head;
+    int level = __atomic_load_n(&m->height, __ATOMIC_ACQUIRE) - 1;
+    for (;;) {
+        mt_node *next = load(x, level);
+        if (next && node_cmp(next, bucket, key, klen, seq) < 0) {
+            x = next;
+            continue;
+        }
+        if (prev)
+            prev[level] = x;
+        if (level == 0)
+            return next;
+        level--;
+    }
+}
+
+int mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
+              const void *key, size_t klen, const void *val, size_t vlen)
+{
+    mt_node *prev[MT_MAX_HEIGHT];
+    find_ge(m, bucket, key, klen, seq, prev);
+    int h = random_height(m);
+    int cur = m->height;
+    if (h > cur) {
+        for (int i = cur; i < h; i++)
+            prev[i] = m->head;
+        /* Readers that see the new height before the links find NULL at
+         * the new levels from head, and simply drop a level. */
+        __atomic_store_n(&m->height, h, __ATOMIC_RELEASE);
+    }
+    mt_node *n = arena_alloc(m, sizeof *n + (size_t)h * sizeof(mt_node *) + klen + vlen);
+    if (!n)
+        return -1;
+    n->seq = seq;
+    n->bucket = bucket;
+    n->klen = (uint32_t)klen;
+    n->vlen = (uint32_t)vlen;
+    n->type = type;
+    n->height = (uint8_t)h;
+    char *data = (char *)&n->next[h];
+    if (klen)
+        memcpy(data, key, klen);
+    if (vlen)
+        memcpy(data + klen, val, vlen);
+    for (int i = 0; i < h; i++) {
+        n->next[i] = load(prev[i], i);
+        __atomic_store_n(&prev[i]->next[i], n, __ATOMIC_RELEASE);
+    }
+    /* Read by stats on other threads. */
+    __atomic_add_fetch(&m->writes, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&m->bytes, klen + vlen, __ATOMIC_RELAXED);
+    return 0;
+}
+
+mt_node *mt_seek(const memtable *m, uint32_t bucket, const void *key,
+                 size_t klen, uint64_t seq)
+{
+    return find_ge(m, bucket, key, klen, seq, NULL);
+}
+
+mt_node *mt_first(const memtable *m)
+{
+    return load(m->head, 0);
+}

@@ -1,0 +1,71 @@
+/* memtable.h: the write buffer. One skiplist of versioned entries ordered by
+ * (bucket, key, seq descending), in an arena. One writer inserts (under the
+ * batch lock); any number of readers traverse it without locks, each seeing
+ * only the entries with seq <= its own snapshot sequence. A reader never
+ * copies the buffer: that is what keeps a concurrent read tx O(1). */
+#ifndef MEMTABLE_H
+#define MEMTABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum mt_type { MT_PUT = 0, MT_DEL = 1, MT_CREATE = 2, MT_DROP = 3 };
+
+#define MT_MAX_HEIGHT 20
+
+typedef struct mt_node mt_node;
+struct mt_node {
+    uint64_t seq;
+    uint32_t bucket;
+    uint32_t klen;
+    uint32_t vlen;
+    uint8_t type;
+    uint8_t height;
+    mt_node *next[];   /* height links, then key bytes, then value bytes */
+};
+
+typedef struct mt_block mt_block;
+
+typedef struct memtable {
+    int refs;                  /* atomic */
+    uint64_t id;               /* creation order; commits go in this order */
+    uint64_t writes;           /* entries inserted */
+    uint64_t bytes;            /* key and value bytes inserted */
+    uint64_t arena_bytes;      /* memory held */
+    int height;                /* atomic: current list height */
+    uint32_t rng;
+    mt_block *blocks;
+    char *cur, *end;           /* bump allocation in blocks->data */
+    mt_node *head;
+} memtable;
+
+memtable *mt_new(uint64_t id);
+void mt_ref(memtable *m);
+void mt_unref(memtable *m);
+
+/* Insert an entry (single writer). Bucket events (MT_CREATE, MT_DROP) use
+ * an empty key, which sorts before every real key of the bucket. Returns
+ * 0, or -1 when out of memory. */
+int mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
+              const void *key, size_t klen, const void *val, size_t vlen);
+
+/* First node >= (bucket, key, seq) in list order, or NULL. */
+mt_node *mt_seek(const memtable *m, uint32_t bucket, const void *key,
+                 size_t klen, uint64_t seq);
+mt_node *mt_first(const memtable *m);
+static inline mt_node *mt_next(const mt_node *n)
+{
+    return __atomic_load_n(&n->next[0], __ATOMIC_ACQUIRE);
+}
+static inline const char *mt_key(const mt_node *n)
+{
+    return (const char *)&n->next[n->height];
+}
+static inline const char *mt_value(const mt_node *n)
+{
+    return mt_key(n) + n->klen;
+}
+/* memcmp order, shorter first on a common prefix (LMDB's and bbolt's). */
+int mt_keycmp(const void *a, size_t alen, const void *b, size_t blen);
+
+#endif

@@ -1,0 +1,262 @@
+/* snapshot.c: a point-in-time copy of the committed data. The snapshot pins
+ * an LMDB read txn (a gen), so no page it can reach is reused, and keeps
+ * the file's two meta pages as they were at that moment, both rewritten to
+ * point at its state. write_to then copies the file's other pages with
+ * copy_file_range: the speed of a file copy, not of LMDB's page walk. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* LMDB's meta page (mdb.c, MDB_meta after the 16-byte page header). */
+#define META_MAGIC_OFF 16
+#define META_LAST_PG_OFF 136
+#define META_TXNID_OFF 144
+#define LMDB_MAGIC 0xBEEFC0DEu
+
+static uint64_t get64(const char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static int read_full(int fd, char *buf, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pread(fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0) {   /* pages past the end of the file read as zeros */
+            memset(buf, 0, len);
+            return 0;
+        }
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Both meta pages describe txn `txnid`: the one LMDB wrote, and a copy of
+ * it as txnid-1 in the other slot (as bbolt's WriteTo does), so neither can
+ * point at pages that later commits reused. */
+static int capture_meta(bk_backend *be, gen *g, bk_snapshot *s, bk_error *err)
+{
+    int fd;
+    int rc = mdb_env_get_fd(be->env, &fd);
+    if (rc)
+        return bk_mdb_fail(err, rc, "snapshot");
+    s->meta = malloc(2 * be->psize);
+    if (!s->meta)
+        return bk_fail(err, BK_EIO, "out of memory");
+    if (read_full(fd, s->meta, 2 * be->psize, 0))
+        return bk_fail(err, BK_EIO, "snapshot: reading meta pages: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        char *page = s->meta + (size_t)i * be->psize;
+        uint32_t magic;
+        memcpy(&magic, page + META_MAGIC_OFF, 4);
+        if (magic != LMDB_MAGIC || get64(page + META_TXNID_OFF) != g->txnid)
+            continue;
+        char *other = s->meta + (size_t)(1 - i) * be->psize;
+        uint64_t pgno = (uint64_t)(1 - i), prev = g->txnid - 1;
+        memcpy(other, page, be->psize);
+        memcpy(other, &pgno, 8);
+        memcpy(other + META_TXNID_OFF, &prev, 8);
+        s->size = (get64(page + META_LAST_PG_OFF) + 1) * be->psize;
+        return BK_OK;
+    }
+    return bk_fail(err, BK_EIO, "snapshot: the meta page of txn %llu is gone "
+                   "(a writer committed meanwhile); retry", (unsigned long long)g->txnid);
+}
+
+int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
+{
+    int rc = be->cfg.readonly ? bk_readonly_refresh(be, err) : bk_force_commit(be, err);
+    if (rc)
+        return rc;
+    bk_snapshot *s = calloc(1, sizeof *s);
+    if (!s)
+        return bk_fail(err, BK_EIO, "out of memory");
+    s->opened = bk_now();
+    s->psize = be->psize;
+    pthread_mutex_lock(&be->txn_mu);   /* no commit moves the meta pages */
+    version *v = bk_version_get(be);
+    if (!v) {
+        rc = bk_fail(err, BK_ECLOSED, "backend is closed");
+    } else {
+        s->g = v->g;
+        __atomic_add_fetch(&s->g->refs, 1, __ATOMIC_RELAXED);
+        bk_version_unref(v);
+        rc = capture_meta(be, s->g, s, err);
+    }
+    pthread_mutex_unlock(&be->txn_mu);
+    if (rc) {
+        bk_gen_unref(s->g);
+        free(s->meta);
+        free(s);
+        return rc;
+    }
+    s->be = be;
+    bk_ref(be);
+    pthread_mutex_lock(&be->views_mu);
+    s->next = be->snaps;
+    if (be->snaps)
+        be->snaps->prev = s;
+    be->snaps = s;
+    pthread_mutex_unlock(&be->views_mu);
+    __atomic_add_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
+    *out = s;
+    return BK_OK;
+}
+
+uint64_t bk_snapshot_size(const bk_snapshot *s)
+{
+    return s->size;
+}
+
+/* Caller holds views_mu. */
+void bk_snapshot_invalidate(bk_snapshot *s, int code)
+{
+    bk_gen_unref(s->g);
+    s->g = NULL;
+    s->invalid = code;
+}
+
+static int usable(bk_snapshot *s, uint64_t off, size_t len, bk_error *err)
+{
+    if (s->invalid == BK_EINVALID)
+        return bk_fail(err, BK_EINVALID, "snapshot was invalidated by defrag");
+    if (s->invalid)
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    if (off > s->size || len > s->size - off)
+        return bk_fail(err, BK_EARG, "snapshot range out of bounds");
+    return BK_OK;
+}
+
+static int write_full(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The data file's bytes [off, off+len) to out, fastest way first. */
+static int copy_pages(int in, int out, uint64_t off, size_t len)
+{
+    int fast = 1;
+    while (len) {
+        ssize_t n = -1;
+        if (fast) {
+            off_t o = (off_t)off;
+            n = copy_file_range(in, &o, out, NULL, len, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                          errno == EOPNOTSUPP || errno == EBADF)) {
+                fast = 0;
+                continue;
+            }
+        } else {
+            char buf[1 << 16];
+            size_t want = len < sizeof buf ? len : sizeof buf;
+            if (read_full(in, buf, want, off) || write_full(out, buf, want))
+                return -1;
+            n = (ssize_t)want;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0) {   /* short file: the rest are zero pages */
+            fast = 0;
+            continue;
+        }
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int bk_snapshot_copy_fd(bk_snapshot *s, int fd, uint64_t off, size_t len,
+                        bk_error *err)
+{
+    bk_backend *be = s->be;
+    pthread_rwlock_rdlock(&be->maplock);   /* defrag may not swap files now */
+    int rc = usable(s, off, len, err), in;
+    uint64_t meta_end = 2 * (uint64_t)s->psize;
+    if (!rc && off < meta_end) {
+        size_t n = (size_t)(meta_end - off) < len ? (size_t)(meta_end - off) : len;
+        if (write_full(fd, s->meta + off, n))
+            rc = bk_fail(err, BK_EIO, "snapshot write: %s", strerror(errno));
+        off += n;
+        len -= n;
+    }
+    if (!rc && len && (rc = mdb_env_get_fd(be->env, &in)))
+        rc = bk_mdb_fail(err, rc, "snapshot");
+    if (!rc && len && copy_pages(in, fd, off, len))
+        rc = bk_fail(err, BK_EIO, "snapshot write: %s", strerror(errno));
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}
+
+int bk_snapshot_read(bk_snapshot *s, uint64_t off, void *buf, size_t len,
+                     bk_error *err)
+{
+    bk_backend *be = s->be;
+    char *p = buf;
+    pthread_rwlock_rdlock(&be->maplock);
+    int rc = usable(s, off, len, err), in;
+    uint64_t meta_end = 2 * (uint64_t)s->psize;
+    if (!rc && off < meta_end) {
+        size_t n = (size_t)(meta_end - off) < len ? (size_t)(meta_end - off) : len;
+        memcpy(p, s->meta + off, n);
+        p += n;
+        off += n;
+        len -= n;
+    }
+    if (!rc && len && (rc = mdb_env_get_fd(be->env, &in)))
+        rc = bk_mdb_fail(err, rc, "snapshot");
+    if (!rc && len && read_full(in, p, len, off))
+        rc = bk_fail(err, BK_EIO, "snapshot read: %s", strerror(errno));
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}
+
+void bk_snapshot_close(bk_snapshot *s)
+{
+    if (!s)
+        return;
+    bk_backend *be = s->be;
+    double dt = bk_now() - s->opened;
+    pthread_mutex_lock(&be->views_mu);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        be->snaps = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    gen *g = s->g;
+    s->g = NULL;
+    pthread_mutex_unlock(&be->views_mu);
+    bk_gen_unref(g);
+    __atomic_store(&be->snapshot_s, &dt, __ATOMIC_RELAXED);
+    /* etcd warns when a snapshot is slower than 100 MB/s, after 30 s. */
+    double expected = (double)s->size / 100e6;
+    if (dt > 30 && dt > expected)
+        bk_log(be, "warn", NULL, "snapshot took %.1f s for %llu bytes", dt,
+               (unsigned long long)s->size);
+    __atomic_sub_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
+    free(s->meta);
+    free(s);
+    bk_free(be);
+}

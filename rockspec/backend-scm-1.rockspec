@@ -1,0 +1,49 @@
+package = "backend"
+version = "scm-1"
+source = {
+   url = "git+file://.",
+}
+description = {
+   summary = "etcd's MVCC storage backend, rebuilt in C on LMDB, for Lua 5.4",
+   detailed = [[
+      The batch-transaction storage backend of etcd (buckets, batched writes with a
+      commit timer, buffered reads, snapshots, defragmentation, CRC-32C hash),
+      implemented in C on LMDB and exported to Lua 5.4 as require "backend".
+   ]],
+   -- Licence not decided yet; etcd's own is Apache-2.0. `luarocks lint` requires the field.
+   license = "Apache-2.0",
+}
+dependencies = {
+   "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+   LMDB = {
+      header = "lmdb.h",
+      library = "lmdb",
+   },
+}
+build = {
+   type = "builtin",
+   modules = {
+      ["backend.core"] = {
+         sources = {
+            "csrc/lbackend.c",
+            "csrc/backend.c",
+            "csrc/memtable.c",
+            "csrc/read.c",
+            "csrc/snapshot.c",
+            "csrc/defrag.c",
+            "csrc/hash.c",
+            "csrc/crc32c.c",
+         },
+         defines = { "_GNU_SOURCE" },
+         libraries = { "lmdb", "pthread" },
+         incdirs = { "$(LMDB_INCDIR)" },
+         libdirs = { "$(LMDB_LIBDIR)" },
+      },
+      backend = "lua/backend/init.lua",
+      ["backend.model"] = "lua/backend/model.lua",
+      ["backend.json"] = "lua/backend/json.lua",
+      ["backend.demo"] = "lua/backend/demo.lua",
+   },
+}
