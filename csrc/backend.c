@@ -274,10 +274,14 @@ static void open_paths_remove(const char *real)
     pthread_mutex_unlock(&open_mu);
 }
 
-/* The absolute path, whether or not the file exists yet. */
+/* The canonical path (symlinks resolved), whether or not the file exists. */
 static char *absolute_path(const char *path)
 {
-    char buf[PATH_MAX], *dir = strdup(path), *base = strdup(path), *out = NULL;
+    char buf[PATH_MAX], *dir, *base, *out = NULL;
+    if (realpath(path, buf))
+        return strdup(buf);
+    dir = strdup(path);
+    base = strdup(path);
     if (dir && base && realpath(dirname(dir), buf)) {
         const char *b = basename(base);
         size_t n = strlen(buf) + strlen(b) + 2;
@@ -508,7 +512,7 @@ void bk_invalidate_children(bk_backend *be, int code)
     for (bk_view *v = be->views; v; v = v->next) {
         bk_version_unref(v->v);
         v->v = NULL;
-        v->invalid = code;
+        __atomic_store_n(&v->invalid, code, __ATOMIC_RELEASE);
     }
     for (bk_snapshot *s = be->snaps; s; s = s->next)
         bk_snapshot_invalidate(s, code);

@@ -122,11 +122,14 @@ int bk_view_open(bk_backend *be, bk_view **out, bk_error *err);
 int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
                   const bk_slice *to, int64_t limit, bk_result *out,
                   bk_error *err);
+/* BK_OK while the view can be read; BK_EINVALID or BK_ECLOSED after. */
+int bk_view_check(bk_view *v, bk_error *err);
 void bk_view_close(bk_view *v);
 
 /* Point-in-time snapshot of the committed data (commits first). */
 int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err);
 uint64_t bk_snapshot_size(const bk_snapshot *s);
+int bk_snapshot_check(bk_snapshot *s, bk_error *err);
 /* Copy bytes [off, off+len) of the snapshot file to fd at its position. */
 int bk_snapshot_copy_fd(bk_snapshot *s, int fd, uint64_t off, size_t len,
                         bk_error *err);

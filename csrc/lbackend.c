@@ -7,6 +7,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <lmdb.h>
@@ -37,15 +38,51 @@ typedef struct lsnap { bk_snapshot *snap; } lsnap;
 
 /* ---- errors and arguments ---- */
 
-static int raise(lua_State *L, const bk_error *err)
+/* Like luaL_error, without the caller's position: every message starts
+ * with "backend: ", as the API promises. */
+static int fail(lua_State *L, const char *fmt, ...)
 {
-    return luaL_error(L, "backend: %s", err->msg);
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushliteral(L, "backend: ");
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
 }
 
+static int raise(lua_State *L, const bk_error *err)
+{
+    return fail(L, "%s", err->msg);
+}
+
+/* Numbered as Lua numbers them: a method call does not count self. */
 static int arg_error(lua_State *L, int i, const char *fname, const char *expected)
 {
-    return luaL_error(L, "backend: bad argument #%d to '%s' (%s expected, got %s)", i,
-                      fname, expected, luaL_typename(L, i));
+    lua_Debug ar;
+    const char *got = lua_isnone(L, i) ? "nil" : luaL_typename(L, i);
+    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.namewhat &&
+        !strcmp(ar.namewhat, "method") && --i == 0)
+        return fail(L, "calling '%s' on bad self (%s expected, got %s)", fname, expected, got);
+    return fail(L, "bad argument #%d to '%s' (%s expected, got %s)", i, fname, expected, got);
+}
+
+static void *check_ud(lua_State *L, int i, const char *mt)
+{
+    void *p = luaL_testudata(L, i, mt);
+    if (!p) {
+        lua_Debug ar;
+        const char *fname = lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name
+            ? ar.name : "?";
+        arg_error(L, i, fname, mt);
+    }
+    return p;
+}
+
+static void check_type(lua_State *L, int i, int type, const char *fname)
+{
+    if (lua_type(L, i) != type)
+        arg_error(L, i, fname, lua_typename(L, type));
 }
 
 static bk_slice check_str(lua_State *L, int i, const char *fname)
@@ -103,9 +140,9 @@ static void deliver_logs(lua_State *L, bk_backend *be, int backend_idx)
 
 static lbackend *check_backend(lua_State *L, int i)
 {
-    lbackend *lb = luaL_checkudata(L, i, MT_BACKEND);
+    lbackend *lb = check_ud(L, i, MT_BACKEND);
     if (!lb->be || bk_is_closed(lb->be))
-        luaL_error(L, "backend: backend is closed");
+        fail(L, "backend is closed");
     deliver_logs(L, lb->be, i);
     return lb;
 }
@@ -116,7 +153,7 @@ static int field_number(lua_State *L, int t, const char *name, double *out)
     if (type == LUA_TNUMBER)
         *out = lua_tonumber(L, -1);
     else if (type != LUA_TNIL)
-        luaL_error(L, "backend: config.%s must be a number", name);
+        fail(L, "config.%s must be a number", name);
     lua_pop(L, 1);
     return type == LUA_TNUMBER;
 }
@@ -128,7 +165,7 @@ static void field_integer(lua_State *L, int t, const char *name, uint64_t *out)
     if (type == LUA_TNUMBER && ok && n >= 0)
         *out = (uint64_t)n;
     else if (type != LUA_TNIL)
-        luaL_error(L, "backend: config.%s must be a non-negative integer", name);
+        fail(L, "config.%s must be a non-negative integer", name);
     lua_pop(L, 1);
 }
 
@@ -138,7 +175,7 @@ static void field_bool(lua_State *L, int t, const char *name, int *out)
     if (type == LUA_TBOOLEAN)
         *out = lua_toboolean(L, -1);
     else if (type != LUA_TNIL)
-        luaL_error(L, "backend: config.%s must be a boolean", name);
+        fail(L, "config.%s must be a boolean", name);
     lua_pop(L, 1);
 }
 
@@ -148,10 +185,10 @@ static int l_open(lua_State *L)
     bk_config cfg;
     bk_error err;
     uint64_t readers = 0;
-    luaL_checktype(L, 1, LUA_TTABLE);
+    check_type(L, 1, LUA_TTABLE, "open");
     bk_config_default(&cfg);
     if (lua_getfield(L, 1, "path") != LUA_TSTRING)
-        return luaL_error(L, "backend: config.path must be a string");
+        return fail(L, "config.path must be a string");
     cfg.path = lua_tostring(L, -1);   /* stays on the stack */
     field_number(L, 1, "batch_interval", &cfg.batch_interval);
     field_integer(L, 1, "batch_limit", &cfg.batch_limit);
@@ -164,7 +201,7 @@ static int l_open(lua_State *L)
     field_bool(L, 1, "remove_on_close", &cfg.remove_on_close);
     int logger = lua_getfield(L, 1, "logger");
     if (logger != LUA_TNIL && logger != LUA_TFUNCTION)
-        return luaL_error(L, "backend: config.logger must be a function");
+        return fail(L, "config.logger must be a function");
 
     lbackend *lb = lua_newuserdatauv(L, sizeof *lb, UV_COUNT);
     lb->be = NULL;   /* closed until the core has opened */
@@ -178,7 +215,7 @@ static int l_open(lua_State *L)
 
 static int l_backend_close(lua_State *L)
 {
-    lbackend *lb = luaL_checkudata(L, 1, MT_BACKEND);
+    lbackend *lb = check_ud(L, 1, MT_BACKEND);
     bk_error err;
     if (!lb->be)
         return 0;
@@ -191,7 +228,7 @@ static int l_backend_close(lua_State *L)
 
 static int l_backend_gc(lua_State *L)
 {
-    lbackend *lb = luaL_checkudata(L, 1, MT_BACKEND);
+    lbackend *lb = check_ud(L, 1, MT_BACKEND);
     bk_error err;
     if (!lb->be)
         return 0;
@@ -204,7 +241,7 @@ static int l_backend_gc(lua_State *L)
 
 static int l_backend_tostring(lua_State *L)
 {
-    lbackend *lb = luaL_checkudata(L, 1, MT_BACKEND);
+    lbackend *lb = check_ud(L, 1, MT_BACKEND);
     if (!lb->be || bk_is_closed(lb->be))
         lua_pushstring(L, "backend.Backend (closed)");
     else
@@ -274,7 +311,7 @@ static int l_hash(lua_State *L)
     uint32_t crc;
     size_t n = 0;
     if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
+        check_type(L, 2, LUA_TTABLE, "hash");
         /* Count, then collect {bucket, key} pairs whose value is true. */
         for (int pass = 0; pass < 2; pass++) {
             bk_slice *pairs = pass ? lua_newuserdatauv(L, (n ? n : 1) * 2 * sizeof *pairs, 0) : NULL;
@@ -283,11 +320,11 @@ static int l_hash(lua_State *L)
             lua_pushnil(L);
             while (lua_next(L, 2)) {
                 if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE)
-                    return luaL_error(L, "backend: hash ignores must map bucket names to tables");
+                    return fail(L, "hash ignores must map bucket names to tables");
                 lua_pushnil(L);
                 while (lua_next(L, -2)) {
                     if (lua_type(L, -2) != LUA_TSTRING)
-                        return luaL_error(L, "backend: hash ignores: keys must be strings");
+                        return fail(L, "hash ignores: keys must be strings");
                     if (lua_toboolean(L, -1) && pass) {
                         pairs[2 * i].data = lua_tolstring(L, -4, &pairs[2 * i].len);
                         pairs[2 * i + 1].data = lua_tolstring(L, -2, &pairs[2 * i + 1].len);
@@ -416,9 +453,9 @@ static int l_committed_get(lua_State *L)
 
 static ltx *check_tx(lua_State *L, const char *mt, const char *what)
 {
-    ltx *t = luaL_checkudata(L, 1, mt);
+    ltx *t = check_ud(L, 1, mt);
     if (!t->be || bk_is_closed(t->be))
-        luaL_error(L, "backend: %s is closed", what);
+        fail(L, "%s is closed", what);
     return t;
 }
 
@@ -510,7 +547,7 @@ static int l_batch_unlock(lua_State *L)
 
 static int l_batch_close(lua_State *L)
 {
-    ltx *t = luaL_checkudata(L, 1, MT_BATCH);
+    ltx *t = check_ud(L, 1, MT_BATCH);
     bk_error err;
     if (t->be && !bk_is_closed(t->be) && bk_locked_by_me(t->be) && bk_unlock(t->be, &err))
         return raise(L, &err);
@@ -610,7 +647,7 @@ static int tx_gc(lua_State *L)
 
 static int tx_tostring(lua_State *L, const char *mt, int closed)
 {
-    ltx *t = luaL_checkudata(L, 1, mt);
+    ltx *t = check_ud(L, 1, mt);
     if (closed || !t->be || bk_is_closed(t->be))
         lua_pushfstring(L, "%s (closed)", mt);
     else
@@ -642,9 +679,9 @@ static int l_read_rlock(lua_State *L)
 
 static int l_read_runlock(lua_State *L)
 {
-    ltx *t = luaL_checkudata(L, 1, MT_READ);
+    ltx *t = check_ud(L, 1, MT_READ);
     if (t->rlocks == 0)
-        return luaL_error(L, "backend: read tx is not locked (call rlock() first)");
+        return fail(L, "read tx is not locked (call rlock() first)");
     if (--t->rlocks == 0) {
         bk_view_close(t->view);
         t->view = NULL;
@@ -670,9 +707,9 @@ static int l_read_tostring(lua_State *L)
 /* ConcurrentReadTx: a view from creation to close (or runlock). */
 static ltx *check_crt(lua_State *L)
 {
-    ltx *t = luaL_checkudata(L, 1, MT_CRT);
+    ltx *t = check_ud(L, 1, MT_CRT);
     if (!t->view)
-        luaL_error(L, "backend: concurrent read tx is closed");
+        fail(L, "concurrent read tx is closed");
     return t;
 }
 
@@ -685,7 +722,7 @@ static int l_crt_noop(lua_State *L)
 
 static int l_crt_close(lua_State *L)
 {
-    luaL_checkudata(L, 1, MT_CRT);
+    check_ud(L, 1, MT_CRT);
     return tx_gc(L);
 }
 
@@ -701,23 +738,62 @@ static int l_crt_get(lua_State *L)
 
 static int l_crt_tostring(lua_State *L)
 {
-    ltx *t = luaL_checkudata(L, 1, MT_CRT);
-    return tx_tostring(L, MT_CRT, t->view == NULL);
+    ltx *t = check_ud(L, 1, MT_CRT);
+    bk_error err;
+    if (t->view && bk_view_check(t->view, &err) == BK_EINVALID)
+        lua_pushliteral(L, MT_CRT " (invalidated)");
+    else
+        tx_tostring(L, MT_CRT, t->view == NULL);
+    return 1;
+}
+
+/* tx:_check(): raises what a read would raise now; iterators call it at
+ * every step so a closed or invalidated tx stops them at once. */
+static int l_batch_check(lua_State *L)
+{
+    ltx *t = check_batch(L);
+    if (!bk_locked_by_me(t->be))
+        return fail(L, "batch tx is not locked (call lock() first)");
+    return 0;
+}
+
+static int view_check(lua_State *L, ltx *t)
+{
+    bk_error err;
+    if (!t->view)
+        return fail(L, "read tx is not locked (call rlock() first)");
+    if (bk_view_check(t->view, &err))
+        return raise(L, &err);
+    return 0;
+}
+
+static int l_read_check(lua_State *L)
+{
+    return view_check(L, check_read(L));
+}
+
+static int l_crt_check(lua_State *L)
+{
+    return view_check(L, check_crt(L));
 }
 
 /* ---- Snapshot ---- */
 
 static lsnap *check_snap(lua_State *L)
 {
-    lsnap *s = luaL_checkudata(L, 1, MT_SNAP);
+    lsnap *s = check_ud(L, 1, MT_SNAP);
     if (!s->snap)
-        luaL_error(L, "backend: snapshot is closed");
+        fail(L, "snapshot is closed");
     return s;
 }
 
 static int l_snap_size(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)bk_snapshot_size(check_snap(L)->snap));
+    lsnap *s = check_snap(L);
+    bk_error err;
+    if (bk_snapshot_check(s->snap, &err))
+        return raise(L, &err);
+    lua_pushinteger(L, (lua_Integer)bk_snapshot_size(s->snap));
     return 1;
 }
 
@@ -760,7 +836,7 @@ static int l_snap_write_to(lua_State *L)
     lsnap *s = check_snap(L);
     int progress = 0;
     if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TFUNCTION);
+        check_type(L, 3, LUA_TFUNCTION, "write_to");
         progress = 3;
     }
     uint64_t total = bk_snapshot_size(s->snap);
@@ -769,21 +845,21 @@ static int l_snap_write_to(lua_State *L)
         const char *path = lua_tostring(L, 2);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
-            return luaL_error(L, "backend: %s: %s", path, strerror(errno));
+            return fail(L, "%s: %s", path, strerror(errno));
         write_fd(L, s->snap, fd, progress, path);
         int saved = fsync(fd) < 0 ? errno : 0;
         if (close(fd) < 0 && !saved)
             saved = errno;
         if (saved) {
             unlink(path);
-            return luaL_error(L, "backend: %s: %s", path, strerror(saved));
+            return fail(L, "%s: %s", path, strerror(saved));
         }
     } else if ((stream = luaL_testudata(L, 2, LUA_FILEHANDLE))) {
         if (!stream->closef)
-            return luaL_error(L, "backend: attempt to use a closed file");
+            return fail(L, "attempt to use a closed file");
         FILE *f = stream->f;
         if (fflush(f) != 0)
-            return luaL_error(L, "backend: writing snapshot: %s", strerror(errno));
+            return fail(L, "writing snapshot: %s", strerror(errno));
         write_fd(L, s->snap, fileno(f), progress, NULL);
         fseeko(f, 0, SEEK_CUR);   /* the stream learns the new position */
     } else if (lua_type(L, 2) == LUA_TFUNCTION) {
@@ -808,7 +884,7 @@ static int l_snap_write_to(lua_State *L)
 
 static int l_snap_close(lua_State *L)
 {
-    lsnap *s = luaL_checkudata(L, 1, MT_SNAP);
+    lsnap *s = check_ud(L, 1, MT_SNAP);
     bk_snapshot_close(s->snap);
     s->snap = NULL;
     return 0;
@@ -816,8 +892,12 @@ static int l_snap_close(lua_State *L)
 
 static int l_snap_tostring(lua_State *L)
 {
-    lsnap *s = luaL_checkudata(L, 1, MT_SNAP);
-    if (s->snap)
+    lsnap *s = check_ud(L, 1, MT_SNAP);
+    bk_error err;
+    int rc = s->snap ? bk_snapshot_check(s->snap, &err) : BK_ECLOSED;
+    if (rc == BK_EINVALID)
+        lua_pushliteral(L, MT_SNAP " (invalidated)");
+    else if (rc == BK_OK)
         lua_pushfstring(L, MT_SNAP " (%p)", (void *)s);
     else
         lua_pushliteral(L, MT_SNAP " (closed)");
@@ -829,9 +909,15 @@ static int l_snap_tostring(lua_State *L)
 static int l_crc32c(lua_State *L)
 {
     bk_slice s = check_str(L, 1, "crc32c");
-    lua_Integer crc = luaL_optinteger(L, 2, 0);
+    lua_Integer crc = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        check_type(L, 2, LUA_TNUMBER, "crc32c");
+        if (!lua_isinteger(L, 2))
+            arg_error(L, 2, "crc32c", "integer");
+        crc = lua_tointeger(L, 2);
+    }
     if (crc < 0 || crc > 0xFFFFFFFF)
-        return luaL_error(L, "backend: bad argument #2 to 'crc32c' (crc out of range)");
+        return fail(L, "bad argument #2 to 'crc32c' (crc out of range)");
     lua_pushinteger(L, (lua_Integer)bk_crc32c((uint32_t)crc, s.data, s.len));
     return 1;
 }
@@ -842,7 +928,7 @@ static int l_mkdtemp(lua_State *L)
     char buf[4096];
     snprintf(buf, sizeof buf, "%s/backend-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
     if (!mkdtemp(buf))
-        return luaL_error(L, "backend: creating a temporary directory: %s", strerror(errno));
+        return fail(L, "creating a temporary directory: %s", strerror(errno));
     lua_pushstring(L, buf);
     return 1;
 }
@@ -882,20 +968,23 @@ int luaopen_backend_core(lua_State *L)
         { "create_bucket", l_create_bucket }, { "delete_bucket", l_delete_bucket },
         { "put", l_put }, { "seq_put", l_seq_put }, { "delete", l_delete },
         { "range", l_batch_range }, { "get", l_batch_get }, { "commit", l_commit },
-        { "commit_and_stop", l_commit_and_stop }, { "pending", l_pending }, { NULL, NULL } };
+        { "commit_and_stop", l_commit_and_stop }, { "pending", l_pending },
+        { "_check", l_batch_check }, { NULL, NULL } };
     static const luaL_Reg batch_meta[] = {
         { "__gc", tx_gc }, { "__close", l_batch_close },
         { "__tostring", l_batch_tostring }, { NULL, NULL } };
     static const luaL_Reg read_m[] = {
         { "rlock", l_read_rlock }, { "runlock", l_read_runlock },
         { "lock", l_read_rlock }, { "unlock", l_read_runlock },
-        { "range", l_read_range }, { "get", l_read_get }, { NULL, NULL } };
+        { "range", l_read_range }, { "get", l_read_get }, { "_check", l_read_check },
+        { NULL, NULL } };
     static const luaL_Reg read_meta[] = {
         { "__gc", tx_gc }, { "__tostring", l_read_tostring }, { NULL, NULL } };
     static const luaL_Reg crt_m[] = {
         { "rlock", l_crt_noop }, { "lock", l_crt_noop }, { "unlock", l_crt_noop },
         { "runlock", l_crt_close }, { "close", l_crt_close },
-        { "range", l_crt_range }, { "get", l_crt_get }, { NULL, NULL } };
+        { "range", l_crt_range }, { "get", l_crt_get }, { "_check", l_crt_check },
+        { NULL, NULL } };
     static const luaL_Reg crt_meta[] = {
         { "__gc", tx_gc }, { "__close", l_crt_close },
         { "__tostring", l_crt_tostring }, { NULL, NULL } };

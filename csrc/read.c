@@ -210,6 +210,8 @@ int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
             bk_result *out, bk_error *err)
 {
     bk_result_clear(out);
+    if (bucket.len == 0)
+        return bk_fail(err, BK_EARG, "bucket name must not be empty");
     if (!to && from.len == 0)
         return bk_fail(err, BK_EARG, "key must not be empty");
     if (from.len > be->maxkey && !to)
@@ -274,17 +276,25 @@ int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
     return BK_OK;
 }
 
+int bk_view_check(bk_view *v, bk_error *err)
+{
+    int code = __atomic_load_n(&v->invalid, __ATOMIC_ACQUIRE);
+    if (code == BK_EINVALID)
+        return bk_fail(err, BK_EINVALID, "read tx was invalidated by defrag");
+    if (code)
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    return BK_OK;
+}
+
 int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
                   const bk_slice *to, int64_t limit, bk_result *out,
                   bk_error *err)
 {
     bk_backend *be = v->be;
     pthread_rwlock_rdlock(&be->maplock);
-    int rc = v->invalid == BK_EINVALID
-        ? bk_fail(err, BK_EINVALID, "read tx was invalidated by defrag")
-        : v->invalid
-        ? bk_fail(err, BK_ECLOSED, "backend is closed")
-        : bk_read(be, v->v, v->seq, bucket, from, to, limit, out, err);
+    int rc = bk_view_check(v, err);
+    if (!rc)
+        rc = bk_read(be, v->v, v->seq, bucket, from, to, limit, out, err);
     pthread_rwlock_unlock(&be->maplock);
     return rc;
 }

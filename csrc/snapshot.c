@@ -124,15 +124,24 @@ void bk_snapshot_invalidate(bk_snapshot *s, int code)
 {
     bk_gen_unref(s->g);
     s->g = NULL;
-    s->invalid = code;
+    __atomic_store_n(&s->invalid, code, __ATOMIC_RELEASE);
+}
+
+int bk_snapshot_check(bk_snapshot *s, bk_error *err)
+{
+    int code = __atomic_load_n(&s->invalid, __ATOMIC_ACQUIRE);
+    if (code == BK_EINVALID)
+        return bk_fail(err, BK_EINVALID, "snapshot was invalidated by defrag");
+    if (code)
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    return BK_OK;
 }
 
 static int usable(bk_snapshot *s, uint64_t off, size_t len, bk_error *err)
 {
-    if (s->invalid == BK_EINVALID)
-        return bk_fail(err, BK_EINVALID, "snapshot was invalidated by defrag");
-    if (s->invalid)
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    int rc = bk_snapshot_check(s, err);
+    if (rc)
+        return rc;
     if (off > s->size || len > s->size - off)
         return bk_fail(err, BK_EARG, "snapshot range out of bounds");
     return BK_OK;

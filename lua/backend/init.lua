@@ -94,17 +94,24 @@ end
 -- Lua methods on the C types ------------------------------------------------
 
 local methods = core.methods
+
+-- Argument errors numbered as Lua numbers them (a method call skips self).
+local function check_arg(value, want, i, fname)
+  if type(value) == want then return end
+  local info = debug.getinfo(3, "n")
+  if info and info.namewhat == "method" then i = i - 1 end
+  fail("bad argument #%d to '%s' (%s expected, got %s)", i, fname, want, type(value))
+end
 local CHUNK = 256
 local END = string.rep("\255", (core.max_key_size or 511) + 1)   -- above every key
 
 -- Iterate bucket in key order from `from` (inclusive) to `to` (exclusive;
 -- nil: to the end) in chunks, so no cursor is held between steps.
-local function tx_pairs(tx, bucket, from, to)
-  if from ~= nil and type(from) ~= "string" then fail("bad argument #3 to 'pairs' (string expected, got %s)", type(from)) end
-  if to ~= nil and type(to) ~= "string" then fail("bad argument #4 to 'pairs' (string expected, got %s)", type(to)) end
+local function iterate(tx, bucket, from, to)
   local keys, vals = tx:range(bucket, from or "", to or END, CHUNK)
   local i = 0
   return function()
+    tx:_check()   -- a closed or invalidated tx stops the loop at once
     i = i + 1
     if i > #keys then
       if #keys < CHUNK then return nil end
@@ -116,9 +123,17 @@ local function tx_pairs(tx, bucket, from, to)
   end
 end
 
+local function tx_pairs(tx, bucket, from, to)
+  check_arg(bucket, "string", 2, "pairs")
+  if from ~= nil then check_arg(from, "string", 3, "pairs") end
+  if to ~= nil then check_arg(to, "string", 4, "pairs") end
+  return iterate(tx, bucket, from, to)
+end
+
 local function tx_for_each(tx, bucket, fn)
-  if type(fn) ~= "function" then fail("bad argument #3 to 'for_each' (function expected, got %s)", type(fn)) end
-  for k, v in tx_pairs(tx, bucket) do fn(k, v) end
+  check_arg(bucket, "string", 2, "for_each")
+  check_arg(fn, "function", 3, "for_each")
+  for k, v in iterate(tx, bucket) do fn(k, v) end
 end
 
 for _, name in ipairs { "BatchTx", "ReadTx", "ConcurrentReadTx" } do
@@ -133,7 +148,7 @@ end
 
 --- lock(), fn(tx), unlock(): unlocks even when fn raises, then re-raises.
 function methods.Backend.update(be, fn)
-  if type(fn) ~= "function" then fail("bad argument #2 to 'update' (function expected, got %s)", type(fn)) end
+  check_arg(fn, "function", 2, "update")
   local tx = be:batch_tx():lock()
   local results = table.pack(pcall(fn, tx))
   tx:unlock()
@@ -142,7 +157,7 @@ end
 
 --- fn(rtx) on a concurrent read tx that is closed afterwards, even on error.
 function methods.Backend.view(be, fn)
-  if type(fn) ~= "function" then fail("bad argument #2 to 'view' (function expected, got %s)", type(fn)) end
+  check_arg(fn, "function", 2, "view")
   local rtx = be:concurrent_read_tx()
   local results = table.pack(pcall(fn, rtx))
   rtx:close()
