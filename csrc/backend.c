@@ -538,6 +538,9 @@ int bk_close(bk_backend *be, int force, bk_error *err)
         rc = bk_force_commit(be, err);
         if (rc && !force)
             return rc;
+        if (rc)
+            bk_log(be, "error", NULL, "closing without the last writes (%llu lost): %s",
+                   (unsigned long long)bk_pending(be), err->msg);
     }
     if (!be->cfg.readonly)
         bk_committer_stop(be, rc != BK_OK);
