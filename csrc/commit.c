@@ -402,10 +402,11 @@ static int apply_batch(bk_backend *be, memtable *m, uint8_t *touched)
     mt_node *n = mt_first(m);
     while (n && !rc)
         rc = apply_bucket(be, txn, &n, touched);
-    if (!rc)
-        return mdb_txn_commit(txn);
-    mdb_txn_abort(txn);
-    /* Handles opened or dropped in the aborted txn are closed now. */
+    if (rc)
+        mdb_txn_abort(txn);
+    else if (!(rc = mdb_txn_commit(txn)))   /* a failed commit frees the txn */
+        return 0;
+    /* Handles opened or dropped in the failed txn are closed now. */
     for (uint32_t id = 1; id <= be->nbuckets; id++)
         if (touched[id])
             be->buckets[id]->dbi = 0;

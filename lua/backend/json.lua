@@ -15,9 +15,11 @@ local function encode(v, out)
   if t == "string" then
     out[#out + 1] = encode_string(v)
   elseif t == "number" then
-    out[#out + 1] = (math.type(v) == "integer" or v ~= v or v == math.huge or v == -math.huge)
-      and (v == v and (v == math.huge and "1e999" or v == -math.huge and "-1e999" or tostring(v)) or "null")
-      or string.format("%.17g", v)
+    if v ~= v or v == math.huge or v == -math.huge then
+      out[#out + 1] = "null"   -- JSON has no NaN or infinity
+    else
+      out[#out + 1] = math.type(v) == "integer" and tostring(v) or string.format("%.17g", v)
+    end
   elseif t == "boolean" or t == "nil" then
     out[#out + 1] = tostring(v == nil and "null" or v)
   elseif t == "table" then
@@ -30,13 +32,16 @@ local function encode(v, out)
       out[#out + 1] = "]"
     else
       local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-      table.sort(keys)
+      for k in pairs(v) do
+        if type(k) ~= "string" then error("json: object keys must be strings", 0) end
+        keys[#keys + 1] = k
+      end
+      table.sort(keys)   -- stable output
       out[#out + 1] = "{"
       for i, k in ipairs(keys) do
         if i > 1 then out[#out + 1] = "," end
         out[#out + 1] = encode_string(k) .. ":"
-        encode(v[k] == nil and v[tonumber(k)] or v[k], out)
+        encode(v[k], out)
       end
       out[#out + 1] = "}"
     end
