@@ -15,8 +15,8 @@ print("opened")
 io.stdout:flush()
 for round = 1, 2 do
   while not exists(flag .. round) do os.execute("sleep 0.02") end
-  print(string.format("round %d k1=%s k2=%s k3=%s", round, tostring(be:view(function(r) return r:get("b", "k1") end)),
-    tostring(be:view(function(r) return r:get("b", "k2") end)), tostring(be:view(function(r) return r:get("b", "k3") end))))
+  local function get(k) return tostring(be:view(function(r) return r:get("b", k) end)) end
+  print(string.format("round %d k1=%s k2=%s k3=%s", round, get("k1"), get("k2"), get("k3")))
   io.stdout:flush()
   if mode ~= "readonly" then break end
 end
@@ -83,7 +83,7 @@ describe("files", function()
     local unrelated = path .. ".backup"
     H.write_file(leftover, "half a database")
     H.write_file(unrelated, "keep me")
-    local be <close> = backend.open(path)
+    backend.open(path):close()
     assert.is_false(H.exists(leftover))
     assert.is_true(H.exists(unrelated))
   end)
