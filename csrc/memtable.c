@@ -21,7 +21,7 @@ static int add_block(memtable *m, size_t need)
     if (!b)
         return -1;
     b->size = size;
-    m->arena_bytes += sizeof *b + size;
+    __atomic_add_fetch(&m->arena_bytes, sizeof *b + size, __ATOMIC_RELAXED);
     if (size == need && m->blocks) {
         /* A large entry gets a block of its own; keep bumping in the
          * current block. */
