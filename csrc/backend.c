@@ -509,14 +509,40 @@ size_t bk_max_key_size(const bk_backend *be)
 void bk_invalidate_children(bk_backend *be, int code)
 {
     pthread_mutex_lock(&be->views_mu);
-    for (bk_view *v = be->views; v; v = v->next) {
-        bk_version_unref(v->v);
-        v->v = NULL;
-        __atomic_store_n(&v->invalid, code, __ATOMIC_RELEASE);
-    }
-    for (bk_snapshot *s = be->snaps; s; s = s->next)
-        bk_snapshot_invalidate(s, code);
+    for (bk_child *c = be->children; c; c = c->next)
+        if (c->is_snapshot)
+            bk_snapshot_invalidate((bk_snapshot *)c, code);
+        else
+            bk_view_invalidate((bk_view *)c, code);
     pthread_mutex_unlock(&be->views_mu);
+}
+
+/* A child holds a reference to its backend until it is freed. */
+void bk_child_attach(bk_backend *be, bk_child *c, int is_snapshot)
+{
+    bk_ref(be);
+    c->is_snapshot = is_snapshot;
+    c->prev = NULL;
+    pthread_mutex_lock(&be->views_mu);
+    c->next = be->children;
+    if (be->children)
+        be->children->prev = c;
+    be->children = c;
+    pthread_mutex_unlock(&be->views_mu);
+    __atomic_add_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
+}
+
+void bk_child_detach(bk_backend *be, bk_child *c)
+{
+    pthread_mutex_lock(&be->views_mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        be->children = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&be->views_mu);
+    __atomic_sub_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
 }
 
 static void remove_files(const bk_backend *be)

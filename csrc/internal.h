@@ -48,15 +48,23 @@ typedef struct version {
     memtable *mts[];               /* newest first */
 } version;
 
+/* Views and snapshots: listed in their backend so that close and defrag
+ * can end their LMDB txns. The link is each one's first member. */
+typedef struct bk_child {
+    struct bk_child *prev, *next;
+    int is_snapshot;
+} bk_child;
+
 struct bk_view {
+    bk_child link;
     bk_backend *be;
     version *v;                    /* NULL once invalidated */
     uint64_t seq;
     int invalid;                   /* BK_EINVALID or BK_ECLOSED */
-    bk_view *prev, *next;          /* in be->views */
 };
 
 struct bk_snapshot {
+    bk_child link;
     bk_backend *be;
     gen *g;                        /* pins the pages; NULL once invalid */
     int invalid;
@@ -64,7 +72,6 @@ struct bk_snapshot {
     size_t psize;
     char *meta;                    /* the first two pages, as written */
     double opened;
-    bk_snapshot *prev, *next;      /* in be->snaps */
 };
 
 typedef struct log_node {
@@ -125,8 +132,7 @@ struct bk_backend {
 
     /* views and snapshots, for invalidation */
     pthread_mutex_t views_mu;
-    bk_view *views;
-    bk_snapshot *snaps;
+    bk_child *children;
     uint64_t open_views;
 
     /* stats (atomics) */
@@ -169,6 +175,8 @@ int bk_readonly_refresh(bk_backend *be, bk_error *err);
 int bk_env_open(bk_backend *be, bk_error *err);
 void bk_env_close(bk_backend *be);
 void bk_invalidate_children(bk_backend *be, int code);
+void bk_child_attach(bk_backend *be, bk_child *c, int is_snapshot);
+void bk_child_detach(bk_backend *be, bk_child *c);
 
 /* reading (read.c) */
 int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
@@ -177,7 +185,8 @@ int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
 int bk_result_append(bk_result *r, const void *k, size_t klen,
                      const void *v, size_t vlen);
 
-/* snapshots (snapshot.c) */
+/* invalidation: drops the pinned LMDB state (caller holds views_mu) */
+void bk_view_invalidate(bk_view *v, int code);
 void bk_snapshot_invalidate(bk_snapshot *s, int code);
 
 #endif

@@ -264,14 +264,7 @@ int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     }
     v->be = be;
-    bk_ref(be);
-    pthread_mutex_lock(&be->views_mu);
-    v->next = be->views;
-    if (be->views)
-        be->views->prev = v;
-    be->views = v;
-    pthread_mutex_unlock(&be->views_mu);
-    __atomic_add_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
+    bk_child_attach(be, &v->link, 0);
     *out = v;
     return BK_OK;
 }
@@ -299,23 +292,21 @@ int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
     return rc;
 }
 
+/* Caller holds views_mu. */
+void bk_view_invalidate(bk_view *v, int code)
+{
+    bk_version_unref(v->v);
+    v->v = NULL;
+    __atomic_store_n(&v->invalid, code, __ATOMIC_RELEASE);
+}
+
 void bk_view_close(bk_view *v)
 {
     if (!v)
         return;
     bk_backend *be = v->be;
-    pthread_mutex_lock(&be->views_mu);
-    if (v->prev)
-        v->prev->next = v->next;
-    else
-        be->views = v->next;
-    if (v->next)
-        v->next->prev = v->prev;
-    version *ver = v->v;
-    v->v = NULL;
-    pthread_mutex_unlock(&be->views_mu);
-    bk_version_unref(ver);
-    __atomic_sub_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
+    bk_child_detach(be, &v->link);
+    bk_version_unref(v->v);   /* invalidation happens under views_mu only */
     free(v);
     bk_free(be);
 }

@@ -102,14 +102,7 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
         return rc;
     }
     s->be = be;
-    bk_ref(be);
-    pthread_mutex_lock(&be->views_mu);
-    s->next = be->snaps;
-    if (be->snaps)
-        be->snaps->prev = s;
-    be->snaps = s;
-    pthread_mutex_unlock(&be->views_mu);
-    __atomic_add_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
+    bk_child_attach(be, &s->link, 1);
     *out = s;
     return BK_OK;
 }
@@ -196,8 +189,10 @@ static int copy_pages(int in, int out, uint64_t off, size_t len)
     return 0;
 }
 
-int bk_snapshot_copy_fd(bk_snapshot *s, int fd, uint64_t off, size_t len,
-                        bk_error *err)
+/* Bytes [off, off+len) of the snapshot file, to fd (at its position) or
+ * into buf: the kept meta pages from memory, the rest from the data file. */
+static int transfer(bk_snapshot *s, uint64_t off, size_t len, int fd, char *buf,
+                    bk_error *err)
 {
     bk_backend *be = s->be;
     pthread_rwlock_rdlock(&be->maplock);   /* defrag may not swap files now */
@@ -205,40 +200,32 @@ int bk_snapshot_copy_fd(bk_snapshot *s, int fd, uint64_t off, size_t len,
     uint64_t meta_end = 2 * (uint64_t)s->psize;
     if (!rc && off < meta_end) {
         size_t n = (size_t)(meta_end - off) < len ? (size_t)(meta_end - off) : len;
-        if (write_full(fd, s->meta + off, n))
+        if (buf)
+            memcpy(buf, s->meta + off, n);
+        else if (write_full(fd, s->meta + off, n))
             rc = bk_fail(err, BK_EIO, "snapshot write: %s", strerror(errno));
+        buf = buf ? buf + n : NULL;
         off += n;
         len -= n;
     }
     if (!rc && len && (rc = mdb_env_get_fd(be->env, &in)))
         rc = bk_mdb_fail(err, rc, "snapshot");
-    if (!rc && len && copy_pages(in, fd, off, len))
-        rc = bk_fail(err, BK_EIO, "snapshot write: %s", strerror(errno));
+    if (!rc && len && (buf ? read_full(in, buf, len, off) : copy_pages(in, fd, off, len)))
+        rc = bk_fail(err, BK_EIO, "snapshot %s: %s", buf ? "read" : "write", strerror(errno));
     pthread_rwlock_unlock(&be->maplock);
     return rc;
+}
+
+int bk_snapshot_copy_fd(bk_snapshot *s, int fd, uint64_t off, size_t len,
+                        bk_error *err)
+{
+    return transfer(s, off, len, fd, NULL, err);
 }
 
 int bk_snapshot_read(bk_snapshot *s, uint64_t off, void *buf, size_t len,
                      bk_error *err)
 {
-    bk_backend *be = s->be;
-    char *p = buf;
-    pthread_rwlock_rdlock(&be->maplock);
-    int rc = usable(s, off, len, err), in;
-    uint64_t meta_end = 2 * (uint64_t)s->psize;
-    if (!rc && off < meta_end) {
-        size_t n = (size_t)(meta_end - off) < len ? (size_t)(meta_end - off) : len;
-        memcpy(p, s->meta + off, n);
-        p += n;
-        off += n;
-        len -= n;
-    }
-    if (!rc && len && (rc = mdb_env_get_fd(be->env, &in)))
-        rc = bk_mdb_fail(err, rc, "snapshot");
-    if (!rc && len && read_full(in, p, len, off))
-        rc = bk_fail(err, BK_EIO, "snapshot read: %s", strerror(errno));
-    pthread_rwlock_unlock(&be->maplock);
-    return rc;
+    return transfer(s, off, len, -1, buf, err);
 }
 
 void bk_snapshot_close(bk_snapshot *s)
@@ -247,24 +234,14 @@ void bk_snapshot_close(bk_snapshot *s)
         return;
     bk_backend *be = s->be;
     double dt = bk_now() - s->opened;
-    pthread_mutex_lock(&be->views_mu);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        be->snaps = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    gen *g = s->g;
-    s->g = NULL;
-    pthread_mutex_unlock(&be->views_mu);
-    bk_gen_unref(g);
+    bk_child_detach(be, &s->link);
+    bk_gen_unref(s->g);   /* invalidation happens under views_mu only */
     __atomic_store(&be->snapshot_s, &dt, __ATOMIC_RELAXED);
     /* etcd warns when a snapshot is slower than 100 MB/s, after 30 s. */
     double expected = (double)s->size / 100e6;
     if (dt > 30 && dt > expected)
         bk_log(be, "warn", NULL, "snapshot took %.1f s for %llu bytes", dt,
                (unsigned long long)s->size);
-    __atomic_sub_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
     free(s->meta);
     free(s);
     bk_free(be);
