@@ -31,6 +31,30 @@ int bk_fail(bk_error *err, int code, const char *fmt, ...)
     return code;
 }
 
+/* Bytes for a message: printable ASCII as it is, the rest as \xHH. */
+void bk_quote(char *out, size_t size, bk_slice s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = s.data;
+    size_t i = 0, o = 0;
+    /* Each byte takes up to 4; keep room for "..." and the NUL. */
+    for (; i < s.len && o + 8 <= size; i++) {
+        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\') {
+            out[o++] = (char)p[i];
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[p[i] >> 4];
+            out[o++] = hex[p[i] & 15];
+        }
+    }
+    if (i < s.len) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = 0;
+}
+
 int bk_mdb_fail(bk_error *err, int rc, const char *what)
 {
     return bk_fail(err, BK_EIO, "%s: %s", what, mdb_strerror(rc));
@@ -171,6 +195,55 @@ static uint32_t name_hash(const void *p, size_t len)
     return h;
 }
 
+/* LMDB names databases with C strings; bucket names may hold any byte. The
+ * main database's keys are the names escaped so: 0x00 -> 01 01, 0x01 ->
+ * 01 02, other bytes as they are. The escape keeps byte order, so buckets
+ * still iterate in the order of their names (hash and defrag rely on it). */
+size_t bk_dbname_len(const void *name, size_t len)
+{
+    const unsigned char *p = name;
+    size_t n = len;
+    for (size_t i = 0; i < len; i++)
+        n += p[i] <= 1;
+    return n;
+}
+
+static void dbname_encode(const unsigned char *name, size_t len, char *out)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (name[i] <= 1) {
+            *out++ = 1;
+            *out++ = (char)(name[i] + 1);
+        } else {
+            *out++ = (char)name[i];
+        }
+    }
+    *out = 0;
+}
+
+bk_bucket *bk_bucket_by_dbname(bk_backend *be, const void *dbname, size_t len,
+                               bk_slice *name, char buf[512])
+{
+    const unsigned char *p = dbname;
+    size_t n = 0;
+    name->data = NULL;
+    name->len = 0;
+    for (size_t i = 0; i < len; i++, n++) {
+        if (n == 512 || p[i] == 0)
+            return NULL;
+        if (p[i] == 1) {
+            if (++i == len || (p[i] != 1 && p[i] != 2))
+                return NULL;   /* not a name we could have made */
+            buf[n] = (char)(p[i] - 1);
+        } else {
+            buf[n] = (char)p[i];
+        }
+    }
+    name->data = buf;
+    name->len = n;
+    return n ? bk_bucket_find(be, buf, n) : NULL;
+}
+
 /* Lock-free: slots and entries are published with release stores. */
 bk_bucket *bk_bucket_find(bk_backend *be, const void *name, size_t len)
 {
@@ -196,7 +269,9 @@ bk_bucket *bk_bucket_register(bk_backend *be, const void *name, size_t len,
         goto out;
     }
     b = calloc(1, sizeof *b);
-    if (b && !(b->name = malloc(len + 1))) {
+    if (b && (!(b->name = malloc(len ? len : 1)) ||
+              !(b->dbname = malloc(bk_dbname_len(name, len) + 1)))) {
+        free(b->name);
         free(b);
         b = NULL;
     }
@@ -205,7 +280,7 @@ bk_bucket *bk_bucket_register(bk_backend *be, const void *name, size_t len,
         goto out;
     }
     memcpy(b->name, name, len);
-    b->name[len] = 0;
+    dbname_encode(name, len, b->dbname);
     b->len = len;
     b->id = be->nbuckets + 1;
     be->buckets[b->id] = b;
@@ -376,6 +451,7 @@ static void destroy(bk_backend *be)
 {
     for (uint32_t id = 1; id <= be->nbuckets; id++) {
         free(be->buckets[id]->name);
+        free(be->buckets[id]->dbname);
         free(be->buckets[id]);
     }
     for (log_node *n = be->log_head, *next; n; n = next) {

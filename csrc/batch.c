@@ -104,9 +104,10 @@ static int write_entry(bk_backend *be, bk_bucket *b, uint8_t type, bk_slice key,
 static int check_bucket_name(bk_backend *be, bk_slice name, bk_error *err)
 {
     int rc = bk_check_key(be, "bucket name", name, err);
-    if (!rc && memchr(name.data, 0, name.len))
-        rc = bk_fail(err, BK_EARG, "bucket name must not contain zero bytes "
-                     "(LMDB names databases with C strings)");
+    size_t stored = bk_dbname_len(name.data, name.len);
+    if (!rc && stored > be->maxkey)
+        rc = bk_fail(err, BK_EARG, "bucket name is too long (%zu bytes, stored as %zu; "
+                     "the limit is %zu bytes)", name.len, stored, be->maxkey);
     return rc;
 }
 
@@ -147,10 +148,11 @@ static int key_write(bk_backend *be, bk_slice bucket_name, bk_slice key,
     if (bucket_name.len == 0)
         return bk_fail(err, BK_EARG, "bucket name must not be empty");
     bk_bucket *b = bk_bucket_find(be, bucket_name.data, bucket_name.len);
-    if (!b || !b->writer_exists)
-        return bk_fail(err, BK_ENOBUCKET, "bucket '%.*s' does not exist",
-                       (int)(bucket_name.len > 200 ? 200 : bucket_name.len),
-                       (const char *)bucket_name.data);
+    if (!b || !b->writer_exists) {
+        char quoted[256];
+        bk_quote(quoted, sizeof quoted, bucket_name);
+        return bk_fail(err, BK_ENOBUCKET, "bucket '%s' does not exist", quoted);
+    }
     return write_entry(be, b, type, key, value, err);
 }
 

@@ -187,18 +187,18 @@ static int buckets_sync(bk_backend *be, bk_error *err)
     }
     int status = BK_OK;
     while ((rc = mdb_cursor_get(c, &k, &v, rc == -1 ? MDB_FIRST : MDB_NEXT)) == 0) {
-        if (k.mv_size == 0 || k.mv_size > 511 || memchr(k.mv_data, 0, k.mv_size))
+        char buf[512];
+        bk_slice name;
+        bk_bucket *b = bk_bucket_by_dbname(be, k.mv_data, k.mv_size, &name, buf);
+        if (!name.len)
             continue;   /* not a name we could have made */
-        bk_bucket *b = bk_bucket_find(be, k.mv_data, k.mv_size);
-        if (!b)
-            b = bk_bucket_register(be, k.mv_data, k.mv_size, err);
-        if (!b) {
+        if (!b && !(b = bk_bucket_register(be, name.data, name.len, err))) {
             status = err->code;
             break;
         }
         if (!b->dbi) {
             MDB_dbi dbi;
-            if (mdb_dbi_open(txn, b->name, 0, &dbi) == 0)
+            if (mdb_dbi_open(txn, b->dbname, 0, &dbi) == 0)
                 b->dbi = dbi;   /* else a plain key in the main db: skip */
         }
         b->writer_exists = b->dbi != 0;
@@ -317,7 +317,7 @@ static int apply_bucket(bk_backend *be, MDB_txn *txn, mt_node **np,
     }
     if (!b->dbi) {
         MDB_dbi dbi;
-        rc = mdb_dbi_open(txn, b->name, 0, &dbi);
+        rc = mdb_dbi_open(txn, b->dbname, 0, &dbi);
         if (rc && rc != MDB_NOTFOUND)
             goto out;
         if (!rc) {
@@ -333,7 +333,7 @@ static int apply_bucket(bk_backend *be, MDB_txn *txn, mt_node **np,
         touched[id] |= TOUCH_DROPPED;
     }
     if (last_event == MT_CREATE && !b->dbi) {
-        if ((rc = mdb_dbi_open(txn, b->name, MDB_CREATE, &b->dbi)))
+        if ((rc = mdb_dbi_open(txn, b->dbname, MDB_CREATE, &b->dbi)))
             goto out;
         touched[id] |= TOUCH_OPENED;
     }

@@ -58,10 +58,12 @@ static int fill(bk_backend *be, const char *tmp, MDB_txn *src, bk_error *err)
         goto out;
     for (rc = mdb_cursor_get(names, &name, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(names, &name, &v, MDB_NEXT)) {
-        bk_bucket *b = bk_bucket_find(be, name.mv_data, name.mv_size);
+        char buf[512];
+        bk_slice raw;
+        bk_bucket *b = bk_bucket_by_dbname(be, name.mv_data, name.mv_size, &raw, buf);
         if (!b || !b->dbi)
             continue;
-        if ((rc = copy_bucket(dst, &tx, src, b->dbi, b->name, &puts)))
+        if ((rc = copy_bucket(dst, &tx, src, b->dbi, b->dbname, &puts)))
             break;
     }
     mdb_cursor_close(names);

@@ -62,11 +62,12 @@ static int hash_gen(bk_backend *be, gen *g, const ignore_set *set, uint32_t *out
         return rc;
     for (rc = mdb_cursor_get(names, &name, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(names, &name, &v, MDB_NEXT)) {
-        bk_bucket *b = bk_bucket_find(be, name.mv_data, name.mv_size);
+        char buf[512];
+        bk_slice bname;
+        bk_bucket *b = bk_bucket_by_dbname(be, name.mv_data, name.mv_size, &bname, buf);
         if (!b || b->id >= g->ndbis || !g->dbis[b->id])
             continue;   /* not a bucket of ours */
-        crc = bk_crc32c(crc, name.mv_data, name.mv_size);
-        bk_slice bname = { name.mv_data, name.mv_size };
+        crc = bk_crc32c(crc, bname.data, bname.len);
         if ((rc = mdb_cursor_open(g->txn, g->dbis[b->id], &c)))
             break;
         for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;

@@ -24,8 +24,9 @@
 #define BK_HASH_SLOTS 2048         /* bucket-name hash table, > 2 * max */
 
 typedef struct bk_bucket {
-    char *name;
+    char *name;                    /* any bytes */
     size_t len;
+    char *dbname;                  /* its LMDB name: escaped, a C string */
     uint32_t id;
     int writer_exists;             /* as the batch tx sees it (lock held) */
     MDB_dbi dbi;                   /* committer's handle; 0 = not in LMDB */
@@ -149,6 +150,7 @@ struct bk_backend {
 int bk_fail(bk_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int bk_mdb_fail(bk_error *err, int rc, const char *what);
+void bk_quote(char *out, size_t size, bk_slice s);
 void bk_log(bk_backend *be, const char *level, const char *fields,
             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 double bk_now(void);
@@ -160,6 +162,11 @@ double bk_now(void);
 bk_bucket *bk_bucket_find(bk_backend *be, const void *name, size_t len);
 bk_bucket *bk_bucket_register(bk_backend *be, const void *name, size_t len,
                            bk_error *err);
+size_t bk_dbname_len(const void *name, size_t len);
+/* The bucket a main-database key names; *name gets its name when it is
+ * well-formed (else NULL and name.len == 0). */
+bk_bucket *bk_bucket_by_dbname(bk_backend *be, const void *dbname, size_t len,
+                               bk_slice *name, char buf[512]);
 int bk_check_key(const bk_backend *be, const char *what, bk_slice s,
                  bk_error *err);
 
