@@ -654,8 +654,8 @@ int bk_close(bk_backend *be, int force, bk_error *err)
 
     pthread_rwlock_wrlock(&be->maplock);
     bk_invalidate_children(be, BK_ECLOSED);
-    pthread_rwlock_unlock(&be->maplock);
     bk_env_close(be);
+    pthread_rwlock_unlock(&be->maplock);
     for (int i = 0; i < be->nqueue; i++)
         mt_unref(be->queue[i]);
     be->nqueue = 0;
@@ -688,12 +688,14 @@ int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err)
     memset(st, 0, sizeof *st);
     st->commits = __atomic_load_n(&be->commits, __ATOMIC_RELAXED);
     st->pending = bk_pending(be);
+    pthread_rwlock_rdlock(&be->maplock);   /* the version's txn may end here */
     version *v = bk_version_get(be);
     for (int i = 0; v && i < v->nmt; i++) {
         st->buffered_writes += __atomic_load_n(&v->mts[i]->writes, __ATOMIC_RELAXED);
         st->buffered_bytes += __atomic_load_n(&v->mts[i]->arena_bytes, __ATOMIC_RELAXED);
     }
     bk_version_unref(v);
+    pthread_rwlock_unlock(&be->maplock);
     pthread_mutex_lock(&be->cmu);
     st->queued_batches = (uint64_t)be->nqueue;
     st->commit_failures = be->failures;

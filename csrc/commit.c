@@ -69,6 +69,24 @@ static version *version_make(gen *g, const version *from, memtable *push)
     return v;
 }
 
+/* Replace the current version by one over g (NULL: the current gen) with
+ * the current memtables newer than g, and push (the new active memtable)
+ * in front. One critical section: a rotation and a commit racing never
+ * lose each other's change. */
+static int version_update(bk_backend *be, gen *g, memtable *push)
+{
+    pthread_mutex_lock(&be->ver_mu);
+    version *cur = be->cur;
+    version *v = version_make(g ? g : cur->g, cur, push);
+    if (v)
+        be->cur = v;
+    pthread_mutex_unlock(&be->ver_mu);
+    if (!v)
+        return -1;
+    bk_version_unref(cur);
+    return 0;
+}
+
 static void version_install(bk_backend *be, version *v)
 {
     pthread_mutex_lock(&be->ver_mu);
@@ -278,16 +296,41 @@ int bk_readonly_refresh(bk_backend *be, bk_error *err)
             rc = gen_new(be, 0, &g, err);
         if (!rc) {
             sizes_update(be, g);
-            version *nv = version_make(g, v, NULL);
-            bk_gen_unref(g);
-            if (nv)
-                version_install(be, nv);
-            else
+            if (version_update(be, g, NULL))
                 rc = bk_fail(err, BK_EIO, "out of memory");
+            bk_gen_unref(g);
         }
     }
     bk_version_unref(v);
     pthread_mutex_unlock(&be->txn_mu);
+    return rc;
+}
+
+/* The gen holding everything committed so far, for hash and snapshot. The
+ * committer may have failed to open one (no reader slot): then try now, and
+ * fail rather than answer from an older state. Caller holds txn_mu. */
+int bk_fresh_gen(bk_backend *be, gen **out, bk_error *err)
+{
+    version *v = bk_version_get(be);
+    if (!v)
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    uint64_t committed;
+    pthread_mutex_lock(&be->cmu);
+    committed = be->committed_id;
+    pthread_mutex_unlock(&be->cmu);
+    gen *g = v->g;
+    int rc = BK_OK;
+    if (be->cfg.readonly || g->last_mt_id >= committed) {
+        __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
+    } else if ((rc = gen_new(be, committed, &g, err)) == BK_OK) {
+        if (version_update(be, g, NULL)) {
+            bk_gen_unref(g);
+            rc = bk_fail(err, BK_EIO, "out of memory");
+        }
+    }
+    bk_version_unref(v);
+    if (rc == BK_OK)
+        *out = g;
     return rc;
 }
 
@@ -448,12 +491,9 @@ static int commit_one(bk_backend *be, memtable *m, bk_error *err)
         if (__atomic_load_n(&be->size, __ATOMIC_RELAXED) >
             __atomic_load_n(&be->map_size, __ATOMIC_RELAXED) / 4 * 3)
             map_grow(be, &gerr);
-        version *cur = bk_version_get(be);
-        version *v = version_make(g, cur, NULL);
-        bk_version_unref(cur);
+        if (version_update(be, g, NULL))
+            bk_log(be, "warn", NULL, "no memory for a new version after commit");
         bk_gen_unref(g);
-        if (v)
-            version_install(be, v);
     } else {
         /* The batch stays in the version: readers still see it there. */
         bk_log(be, "warn", NULL, "no read txn after commit: %s", gerr.msg);
@@ -601,12 +641,8 @@ int bk_rotate(bk_backend *be, bk_error *err)
     __atomic_add_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&be->cmu);
 
-    version *cur = bk_version_get(be);
-    version *v = version_make(cur->g, cur, fresh);
-    bk_version_unref(cur);
-    if (!v) {
-        /* Keep writing into the queued memtable's successor anyway? No:
-         * undo, so nothing is half-done. */
+    if (version_update(be, NULL, fresh)) {
+        /* Undo, so nothing is half-done. */
         pthread_mutex_lock(&be->cmu);
         be->nqueue--;
         __atomic_sub_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
@@ -617,7 +653,6 @@ int bk_rotate(bk_backend *be, bk_error *err)
     }
     be->active = fresh;
     __atomic_store_n(&be->active_writes, 0, __ATOMIC_RELEASE);
-    version_install(be, v);
     pthread_mutex_lock(&be->cmu);
     pthread_cond_signal(&be->ccv);
     pthread_mutex_unlock(&be->cmu);

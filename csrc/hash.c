@@ -99,17 +99,19 @@ int bk_hash(bk_backend *be, const bk_slice *ignores, size_t n,
     for (size_t i = 0; i < n; i++)
         set.order[i] = i;
     ignores_sort(&set);
+    gen *g;
+    pthread_mutex_lock(&be->txn_mu);
     pthread_rwlock_rdlock(&be->maplock);
-    version *v = bk_version_get(be);
-    if (!v) {
-        rc = bk_fail(err, BK_ECLOSED, "backend is closed");
-    } else {
-        pthread_mutex_lock(&v->g->mu);
-        int mrc = hash_gen(be, v->g, &set, out);
-        pthread_mutex_unlock(&v->g->mu);
+    rc = bk_fresh_gen(be, &g, err);
+    /* Commits may go on while we read; defrag and remaps wait for us. */
+    pthread_mutex_unlock(&be->txn_mu);
+    if (rc == BK_OK) {
+        pthread_mutex_lock(&g->mu);
+        int mrc = hash_gen(be, g, &set, out);
+        pthread_mutex_unlock(&g->mu);
         if (mrc)
             rc = bk_mdb_fail(err, mrc, "hash");
-        bk_version_unref(v);
+        bk_gen_unref(g);
     }
     pthread_rwlock_unlock(&be->maplock);
     free(set.order);

@@ -175,6 +175,7 @@ version *bk_version_get(bk_backend *be);
 void bk_version_unref(version *v);
 void bk_gen_unref(gen *g);
 int bk_rotate(bk_backend *be, bk_error *err);
+int bk_fresh_gen(bk_backend *be, gen **out, bk_error *err);
 int bk_wait_committed(bk_backend *be, bk_error *err);
 int bk_committer_start(bk_backend *be, bk_error *err);
 void bk_committer_stop(bk_backend *be, int drop);

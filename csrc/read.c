@@ -252,19 +252,26 @@ int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
     bk_view *v = calloc(1, sizeof *v);
     if (!v)
         return bk_fail(err, BK_EIO, "out of memory");
-    /* One instant: the version and the sequence published with it. */
+    /* maplock: close and defrag see the view registered, or have swapped
+     * files before it looks. ver_mu: one instant for the version and the
+     * sequence published with it. */
+    pthread_rwlock_rdlock(&be->maplock);
     pthread_mutex_lock(&be->ver_mu);
-    v->v = be->cur;
-    if (v->v)
-        __atomic_add_fetch(&v->v->refs, 1, __ATOMIC_RELAXED);
+    version *cur = be->cur;   /* v->v may be invalidated once we unlock */
+    if (cur)
+        __atomic_add_fetch(&cur->refs, 1, __ATOMIC_RELAXED);
+    v->v = cur;
     v->seq = __atomic_load_n(&be->visible_seq, __ATOMIC_ACQUIRE);
     pthread_mutex_unlock(&be->ver_mu);
-    if (!v->v) {
+    if (cur) {
+        v->be = be;
+        bk_child_attach(be, &v->link, 0);
+    }
+    pthread_rwlock_unlock(&be->maplock);
+    if (!cur) {
         free(v);
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     }
-    v->be = be;
-    bk_child_attach(be, &v->link, 0);
     *out = v;
     return BK_OK;
 }
@@ -305,8 +312,10 @@ void bk_view_close(bk_view *v)
     if (!v)
         return;
     bk_backend *be = v->be;
+    pthread_rwlock_rdlock(&be->maplock);   /* the txn ends before any swap */
     bk_child_detach(be, &v->link);
-    bk_version_unref(v->v);   /* invalidation happens under views_mu only */
+    bk_version_unref(v->v);
+    pthread_rwlock_unlock(&be->maplock);
     free(v);
     bk_free(be);
 }

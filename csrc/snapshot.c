@@ -84,16 +84,18 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
         return bk_fail(err, BK_EIO, "out of memory");
     s->opened = bk_now();
     s->psize = be->psize;
-    pthread_mutex_lock(&be->txn_mu);   /* no commit moves the meta pages */
-    version *v = bk_version_get(be);
-    if (!v) {
-        rc = bk_fail(err, BK_ECLOSED, "backend is closed");
-    } else {
-        s->g = v->g;
-        __atomic_add_fetch(&s->g->refs, 1, __ATOMIC_RELAXED);
-        bk_version_unref(v);
+    /* txn_mu: no commit moves the meta pages; maplock: defrag sees the
+     * snapshot registered, or has swapped files before we look. */
+    pthread_mutex_lock(&be->txn_mu);
+    pthread_rwlock_rdlock(&be->maplock);
+    rc = bk_fresh_gen(be, &s->g, err);
+    if (!rc)
         rc = capture_meta(be, s->g, s, err);
+    if (!rc) {
+        s->be = be;
+        bk_child_attach(be, &s->link, 1);
     }
+    pthread_rwlock_unlock(&be->maplock);
     pthread_mutex_unlock(&be->txn_mu);
     if (rc) {
         bk_gen_unref(s->g);
@@ -101,8 +103,6 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
         free(s);
         return rc;
     }
-    s->be = be;
-    bk_child_attach(be, &s->link, 1);
     *out = s;
     return BK_OK;
 }
@@ -234,8 +234,10 @@ void bk_snapshot_close(bk_snapshot *s)
         return;
     bk_backend *be = s->be;
     double dt = bk_now() - s->opened;
+    pthread_rwlock_rdlock(&be->maplock);   /* the txn ends before any swap */
     bk_child_detach(be, &s->link);
-    bk_gen_unref(s->g);   /* invalidation happens under views_mu only */
+    bk_gen_unref(s->g);
+    pthread_rwlock_unlock(&be->maplock);
     __atomic_store(&be->snapshot_s, &dt, __ATOMIC_RELAXED);
     /* etcd warns when a snapshot is slower than 100 MB/s, after 30 s. */
     double expected = (double)s->size / 100e6;
