@@ -1,0 +1,168 @@
+-- Shared helpers for the specs. busted loads this file as its helper; specs get
+-- the same table with `local H = require "spec.helper"`.
+local H = {}
+package.loaded["spec.helper"] = H
+
+local format = string.format
+local dirs = {}
+
+--- Quotes s for /bin/sh.
+function H.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function H.sleep(secs)
+  os.execute(format("sleep %.3f", secs))
+end
+
+--- Polls fn() until it returns true, sleeping `step` (0.02 s) between tries, for
+-- about `secs` (10) seconds. Returns true if fn() became true.
+function H.wait_until(fn, secs, step)
+  secs, step = secs or 10, step or 0.02
+  local deadline = os.time() + secs + 1
+  for _ = 0, math.ceil(secs / step) do
+    if fn() then return true end
+    if os.time() > deadline then break end
+    H.sleep(step)
+  end
+  return fn() and true or false
+end
+
+--- A fresh private directory (removed by H.cleanup()).
+function H.tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  assert(os.execute("mkdir -m 700 " .. H.q(name)), "mkdir " .. name)
+  dirs[#dirs + 1] = name
+  return name
+end
+
+--- A path for a file that does not exist yet, in a fresh directory.
+function H.tmppath(base)
+  return H.tmpdir() .. "/" .. (base or "db")
+end
+
+function H.rm_rf(path)
+  os.execute("rm -rf " .. H.q(path))
+end
+
+--- Removes every directory made by H.tmpdir().
+function H.cleanup()
+  for i = #dirs, 1, -1 do
+    H.rm_rf(dirs[i])
+    dirs[i] = nil
+  end
+end
+
+function H.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+function H.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+function H.file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+--- Runs fn(...), which must raise; returns the message (a string).
+function H.error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error, got none")
+  return tostring(err)
+end
+
+--- Asserts fn(...) raises a "backend: ..." error containing `needle` (plain text).
+function H.raises(needle, fn, ...)
+  local err = H.error_of(fn, ...)
+  assert(err:sub(1, 9) == "backend: ",
+    format("error message should start with 'backend: ', got %q", err))
+  assert(err:find(needle, 1, true),
+    format("error message should contain %q, got %q", needle, err))
+  return err
+end
+
+--- be:read_tx(), rlocked (rlock's return value is not relied on).
+function H.rlocked(be)
+  local rtx = be:read_tx()
+  rtx:rlock()
+  return rtx
+end
+
+--- All pairs of a bucket through tx:for_each: keys, values.
+function H.all(tx, bucket)
+  local ks, vs = {}, {}
+  tx:for_each(bucket, function(k, v) ks[#ks + 1] = k; vs[#vs + 1] = v end)
+  return ks, vs
+end
+
+--- "k=v,k=v" for a pair of arrays (binary-safe, for messages and comparisons).
+function H.show(ks, vs)
+  local out = {}
+  for i = 1, #ks do
+    out[i] = format("%q", ks[i]) .. (vs and ("=" .. format("%q", tostring(vs[i]))) or "")
+  end
+  return "{" .. table.concat(out, ",") .. "}"
+end
+
+--- Absolute path of the repository (busted runs from its root).
+function H.root()
+  if not H._root then
+    local p = assert(io.popen("pwd"))
+    H._root = p:read("l")
+    p:close()
+  end
+  return H._root
+end
+
+--- Shell prefix exporting LUA_PATH/LUA_CPATH for a child lua5.4 using this tree.
+function H.lua_env()
+  local r = H.root()
+  return format("export LUA_PATH=%s; export LUA_CPATH=%s; ",
+    H.q(r .. "/lua/?.lua;" .. r .. "/lua/?/init.lua;;"),
+    H.q(r .. "/build/?.so;;"))
+end
+
+--- Starts `lua5.4 script args...` (script source written to a temp file) with
+-- io.popen(mode "r") (killed after 120 s at the latest); its stderr goes to a file. Returns the handle and the path of
+-- that file.
+function H.spawn(src, ...)
+  local dir = H.tmpdir()
+  local script, errfile = dir .. "/child.lua", dir .. "/stderr"
+  H.write_file(script, src)
+  local args = {}
+  for i, a in ipairs({ ... }) do args[i] = H.q(a) end
+  -- `timeout` keeps a stuck child from hanging the suite; the child's own pid is
+  -- what it reads from /proc/self/stat
+  local cmd = H.lua_env() .. "exec timeout -s KILL 120 lua5.4 " .. H.q(script) .. " " .. table.concat(args, " ")
+    .. " 2>" .. H.q(errfile)
+  return assert(io.popen(cmd, "r")), errfile
+end
+
+function H.kill(pid, sig)
+  return os.execute(format("kill -%s %d 2>/dev/null", sig or "KILL", pid))
+end
+
+--- The stderr of a spawned child (for failure messages).
+function H.child_stderr(errfile)
+  local ok, s = pcall(H.read_file, errfile)
+  return ok and s or ""
+end
+
+return H
