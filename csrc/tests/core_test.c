@@ -136,29 +136,19 @@ static const char *joined(const bk_result *r)
     return buf;
 }
 
-static const char *vrange(bk_view *v, const char *bucket, const char *from,
-                          const char *to, int64_t limit)
+/* A range through view v, or through the batch tx of be when v is NULL,
+ * as "k=v,k=v". */
+static const char *range_str(bk_backend *be, bk_view *v, const char *bucket,
+                             const char *from, const char *to, int64_t limit)
 {
     bk_error err;
     bk_result r;
     bk_result_init(&r);
     bk_slice t = to ? S(to) : B(NULL, 0);
+    const bk_slice *tp = to ? &t : NULL;
     const char *s = "<error>";
-    if (CHECK_OK(bk_view_range(v, S(bucket), S(from), to ? &t : NULL, limit, &r, &err)))
-        s = joined(&r);
-    bk_result_free(&r);
-    return s;
-}
-
-static const char *trange(bk_backend *be, const char *bucket, const char *from,
-                          const char *to, int64_t limit)
-{
-    bk_error err;
-    bk_result r;
-    bk_result_init(&r);
-    bk_slice t = to ? S(to) : B(NULL, 0);
-    const char *s = "<error>";
-    if (CHECK_OK(bk_tx_range(be, S(bucket), S(from), to ? &t : NULL, limit, &r, &err)))
+    if (CHECK_OK(v ? bk_view_range(v, S(bucket), S(from), tp, limit, &r, &err)
+                   : bk_tx_range(be, S(bucket), S(from), tp, limit, &r, &err)))
         s = joined(&r);
     bk_result_free(&r);
     return s;
@@ -358,39 +348,39 @@ static void test_basic_semantics(void)
     }
     CHECK_OK(bk_put(be, S("bb"), S("a"), S("other"), &err));
     /* The batch tx sees its own writes; a view opened now does not. */
-    CHECK(!strcmp(trange(be, "b", "a", "b", 0), "a=va,ab=vab,abc=vabc"));
+    CHECK(!strcmp(range_str(be, NULL, "b", "a", "b", 0), "a=va,ab=vab,abc=vabc"));
     CHECK_OK(bk_view_open(be, &v, &err));
-    CHECK(!strcmp(vrange(v, "b", "", "\xff", 0), ""));
+    CHECK(!strcmp(range_str(NULL, v, "b", "", "\xff", 0), ""));
     CHECK_OK(bk_unlock(be, &err));
-    CHECK(!strcmp(vrange(v, "b", "", "\xff", 0), ""));
+    CHECK(!strcmp(range_str(NULL, v, "b", "", "\xff", 0), ""));
     bk_view_close(v);
 
     for (int committed = 0; committed < 2; committed++) {
         CHECK_OK(bk_view_open(be, &v, &err));
         /* to == NULL: one key, exact match (not a prefix). */
-        CHECK(!strcmp(vrange(v, "b", "ab", NULL, 0), "ab=vab"));
-        CHECK(!strcmp(vrange(v, "b", "aa", NULL, 0), ""));
-        CHECK(!strcmp(vrange(v, "b", "abcd", NULL, 0), ""));
+        CHECK(!strcmp(range_str(NULL, v, "b", "ab", NULL, 0), "ab=vab"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "aa", NULL, 0), ""));
+        CHECK(!strcmp(range_str(NULL, v, "b", "abcd", NULL, 0), ""));
         /* end exclusive, prefix-shorter first */
-        CHECK(!strcmp(vrange(v, "b", "a", "b", 0), "a=va,ab=vab,abc=vabc"));
-        CHECK(!strcmp(vrange(v, "b", "ab", "b0", 0), "ab=vab,abc=vabc,b=vb"));
-        CHECK(!strcmp(vrange(v, "b", "", "\xff", 0), "a=va,ab=vab,abc=vabc,b=vb,b0=vb0,c=vc,d=vd"));
-        CHECK(!strcmp(vrange(v, "b", "aa", "abc", 0), "ab=vab"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "a", "b", 0), "a=va,ab=vab,abc=vabc"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "ab", "b0", 0), "ab=vab,abc=vabc,b=vb"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "", "\xff", 0), "a=va,ab=vab,abc=vabc,b=vb,b0=vb0,c=vc,d=vd"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "aa", "abc", 0), "ab=vab"));
         /* limit: <= 0 means none */
-        CHECK(!strcmp(vrange(v, "b", "a", "z", 2), "a=va,ab=vab"));
-        CHECK(!strcmp(vrange(v, "b", "a", "z", 1), "a=va"));
-        CHECK(!strcmp(vrange(v, "b", "a", "c", 0), "a=va,ab=vab,abc=vabc,b=vb,b0=vb0"));
-        CHECK(!strcmp(vrange(v, "b", "a", "c", -1), "a=va,ab=vab,abc=vabc,b=vb,b0=vb0"));
-        CHECK(!strcmp(vrange(v, "b", "a", "c", 100), "a=va,ab=vab,abc=vabc,b=vb,b0=vb0"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "a", "z", 2), "a=va,ab=vab"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "a", "z", 1), "a=va"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "a", "c", 0), "a=va,ab=vab,abc=vabc,b=vb,b0=vb0"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "a", "c", -1), "a=va,ab=vab,abc=vabc,b=vb,b0=vb0"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "a", "c", 100), "a=va,ab=vab,abc=vabc,b=vb,b0=vb0"));
         /* empty or inverted ranges */
-        CHECK(!strcmp(vrange(v, "b", "b", "b", 0), ""));
-        CHECK(!strcmp(vrange(v, "b", "c", "a", 0), ""));
-        CHECK(!strcmp(vrange(v, "b", "e", "z", 0), ""));
+        CHECK(!strcmp(range_str(NULL, v, "b", "b", "b", 0), ""));
+        CHECK(!strcmp(range_str(NULL, v, "b", "c", "a", 0), ""));
+        CHECK(!strcmp(range_str(NULL, v, "b", "e", "z", 0), ""));
         /* buckets do not leak into each other; missing ones read empty */
-        CHECK(!strcmp(vrange(v, "bb", "", "\xff", 0), "a=other"));
-        CHECK(!strcmp(vrange(v, "empty", "", "\xff", 0), ""));
-        CHECK(!strcmp(vrange(v, "nosuch", "", "\xff", 0), ""));
-        CHECK(!strcmp(vrange(v, "nosuch", "a", NULL, 0), ""));
+        CHECK(!strcmp(range_str(NULL, v, "bb", "", "\xff", 0), "a=other"));
+        CHECK(!strcmp(range_str(NULL, v, "empty", "", "\xff", 0), ""));
+        CHECK(!strcmp(range_str(NULL, v, "nosuch", "", "\xff", 0), ""));
+        CHECK(!strcmp(range_str(NULL, v, "nosuch", "a", NULL, 0), ""));
         bk_view_close(v);
         CHECK_OK(bk_force_commit(be, &err));
     }
@@ -405,11 +395,11 @@ static void test_basic_semantics(void)
     CHECK_OK(bk_put(be, S("b"), S("e"), S(""), &err));
     static const char bin[] = { 'x', 0, 'y', (char)0xff };
     CHECK_OK(bk_put(be, S("b"), B(bin, 4), B(bin, 4), &err));
-    CHECK(!strcmp(trange(be, "b", "a", "b", 0), "a=new,abc=vabc"));
+    CHECK(!strcmp(range_str(be, NULL, "b", "a", "b", 0), "a=new,abc=vabc"));
     CHECK_OK(bk_unlock(be, &err));
     for (int committed = 0; committed < 2; committed++) {
         CHECK_OK(bk_view_open(be, &v, &err));
-        CHECK(!strcmp(vrange(v, "b", "", "x", 0),
+        CHECK(!strcmp(range_str(NULL, v, "b", "", "x", 0),
                       "a=new,abc=vabc,b=vb,b0=vb0,c=again,d=vd,e="));
         CHECK(count_range(be, "b") == 8);
         CHECK_OK(bk_view_range(v, S("b"), S("e"), NULL, 0, &r, &err));
@@ -445,7 +435,7 @@ static void test_basic_semantics(void)
         CHECK_OK(bk_view_range(v, S("b"), S("big"), NULL, 0, &r, &err));
         CHECK(r.count == 1 && bk_result_value(&r, 0).len == big &&
               !memcmp(bk_result_value(&r, 0).data, val, big));
-        CHECK(!strcmp(vrange(v, "b", "big2", NULL, 0), "big2=small"));
+        CHECK(!strcmp(range_str(NULL, v, "b", "big2", NULL, 0), "big2=small"));
         bk_view_close(v);
         CHECK_OK(bk_force_commit(be, &err));
     }
@@ -632,29 +622,29 @@ static void test_view_consistency(void)
     CHECK_OK(bk_delete(be, S("b"), S("b"), &err));
     CHECK_OK(bk_put(be, S("b"), S("c"), S("3"), &err));
     CHECK_OK(bk_unlock(be, &err));
-    CHECK(!strcmp(vrange(v1, "b", "", "\xff", 0), "a=1,b=2"));
+    CHECK(!strcmp(range_str(NULL, v1, "b", "", "\xff", 0), "a=1,b=2"));
     CHECK_OK(bk_force_commit(be, &err));
-    CHECK(!strcmp(vrange(v1, "b", "", "\xff", 0), "a=1,b=2"));
+    CHECK(!strcmp(range_str(NULL, v1, "b", "", "\xff", 0), "a=1,b=2"));
     CHECK_OK(bk_view_open(be, &v2, &err));   /* committed state */
-    CHECK(!strcmp(vrange(v2, "b", "", "\xff", 0), "a=10,c=3"));
+    CHECK(!strcmp(range_str(NULL, v2, "b", "", "\xff", 0), "a=10,c=3"));
 
     /* delete_bucket + create_bucket of the same name in one section */
     CHECK_OK(bk_lock(be, &err));
     CHECK_OK(bk_delete_bucket(be, S("b"), &err));
     CHECK_OK(bk_create_bucket(be, S("b"), &err));
     CHECK_OK(bk_put(be, S("b"), S("z"), S("new"), &err));
-    CHECK(!strcmp(trange(be, "b", "", "\xff", 0), "z=new"));
+    CHECK(!strcmp(range_str(be, NULL, "b", "", "\xff", 0), "z=new"));
     CHECK_OK(bk_unlock(be, &err));
     CHECK_OK(bk_view_open(be, &v3, &err));
-    CHECK(!strcmp(vrange(v3, "b", "", "\xff", 0), "z=new"));
-    CHECK(!strcmp(vrange(v3, "b", "a", NULL, 0), ""));
-    CHECK(!strcmp(vrange(v2, "b", "", "\xff", 0), "a=10,c=3"));
-    CHECK(!strcmp(vrange(v1, "b", "", "\xff", 0), "a=1,b=2"));
+    CHECK(!strcmp(range_str(NULL, v3, "b", "", "\xff", 0), "z=new"));
+    CHECK(!strcmp(range_str(NULL, v3, "b", "a", NULL, 0), ""));
+    CHECK(!strcmp(range_str(NULL, v2, "b", "", "\xff", 0), "a=10,c=3"));
+    CHECK(!strcmp(range_str(NULL, v1, "b", "", "\xff", 0), "a=1,b=2"));
     CHECK_OK(bk_force_commit(be, &err));
-    CHECK(!strcmp(vrange(v3, "b", "", "\xff", 0), "z=new"));
-    CHECK(!strcmp(vrange(v2, "b", "", "\xff", 0), "a=10,c=3"));
-    CHECK(!strcmp(vrange(v2, "b", "c", NULL, 0), "c=3"));
-    CHECK(!strcmp(vrange(v1, "b", "", "\xff", 0), "a=1,b=2"));
+    CHECK(!strcmp(range_str(NULL, v3, "b", "", "\xff", 0), "z=new"));
+    CHECK(!strcmp(range_str(NULL, v2, "b", "", "\xff", 0), "a=10,c=3"));
+    CHECK(!strcmp(range_str(NULL, v2, "b", "c", NULL, 0), "c=3"));
+    CHECK(!strcmp(range_str(NULL, v1, "b", "", "\xff", 0), "a=1,b=2"));
 
     /* drop without re-creating, committed; then other buckets take the
      * handles: old views keep their contents */
@@ -663,26 +653,26 @@ static void test_view_consistency(void)
     CHECK_OK(bk_delete_bucket(be, S("c"), &err));
     CHECK_OK(bk_unlock(be, &err));
     CHECK_OK(bk_view_open(be, &v4, &err));
-    CHECK(!strcmp(vrange(v4, "b", "", "\xff", 0), ""));
+    CHECK(!strcmp(range_str(NULL, v4, "b", "", "\xff", 0), ""));
     CHECK_OK(bk_force_commit(be, &err));
     mk_buckets(be, (const char *const[]){ "d", "e", NULL });
     put1(be, "d", "a", "d-a");
     put1(be, "e", "a", "e-a");
     CHECK_OK(bk_force_commit(be, &err));
-    CHECK(!strcmp(vrange(v4, "b", "", "\xff", 0), ""));
-    CHECK(!strcmp(vrange(v4, "d", "", "\xff", 0), ""));
-    CHECK(!strcmp(vrange(v3, "b", "", "\xff", 0), "z=new"));
-    CHECK(!strcmp(vrange(v3, "c", "", "\xff", 0), "x=c1"));
-    CHECK(!strcmp(vrange(v2, "b", "", "\xff", 0), "a=10,c=3"));
-    CHECK(!strcmp(vrange(v1, "b", "", "\xff", 0), "a=1,b=2"));
-    CHECK(!strcmp(vrange(v1, "c", "x", NULL, 0), "x=c1"));
+    CHECK(!strcmp(range_str(NULL, v4, "b", "", "\xff", 0), ""));
+    CHECK(!strcmp(range_str(NULL, v4, "d", "", "\xff", 0), ""));
+    CHECK(!strcmp(range_str(NULL, v3, "b", "", "\xff", 0), "z=new"));
+    CHECK(!strcmp(range_str(NULL, v3, "c", "", "\xff", 0), "x=c1"));
+    CHECK(!strcmp(range_str(NULL, v2, "b", "", "\xff", 0), "a=10,c=3"));
+    CHECK(!strcmp(range_str(NULL, v1, "b", "", "\xff", 0), "a=1,b=2"));
+    CHECK(!strcmp(range_str(NULL, v1, "c", "x", NULL, 0), "x=c1"));
     /* re-create b: empty, old views unchanged */
     mk_buckets(be, (const char *const[]){ "b", NULL });
     CHECK_OK(bk_force_commit(be, &err));
     CHECK(count_range(be, "b") == 0);
     CHECK(has(be, "d", "a", "d-a"));
-    CHECK(!strcmp(vrange(v2, "b", "", "\xff", 0), "a=10,c=3"));
-    CHECK(!strcmp(vrange(v4, "b", "", "\xff", 0), ""));
+    CHECK(!strcmp(range_str(NULL, v2, "b", "", "\xff", 0), "a=10,c=3"));
+    CHECK(!strcmp(range_str(NULL, v4, "b", "", "\xff", 0), ""));
 
     bk_stats st;
     CHECK_OK(bk_stats_get(be, &st, &err));
