@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MT_BACKEND "backend.Backend"
@@ -922,6 +923,15 @@ static int l_crc32c(lua_State *L)
     return 1;
 }
 
+/* Seconds on CLOCK_MONOTONIC: Lua has no wall clock finer than os.time. */
+static int l_monotonic(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
 static int l_mkdtemp(lua_State *L)
 {
     const char *tmpdir = getenv("TMPDIR");
@@ -996,6 +1006,7 @@ int luaopen_backend_core(lua_State *L)
         { "__tostring", l_snap_tostring }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
         { "open", l_open }, { "crc32c", l_crc32c }, { "mkdtemp", l_mkdtemp },
+        { "monotonic", l_monotonic },
         { NULL, NULL } };
 
     luaL_newlib(L, funcs);

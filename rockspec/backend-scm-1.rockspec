@@ -47,5 +47,6 @@ build = {
       ["backend.model"] = "lua/backend/model.lua",
       ["backend.json"] = "lua/backend/json.lua",
       ["backend.demo"] = "lua/backend/demo.lua",
+      ["backend.bench"] = "lua/backend/bench.lua",
    },
 }

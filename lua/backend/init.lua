@@ -10,6 +10,7 @@ local backend = {
   lmdb_version = core.lmdb_version,
   max_key_size = core.max_key_size,
   crc32c = core.crc32c,
+  monotonic = core.monotonic,   -- seconds on a monotonic clock, for timings
 }
 
 local function fail(msg, ...)

@@ -1,0 +1,383 @@
+--- backend.bench: the benchmark suite. Runs each workload through the module
+-- from Lua and, in the same run, the same workload in plain LMDB C
+-- (`build/bench/lmdb_bench`, same data, same durability), then prints a
+-- markdown table of medians, min and max, and ratios computed per run.
+--
+--   lua5.4 lua/backend/bench.lua [--n 1000000] [--runs 3] [--lmdb build/bench/lmdb_bench]
+local backend = require "backend"
+
+local bench = {}
+local now = backend.monotonic
+local fmt = string.format
+
+-- Data: splitmix64, bit for bit as in bench/lmdb_bench.c ----------------------
+
+local function splitmix64(seed)
+  local state = seed
+  return function()
+    state = state + 0x9E3779B97F4A7C15   -- wraps: Lua integers are 64-bit
+    local z = state
+    z = (z ~ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z = (z ~ (z >> 27)) * 0x94D049BB133111EB
+    return z ~ (z >> 31)
+  end
+end
+
+local function random_keys(n)
+  local g, keys = splitmix64(1), {}
+  for i = 1, n do
+    keys[i] = string.pack("<i8i8i8i8i8i8i8i8", g(), g(), g(), g(), g(), g(), g(), g())
+  end
+  return keys
+end
+
+local function value()
+  local g, parts = splitmix64(2), {}
+  for i = 1, 16 do parts[i] = string.pack("<i8", g()) end
+  return table.concat(parts)
+end
+
+local function read_order(n)
+  local g, order = splitmix64(3), {}
+  for k = 1, n do
+    local r = g()
+    -- r % n with r unsigned, as C computes it: r = 2 * (r >> 1) + (r & 1)
+    order[k] = ((r >> 1) % n * 2 + (r & 1)) % n + 1
+  end
+  return order
+end
+
+local BUCKET = "test"
+local END = string.rep("\255", backend.max_key_size + 1)
+
+-- Our workloads ----------------------------------------------------------------
+
+local function fill(be, keys, v, seq)
+  local tx = be:batch_tx()
+  local put = seq and tx.seq_put or tx.put
+  tx:lock(); tx:create_bucket(BUCKET); tx:unlock()
+  local t0 = now()
+  for i = 1, #keys do
+    tx:lock()
+    put(tx, BUCKET, keys[i], v)
+    tx:unlock()
+  end
+  be:force_commit()
+  return now() - t0
+end
+
+local ours = {}
+
+function ours.w1(ctx)
+  ctx.be = backend.open { path = ctx.dir .. "/w1.db" }
+  return { seconds = fill(ctx.be, ctx.keys, ctx.value) }
+end
+
+function ours.w2(ctx)
+  local keys = {}
+  for i = 1, ctx.n do keys[i] = string.pack(">I8", i - 1) end
+  local be = backend.open { path = ctx.dir .. "/w2.db" }
+  local r = { seconds = fill(be, keys, ctx.value, true) }
+  be:close()
+  return r
+end
+
+function ours.w3(ctx)
+  local keys, order, check = ctx.keys, ctx.order, 0
+  local view <close> = ctx.be:concurrent_read_tx()
+  local get = view.get
+  local t0 = now()
+  for k = 1, #order do
+    check = check + get(view, BUCKET, keys[order[k]]):byte(1)
+  end
+  return { seconds = now() - t0, check = check }
+end
+
+function ours.w4(ctx)
+  local view <close> = ctx.be:concurrent_read_tx()
+  local n, t0 = 0, now()
+  local ks = view:range(BUCKET, "", END, 1000)
+  while #ks > 0 do
+    n = n + #ks
+    if #ks < 1000 then break end
+    ks = view:range(BUCKET, ks[#ks] .. "\0", END, 1000)
+  end
+  return { seconds = now() - t0, keys = n }
+end
+
+function ours.w6(ctx)
+  local t0 = now()
+  local h = ctx.be:hash()
+  return { seconds = now() - t0, hash = h }
+end
+
+function ours.w7(ctx)
+  local path = ctx.dir .. "/snapshot.db"
+  local t0 = now()
+  local snap <close> = ctx.be:snapshot()
+  local bytes = snap:write_to(path)
+  local r = { seconds = now() - t0, bytes = bytes }
+  os.remove(path)
+  return r
+end
+
+function ours.w8(ctx)
+  local be, keys = ctx.be, ctx.keys
+  be:update(function(tx)
+    for i = 1, #keys, 2 do tx:delete(BUCKET, keys[i]) end   -- every even index from 0
+  end)
+  be:force_commit()
+  local before, t0 = be:size(), now()
+  be:defrag()
+  return { seconds = now() - t0, size_before = before, size_after = be:size() }
+end
+
+-- W5: concurrent read tx open+close, ns per op, at several buffer sizes.
+function ours.w5(ctx)
+  local be = backend.open { path = ctx.dir .. "/w5.db", batch_interval = 3600, batch_limit = 1 << 40 }
+  local tx = be:batch_tx()
+  tx:lock(); tx:create_bucket(BUCKET); tx:unlock()
+  local out, buffered, ops = {}, 0, 100000
+  for _, want in ipairs { 0, 1000, 100000 } do
+    tx:lock()
+    while buffered < math.min(want, #ctx.keys) do
+      buffered = buffered + 1
+      tx:put(BUCKET, ctx.keys[buffered], ctx.value)
+    end
+    tx:unlock()
+    local t0 = now()
+    for _ = 1, ops do be:concurrent_read_tx():close() end
+    out["ns_" .. want] = (now() - t0) / ops * 1e9
+  end
+  be:close()
+  return out
+end
+
+-- W9: latency of single puts (lock, put, unlock) while commits run.
+function ours.w9(ctx)
+  local be = backend.open { path = ctx.dir .. "/w9.db" }
+  local tx = be:batch_tx()
+  tx:lock(); tx:create_bucket(BUCKET); tx:unlock()
+  local lat, keys, v = {}, ctx.keys, ctx.value
+  local n = math.min(#keys, 200000)
+  for i = 1, n do
+    local t0 = now()
+    tx:lock()
+    tx:put(BUCKET, keys[i], v)
+    tx:unlock()
+    lat[i] = now() - t0
+  end
+  local commits = be:commits()
+  be:close()
+  table.sort(lat)
+  local stalls = 0
+  for i = n, 1, -1 do
+    if lat[i] <= 1e-3 then break end
+    stalls = stalls + 1
+  end
+  local function pct(p) return lat[math.max(1, math.ceil(n * p))] * 1e6 end
+  return { p50_us = pct(0.5), p99_us = pct(0.99), p999_us = pct(0.999), max_us = lat[n] * 1e6,
+           stalls_over_1ms = stalls, commits = commits }
+end
+
+local function rss_kib(field)
+  local f = io.open("/proc/self/status")
+  if not f then return 0 end
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match(field .. ":%s*(%d+)")) or 0
+end
+
+-- M1: memory per buffered write, beyond its key and value.
+function ours.m1(ctx)
+  collectgarbage()
+  local be = backend.open { path = ctx.dir .. "/m1.db", batch_interval = 3600, batch_limit = 1 << 40 }
+  local tx = be:batch_tx()
+  tx:lock(); tx:create_bucket(BUCKET)
+  for i = 1, #ctx.keys do tx:put(BUCKET, ctx.keys[i], ctx.value) end
+  tx:unlock()
+  local st = be:stats()
+  local payload = #ctx.keys * (64 + #ctx.value)
+  local r = { overhead_bytes = (st.buffered_bytes - payload) / st.buffered_writes,
+              peak_rss_mib = rss_kib("VmHWM") / 1024, buffered_writes = st.buffered_writes }
+  be:close()
+  return r
+end
+
+-- Running both columns -----------------------------------------------------------
+
+local function run_c(lmdb, workload, n, dir)
+  local p = assert(io.popen(fmt("%s %s %s %d", lmdb, workload, dir, n)))
+  local line = p:read("a")
+  local ok = p:close()
+  assert(ok, "lmdb_bench " .. workload .. " failed: " .. line)
+  local r = {}
+  for k, v in line:gmatch("([%w_]+)=(%S+)") do r[k] = tonumber(v) or v end
+  return r
+end
+
+local function median(xs)
+  assert(#xs > 0, "no numbers")
+  local s = table.move(xs, 1, #xs, 1, {})
+  table.sort(s)
+  local m = #s // 2
+  return #s % 2 == 1 and s[m + 1] or (s[m] + s[m + 1]) / 2, s[1], s[#s]
+end
+
+local function tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  assert(os.execute("mkdir -m 700 '" .. name .. "'"), "mkdir " .. name)
+  return name
+end
+
+--- Runs the suite; returns the rows (one per workload) with every run's numbers.
+function bench.run(opts)
+  local n, runs = opts.n or 1000000, opts.runs or 3
+  local log = opts.log or function() end
+  log(fmt("generating %d keys", n))
+  local ctx = { n = n, keys = random_keys(n), value = value(), order = read_order(n) }
+  local results = {}   -- results[workload] = { ours = {...per run}, c = {...} }
+  local function record(w, side, r)
+    results[w] = results[w] or { ours = {}, c = {} }
+    table.insert(results[w][side], r)
+  end
+  for run = 1, runs do
+    for _, w in ipairs { "w1", "w3", "w4", "w6", "w7", "w8" } do
+      if w == "w1" then ctx.dir = tmpdir() end
+      log(fmt("run %d: %s (ours)", run, w))
+      record(w, "ours", ours[w](ctx))
+      local cdir = tmpdir()
+      log(fmt("run %d: %s (lmdb C)", run, w))
+      record(w, "c", run_c(opts.lmdb, w, n, cdir))
+      os.execute("rm -rf '" .. cdir .. "'")
+    end
+    ctx.be:close()
+    for _, w in ipairs { "w2", "w5", "w9", "m1" } do
+      log(fmt("run %d: %s", run, w))
+      record(w, "ours", ours[w](ctx))
+      if w == "w2" then
+        local cdir = tmpdir()
+        record(w, "c", run_c(opts.lmdb, w, n, cdir))
+        os.execute("rm -rf '" .. cdir .. "'")
+      end
+    end
+    os.execute("rm -rf '" .. ctx.dir .. "'")
+  end
+  return results
+end
+
+-- The table ------------------------------------------------------------------
+
+local function stat(runs, f)
+  local xs = {}
+  for i, r in ipairs(runs) do xs[i] = f(r, i) end
+  return median(xs)
+end
+
+local function cell(m, lo, hi, unit)
+  unit = unit or ""
+  local function num(x) return x >= 100 and fmt("%.0f", x) or x >= 10 and fmt("%.1f", x) or fmt("%.3g", x) end
+  return fmt("%s%s [%s–%s]", num(m), unit, num(lo), num(hi))
+end
+
+-- Each row: label, our number, C's, ratio (per run), target test.
+local ROWS = {
+  { "W1 1M random puts (lock/put/unlock each), force_commit", "w1", "s", 0.9 },
+  { "W2 1M seq_puts, 8-byte increasing keys", "w2", "s", 1.2 },
+  { "W3 1M random point reads", "w3", "s", 1.2 },
+  { "W4 full range scan, chunks of 1000", "w4", "s", 2.5 },
+  { "W6 hash of the 1M-key database", "w6", "s", 1.1 },
+}
+
+--- The results as a markdown table.
+function bench.report(results)
+  local out = {
+    "| workload | ours (Lua) | plain LMDB (C) | ratio ours ÷ C | target | met |",
+    "|---|---|---|---|---|---|",
+  }
+  local function row(label, a, b, ratio, target, met)
+    out[#out + 1] = fmt("| %s | %s | %s | %s | %s | %s |", label, a, b, ratio, target, met and "yes" or "**no**")
+  end
+  for _, r in ipairs(ROWS) do
+    local res = results[r[2]]
+    if res then
+      local m, lo, hi = stat(res.ours, function(x) return x.seconds end)
+      local cm, clo, chi = stat(res.c, function(x) return x.seconds end)
+      local rm, rlo, rhi = stat(res.ours, function(x, i) return x.seconds / res.c[i].seconds end)
+      row(r[1], cell(m, lo, hi, " s"), cell(cm, clo, chi, " s"), cell(rm, rlo, rhi), "≤ " .. r[4], rm <= r[4])
+    end
+  end
+  local w7 = results.w7
+  if w7 then
+    local rm, rlo, rhi = stat(w7.ours, function(x, i)
+      return (x.seconds / x.bytes) / (w7.c[i].seconds / w7.c[i].bytes)
+    end)
+    local m, lo, hi = stat(w7.ours, function(x) return x.bytes / x.seconds / 1e6 end)
+    local cm, clo, chi = stat(w7.c, function(x) return x.bytes / x.seconds / 1e6 end)
+    row("W7 snapshot written to a file (per byte, vs a plain file copy)", cell(m, lo, hi, " MB/s"),
+      cell(cm, clo, chi, " MB/s"), cell(rm, rlo, rhi), "≤ 1.1", rm <= 1.1)
+  end
+  local w8 = results.w8
+  if w8 then
+    local m, lo, hi = stat(w8.ours, function(x) return x.seconds end)
+    local cm, clo, chi = stat(w8.c, function(x) return x.seconds end)
+    local rm, rlo, rhi = stat(w8.ours, function(x, i) return x.seconds / w8.c[i].seconds end)
+    row("W8 defrag after deleting every other key (vs a rewrite into a fresh LMDB file)",
+      cell(m, lo, hi, " s"), cell(cm, clo, chi, " s"), cell(rm, rlo, rhi), "≤ 1.2", rm <= 1.2)
+    local sa = stat(w8.ours, function(x) return x.size_after end)
+    local sb = stat(w8.ours, function(x) return x.size_before end)
+    local ca = stat(w8.c, function(x) return x.size_after end)
+    row("W8 file size before → after defrag", fmt("%.1f → %.1f MiB", sb / 2^20, sa / 2^20),
+      fmt("rewrite: %.1f MiB", ca / 2^20), fmt("%.3f", sa / ca), "≤ a fresh LMDB rewrite", sa <= ca)
+  end
+  local w5 = results.w5
+  if w5 then
+    for _, b in ipairs { 0, 1000, 100000 } do
+      local m, lo, hi = stat(w5.ours, function(x) return x["ns_" .. b] end)
+      row(fmt("W5 concurrent_read_tx open+close, %d writes buffered", b), cell(m, lo, hi, " ns"), "–", "–",
+        "≤ 1 µs", m <= 1000)
+    end
+  end
+  local w9 = results.w9
+  if w9 then
+    local p50 = stat(w9.ours, function(x) return x.p50_us end)
+    local p99 = stat(w9.ours, function(x) return x.p99_us end)
+    local p999, lo, hi = stat(w9.ours, function(x) return x.p999_us end)
+    local mx = stat(w9.ours, function(x) return x.max_us end)
+    local stalls = stat(w9.ours, function(x) return x.stalls_over_1ms end)
+    row("W9 single put latency while commits run (200k puts)",
+      fmt("p50 %.2f µs, p99 %.2f µs, p99.9 %s, max %.0f µs, %d puts > 1 ms", p50, p99, cell(p999, lo, hi, " µs"),
+        mx, stalls), "–", "–", "p99.9 ≤ 20 µs, none > 1 ms", p999 <= 20 and stalls == 0)
+  end
+  local m1 = results.m1
+  if m1 then
+    local m, lo, hi = stat(m1.ours, function(x) return x.overhead_bytes end)
+    local rss = stat(m1.ours, function(x) return x.peak_rss_mib end)
+    row("M1 memory per buffered write beyond key and value (1M buffered)",
+      cell(m, lo, hi, " B") .. fmt(", peak RSS %.0f MiB", rss), "–", "–", "≤ 64 B", m <= 64)
+  end
+  return table.concat(out, "\n")
+end
+
+local function main(args)
+  local opts = { lmdb = "build/bench/lmdb_bench" }
+  local i = 1
+  while args[i] do
+    local a, v = args[i], args[i + 1]
+    if a == "--n" then opts.n = math.tointeger(tonumber(v))
+    elseif a == "--runs" then opts.runs = math.tointeger(tonumber(v))
+    elseif a == "--lmdb" then opts.lmdb = v
+    else error("usage: bench.lua [--n N] [--runs R] [--lmdb PATH]", 0) end
+    i = i + 2
+  end
+  opts.log = function(msg) io.stderr:write(msg, "\n") end
+  local t0 = now()
+  local results = bench.run(opts)
+  print(bench.report(results))
+  print(fmt("\n%d keys, %d runs, %.0f s in all", opts.n or 1000000, opts.runs or 3, now() - t0))
+end
+
+if arg and arg[0] and arg[0]:match("bench%.lua$") then main(arg) end
+
+return bench
