@@ -33,7 +33,7 @@ MODULE   = $(BUILD)/backend/core.so
 LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
           LUA_CPATH_5_4='$(BUILD)/?.so;;' LUA_CPATH='$(BUILD)/?.so;;'
 
-.PHONY: all deps test ctest spec lint demo install asan valgrind rockspec-check clean
+.PHONY: all deps test ctest spec lint demo bench install asan valgrind rockspec-check clean
 .DELETE_ON_ERROR:
 
 all: $(MODULE)
@@ -52,6 +52,12 @@ $(BUILD)/obj/%.o: csrc/%.c
 $(TEST_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(CORE_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_CORE) $(LIBS)
+
+# The plain-LMDB side of the benchmarks (not part of `all`).
+$(BUILD)/bench/lmdb_bench: bench/lmdb_bench.c csrc/crc32c.c csrc/backend.h
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS) -Icsrc $(LDFLAGS) -o $@ \
+	  bench/lmdb_bench.c csrc/crc32c.c $(LMDB_LIBS) -pthread $(LIBS)
 
 deps:
 	@bash scripts/install-deps
@@ -75,6 +81,12 @@ lint:
 demo: deps
 	@$(MAKE) --no-print-directory all
 	$(LUA_ENV) $(LUA) lua/backend/demo.lua
+
+# The benchmark suite (bench/README.md): BENCH_ARGS="--n 100000 --runs 1" for a quick look.
+BENCH_ARGS ?=
+bench: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench
+	$(LUA_ENV) $(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench $(BENCH_ARGS)
 
 install: all
 	install -d $(DESTDIR)$(LUA_CMOD)/backend $(DESTDIR)$(LUA_LMOD)/backend
