@@ -442,7 +442,13 @@ static void init_sync(bk_backend *be)
     pthread_cond_init(&be->ccv, NULL);
     pthread_cond_init(&be->done_cv, NULL);
     pthread_mutex_init(&be->txn_mu, NULL);
-    pthread_rwlock_init(&be->maplock, NULL);
+    /* Writers first: readers overlap constantly, and a remap or a defrag
+     * must not starve behind them. (No path takes it twice for reading.) */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&be->maplock, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&be->views_mu, NULL);
     pthread_mutex_init(&be->log_mu, NULL);
 }
@@ -648,7 +654,7 @@ int bk_close(bk_backend *be, int force, bk_error *err)
         bk_committer_stop(be, rc != BK_OK);
     pthread_mutex_lock(&be->lock_mu);
     __atomic_store_n(&be->closed, 1, __ATOMIC_RELEASE);
-    be->locked = 0;
+    bk_lock_drop(be);
     pthread_cond_broadcast(&be->lock_cv);
     pthread_mutex_unlock(&be->lock_mu);
 

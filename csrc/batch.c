@@ -16,13 +16,23 @@ static int usable(bk_backend *be, bk_error *err)
     return BK_OK;
 }
 
+/* Lock-free, and exact for the calling thread: only it can have stored
+ * itself as owner, and owner is stored before locked (release/acquire). */
 int bk_locked_by_me(const bk_backend *be)
 {
-    bk_backend *b = (bk_backend *)(uintptr_t)be;
-    pthread_mutex_lock(&b->lock_mu);
-    int mine = b->locked && pthread_equal(b->owner, pthread_self());
-    pthread_mutex_unlock(&b->lock_mu);
-    return mine;
+    return __atomic_load_n(&be->locked, __ATOMIC_ACQUIRE) &&
+           pthread_equal(__atomic_load_n(&be->owner, __ATOMIC_RELAXED), pthread_self());
+}
+
+void bk_lock_take(bk_backend *be)
+{
+    __atomic_store_n(&be->owner, pthread_self(), __ATOMIC_RELAXED);
+    __atomic_store_n(&be->locked, 1, __ATOMIC_RELEASE);
+}
+
+void bk_lock_drop(bk_backend *be)
+{
+    __atomic_store_n(&be->locked, 0, __ATOMIC_RELEASE);
 }
 
 static int held(bk_backend *be, bk_error *err)
@@ -40,19 +50,16 @@ int bk_lock(bk_backend *be, bk_error *err)
     int rc = usable(be, err);
     if (rc)
         return rc;
-    pthread_mutex_lock(&be->lock_mu);
-    if (be->locked && pthread_equal(be->owner, pthread_self())) {
-        pthread_mutex_unlock(&be->lock_mu);
+    if (bk_locked_by_me(be))
         return bk_fail(err, BK_ELOCKED, "batch tx is already locked by this thread");
-    }
+    pthread_mutex_lock(&be->lock_mu);
     while (be->locked && !bk_is_closed(be))
         pthread_cond_wait(&be->lock_cv, &be->lock_mu);
     if (bk_is_closed(be)) {
         pthread_mutex_unlock(&be->lock_mu);
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     }
-    be->locked = 1;
-    be->owner = pthread_self();
+    bk_lock_take(be);
     pthread_mutex_unlock(&be->lock_mu);
     return BK_OK;
 }
@@ -60,7 +67,7 @@ int bk_lock(bk_backend *be, bk_error *err)
 static void release(bk_backend *be)
 {
     pthread_mutex_lock(&be->lock_mu);
-    be->locked = 0;
+    bk_lock_drop(be);
     pthread_cond_signal(&be->lock_cv);
     pthread_mutex_unlock(&be->lock_mu);
 }

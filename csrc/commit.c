@@ -524,14 +524,13 @@ static void request_rotation(bk_backend *be)
         pthread_mutex_unlock(&be->lock_mu);
         return;
     }
-    be->locked = 1;
-    be->owner = pthread_self();
+    bk_lock_take(be);
     pthread_mutex_unlock(&be->lock_mu);
     bk_error err;
     if (bk_rotate(be, &err))
         bk_log(be, "error", NULL, "queueing a batch: %s", err.msg);
     pthread_mutex_lock(&be->lock_mu);
-    be->locked = 0;
+    bk_lock_drop(be);
     pthread_cond_signal(&be->lock_cv);
     pthread_mutex_unlock(&be->lock_mu);
 }

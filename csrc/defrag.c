@@ -20,21 +20,28 @@ static int copy_bucket(MDB_env *dst, MDB_txn **tx, MDB_txn *src, MDB_dbi sdbi,
                        const char *name, size_t *puts)
 {
     MDB_dbi ddbi;
-    MDB_cursor *c;
+    MDB_cursor *c, *out = NULL;
     MDB_val k, v;
     int rc = mdb_dbi_open(*tx, name, MDB_CREATE, &ddbi);
     if (rc || (rc = mdb_cursor_open(src, sdbi, &c)))
         return rc;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if ((rc = mdb_put(*tx, ddbi, &k, &v, MDB_APPEND)))
+        if (!out && (rc = mdb_cursor_open(*tx, ddbi, &out)))
             break;
-        if (++*puts % TXN_KEYS == 0 &&
-            ((rc = mdb_txn_commit(*tx)) || (rc = mdb_txn_begin(dst, NULL, 0, tx)))) {
-            *tx = NULL;
+        if ((rc = mdb_cursor_put(out, &k, &v, MDB_APPEND)))
             break;
+        if (++*puts % TXN_KEYS == 0) {
+            mdb_cursor_close(out);   /* a write txn's cursors end with it */
+            out = NULL;
+            if ((rc = mdb_txn_commit(*tx)) || (rc = mdb_txn_begin(dst, NULL, 0, tx))) {
+                *tx = NULL;
+                break;
+            }
         }
     }
+    if (out)
+        mdb_cursor_close(out);
     mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }

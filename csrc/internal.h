@@ -20,7 +20,7 @@
 #include <sys/types.h>
 
 #define BK_MAX_BUCKETS 1000
-#define BK_QUEUE_MAX 8             /* batches waiting for the committer */
+#define BK_QUEUE_MAX 64            /* batches waiting for the committer */
 #define BK_HASH_SLOTS 2048         /* bucket-name hash table, > 2 * max */
 
 typedef struct bk_bucket {
@@ -101,8 +101,8 @@ struct bk_backend {
     /* the batch tx */
     pthread_mutex_t lock_mu;
     pthread_cond_t lock_cv;
-    int locked;
-    pthread_t owner;
+    int locked;                    /* atomic; changed under lock_mu */
+    pthread_t owner;               /* atomic; stored before locked is set */
     int stopped;
     memtable *active;              /* writes go here (lock held) */
     uint64_t seq;                  /* last sequence number given out */
@@ -160,6 +160,9 @@ double bk_now(void);
 
 /* buckets (backend.c) */
 bk_bucket *bk_bucket_find(bk_backend *be, const void *name, size_t len);
+/* Take and drop the batch lock's flag; caller holds lock_mu. */
+void bk_lock_take(bk_backend *be);
+void bk_lock_drop(bk_backend *be);
 bk_bucket *bk_bucket_register(bk_backend *be, const void *name, size_t len,
                            bk_error *err);
 size_t bk_dbname_len(const void *name, size_t len);

@@ -57,6 +57,13 @@ static inline mt_node *mt_next(const mt_node *n)
 {
     return __atomic_load_n(&n->next[0], __ATOMIC_ACQUIRE);
 }
+/* No entry yet: a read can skip it (the writer may be adding one; a reader
+ * that skips it was not going to see that entry anyway). */
+static inline int mt_empty(const memtable *m)
+{
+    return __atomic_load_n(&m->head->next[0], __ATOMIC_ACQUIRE) == NULL;
+}
+
 static inline const char *mt_key(const mt_node *n)
 {
     return (const char *)&n->next[n->height];

@@ -77,7 +77,7 @@ static int bucket_state(const version *v, uint32_t id, uint64_t seq,
     *floor = 0;
     *last_mt = v->nmt - 1;
     for (int i = 0; i < v->nmt; i++)
-        for (mt_node *n = mt_seek(v->mts[i], id, "", 0, UINT64_MAX);
+        for (mt_node *n = mt_empty(v->mts[i]) ? NULL : mt_seek(v->mts[i], id, "", 0, UINT64_MAX);
              n && n->bucket == id && n->klen == 0; n = mt_next(n)) {
             if (n->seq > seq)
                 continue;
@@ -104,6 +104,8 @@ static int read_one(const version *v, uint32_t id, uint64_t seq, uint64_t floor,
                     int last_mt, bk_slice key, bk_result *out, bk_error *err)
 {
     for (int i = 0; i <= last_mt; i++) {
+        if (mt_empty(v->mts[i]))
+            continue;
         for (mt_node *n = mt_seek(v->mts[i], id, key.data, key.len, UINT64_MAX);
              n && n->bucket == id && !mt_keycmp(mt_key(n), n->klen, key.data, key.len);
              n = mt_next(n)) {
