@@ -156,9 +156,15 @@ int mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
               const void *key, size_t klen, const void *val, size_t vlen)
 {
     mt_node *prev[MT_MAX_HEIGHT];
-    find_ge(m, bucket, key, klen, seq, prev);
-    int h = random_height(m);
     int cur = m->height;
+    if (m->tail[0] && node_cmp(m->tail[0], bucket, key, klen, seq) < 0) {
+        /* After the last node (keys arriving in order): no search. */
+        for (int i = 0; i < cur; i++)
+            prev[i] = m->tail[i] ? m->tail[i] : m->head;
+    } else {
+        find_ge(m, bucket, key, klen, seq, prev);
+    }
+    int h = random_height(m);
     if (h > cur) {
         for (int i = cur; i < h; i++)
             prev[i] = m->head;
@@ -183,6 +189,8 @@ int mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
     for (int i = 0; i < h; i++) {
         n->next[i] = load(prev[i], i);
         __atomic_store_n(&prev[i]->next[i], n, __ATOMIC_RELEASE);
+        if (!n->next[i])
+            m->tail[i] = n;
     }
     /* Read by stats on other threads. */
     __atomic_add_fetch(&m->writes, 1, __ATOMIC_RELAXED);

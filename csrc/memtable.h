@@ -37,6 +37,7 @@ typedef struct memtable {
     mt_block *blocks;
     char *cur, *end;           /* bump allocation in blocks->data */
     mt_node *head;
+    mt_node *tail[MT_MAX_HEIGHT];   /* writer's: last node of each level */
 } memtable;
 
 memtable *mt_new(uint64_t id);
