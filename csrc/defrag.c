@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,11 +104,34 @@ static int fsync_dir(const char *path)
     return rc;
 }
 
+static void *close_fd(void *arg)
+{
+    close((int)(intptr_t)arg);
+    return NULL;
+}
+
+/* Closing the last reference to the replaced file makes the filesystem free
+ * all its blocks (tens of ms for hundreds of MB): do it off the caller's
+ * path, on a thread of its own. */
+static void close_later(int fd)
+{
+    pthread_t t;
+    pthread_attr_t a;
+    if (fd < 0)
+        return;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &a, close_fd, (void *)(intptr_t)fd) != 0)
+        close(fd);
+    pthread_attr_destroy(&a);
+}
+
 /* Swap the filled file in: no LMDB txn may live, so views and snapshots are
  * invalidated first. Caller holds txn_mu. */
 static int swap_in(bk_backend *be, const char *tmp, bk_error *err)
 {
     int rc = BK_OK;
+    int old = open(be->path, O_RDONLY | O_CLOEXEC);   /* see close_later */
     pthread_rwlock_wrlock(&be->maplock);
     bk_invalidate_children(be, BK_EINVALID);
     bk_env_close(be);
@@ -123,6 +147,7 @@ static int swap_in(bk_backend *be, const char *tmp, bk_error *err)
                      be->path, oerr.msg);
     }
     pthread_rwlock_unlock(&be->maplock);
+    close_later(old);
     return rc;
 }
 
