@@ -67,8 +67,7 @@ double bk_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-void bk_log(bk_backend *be, const char *level, const char *fields,
-            const char *fmt, ...)
+void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
 {
     log_node *n = calloc(1, sizeof *n);
     if (!n)
@@ -78,8 +77,6 @@ void bk_log(bk_backend *be, const char *level, const char *fields,
     va_start(ap, fmt);
     vsnprintf(n->e.message, sizeof n->e.message, fmt, ap);
     va_end(ap);
-    if (fields)
-        snprintf(n->e.fields, sizeof n->e.fields, "%s", fields);
     pthread_mutex_lock(&be->log_mu);
     if (be->log_len >= LOG_MAX) {   /* bounded: drop the oldest */
         log_node *old = be->log_head;
@@ -647,7 +644,7 @@ int bk_close(bk_backend *be, int force, bk_error *err)
         if (rc && !force)
             return rc;
         if (rc)
-            bk_log(be, "error", NULL, "closing without the last writes (%llu lost): %s",
+            bk_log(be, "error", "closing without the last writes (%llu lost): %s",
                    (unsigned long long)bk_pending(be), err->msg);
     }
     if (!be->cfg.readonly)

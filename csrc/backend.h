@@ -154,7 +154,6 @@ int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,
 typedef struct bk_log_entry {
     const char *level;       /* "debug", "info", "warn", "error" */
     char message[256];
-    char fields[256];        /* "k=v" pairs separated by '\n' */
 } bk_log_entry;
 /* Pop the oldest queued entry; returns 0 when the queue is empty. */
 int bk_log_pop(bk_backend *be, bk_log_entry *out);

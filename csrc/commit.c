@@ -118,7 +118,7 @@ static int map_grow(bk_backend *be, bk_error *err)
     if (rc)
         return rc;
     __atomic_add_fetch(&be->map_grows, 1, __ATOMIC_RELAXED);
-    bk_log(be, "info", NULL, "map grown from %zu to %zu bytes", old, old * 2);
+    bk_log(be, "info", "map grown from %zu to %zu bytes", old, old * 2);
     return BK_OK;
 }
 
@@ -492,11 +492,11 @@ static int commit_one(bk_backend *be, memtable *m, bk_error *err)
             __atomic_load_n(&be->map_size, __ATOMIC_RELAXED) / 4 * 3)
             map_grow(be, &gerr);
         if (version_update(be, g, NULL))
-            bk_log(be, "warn", NULL, "no memory for a new version after commit");
+            bk_log(be, "warn", "no memory for a new version after commit");
         bk_gen_unref(g);
     } else {
         /* The batch stays in the version: readers still see it there. */
-        bk_log(be, "warn", NULL, "no read txn after commit: %s", gerr.msg);
+        bk_log(be, "warn", "no read txn after commit: %s", gerr.msg);
     }
 done:
     pthread_mutex_unlock(&be->txn_mu);
@@ -528,7 +528,7 @@ static void request_rotation(bk_backend *be)
     pthread_mutex_unlock(&be->lock_mu);
     bk_error err;
     if (bk_rotate(be, &err))
-        bk_log(be, "error", NULL, "queueing a batch: %s", err.msg);
+        bk_log(be, "error", "queueing a batch: %s", err.msg);
     pthread_mutex_lock(&be->lock_mu);
     bk_lock_drop(be);
     pthread_cond_signal(&be->lock_cv);
@@ -562,7 +562,7 @@ static void *committer_main(void *arg)
                 be->failures++;
                 be->last_err = err;
                 retry_at = bk_now() + interval;
-                bk_log(be, "error", NULL, "commit failed, will retry: %s", err.msg);
+                bk_log(be, "error", "commit failed, will retry: %s", err.msg);
             }
             pthread_cond_broadcast(&be->done_cv);
             continue;
@@ -593,12 +593,8 @@ static void *committer_main(void *arg)
 
 int bk_committer_start(bk_backend *be, bk_error *err)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_REALTIME);
     be->committer_running = 1;
     int rc = pthread_create(&be->committer, NULL, committer_main, be);
-    pthread_condattr_destroy(&ca);
     if (rc) {
         be->committer_running = 0;
         return bk_fail(err, BK_EIO, "starting the committer: %s", strerror(rc));

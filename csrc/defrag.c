@@ -138,7 +138,7 @@ static int swap_in(bk_backend *be, const char *tmp, bk_error *err)
     if (rename(tmp, be->path) < 0)
         rc = bk_fail(err, BK_EIO, "defrag: renaming %s: %s", tmp, strerror(errno));
     else if (fsync_dir(be->path) < 0)
-        bk_log(be, "warn", NULL, "defrag: fsync of the directory failed: %s", strerror(errno));
+        bk_log(be, "warn", "defrag: fsync of the directory failed: %s", strerror(errno));
     bk_error oerr;
     /* Reopen the new file, or the untouched original if the rename failed. */
     if (bk_env_open(be, &oerr)) {
@@ -168,7 +168,7 @@ int bk_defrag(bk_backend *be, bk_error *err)
     }
     double t0 = bk_now();
     uint64_t before = __atomic_load_n(&be->size, __ATOMIC_RELAXED);
-    bk_log(be, "info", NULL, "defrag started, size %llu bytes", (unsigned long long)before);
+    bk_log(be, "info", "defrag started, size %llu bytes", (unsigned long long)before);
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", be->path);
     pthread_mutex_lock(&be->txn_mu);   /* the committer waits meanwhile */
@@ -190,10 +190,10 @@ int bk_defrag(bk_backend *be, bk_error *err)
     pthread_mutex_unlock(&be->txn_mu);
     double dt = bk_now() - t0;
     if (rc) {
-        bk_log(be, "error", NULL, "defrag failed: %s", err->msg);
+        bk_log(be, "error", "defrag failed: %s", err->msg);
     } else {
         __atomic_store(&be->defrag_s, &dt, __ATOMIC_RELAXED);
-        bk_log(be, "info", NULL, "defrag finished in %.3f s, size %llu -> %llu bytes", dt,
+        bk_log(be, "info", "defrag finished in %.3f s, size %llu -> %llu bytes", dt,
                (unsigned long long)before,
                (unsigned long long)__atomic_load_n(&be->size, __ATOMIC_RELAXED));
     }

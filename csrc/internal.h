@@ -151,8 +151,8 @@ int bk_fail(bk_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int bk_mdb_fail(bk_error *err, int rc, const char *what);
 void bk_quote(char *out, size_t size, bk_slice s);
-void bk_log(bk_backend *be, const char *level, const char *fields,
-            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 double bk_now(void);
 
 /* LMDB takes non-const pointers for data it only reads. */

@@ -24,6 +24,7 @@
 #define MT_READ "backend.ReadTx"
 #define MT_CRT "backend.ConcurrentReadTx"
 #define MT_SNAP "backend.Snapshot"
+#define MT_RESULT "backend.Result"
 
 /* Backend user values. */
 enum { UV_BATCH = 1, UV_READ, UV_LOGGER, UV_COUNT = UV_LOGGER };
@@ -121,17 +122,7 @@ static void deliver_logs(lua_State *L, bk_backend *be, int backend_idx)
         }
         lua_pushstring(L, e.level);
         lua_pushstring(L, e.message);
-        lua_newtable(L);
-        for (char *line = e.fields, *nl; *line; line = nl) {
-            nl = strchr(line, '\n');
-            nl = nl ? nl + 1 : line + strlen(line);
-            char *eq = memchr(line, '=', (size_t)(nl - line));
-            if (!eq)
-                continue;
-            lua_pushlstring(L, line, (size_t)(eq - line));
-            lua_pushlstring(L, eq + 1, (size_t)(nl - eq - 1 - (nl[-1] == '\n')));
-            lua_settable(L, -3);
-        }
+        lua_newtable(L);   /* fields: the message says it all so far */
         if (lua_pcall(L, 3, 0, 0) != LUA_OK)
             lua_pop(L, 1);   /* a failing logger must not fail storage */
     } while (bk_log_pop(be, &e));
@@ -430,23 +421,36 @@ static int l_path(lua_State *L)
     return 1;
 }
 
+/* A result buffer owned by a userdata: freed by the collector even if a
+ * push raises before the caller is done with it. */
+static bk_result *new_result(lua_State *L)
+{
+    bk_result *r = lua_newuserdatauv(L, sizeof *r, 0);
+    bk_result_init(r);
+    luaL_setmetatable(L, MT_RESULT);
+    return r;
+}
+
+static int l_result_gc(lua_State *L)
+{
+    bk_result_free(lua_touserdata(L, 1));
+    return 0;
+}
+
 static int l_committed_get(lua_State *L)
 {
     lbackend *lb = check_backend(L, 1);
     bk_slice bucket = check_str(L, 2, "_committed_get"), key = check_str(L, 3, "_committed_get");
-    bk_result r;
     bk_error err;
-    bk_result_init(&r);
-    int rc = bk_committed_get(lb->be, bucket, key, &r, &err);
-    if (!rc && r.count) {
-        bk_slice v = bk_result_value(&r, 0);
-        lua_pushlstring(L, v.data, v.len);   /* may raise: free first? no: */
+    bk_result *r = new_result(L);
+    if (bk_committed_get(lb->be, bucket, key, r, &err))
+        return raise(L, &err);
+    if (r->count) {
+        bk_slice v = bk_result_value(r, 0);
+        lua_pushlstring(L, v.data, v.len);
     } else {
         lua_pushnil(L);
     }
-    bk_result_free(&r);
-    if (rc)
-        return raise(L, &err);
     return 1;
 }
 
@@ -1009,6 +1013,10 @@ int luaopen_backend_core(lua_State *L)
         { "monotonic", l_monotonic },
         { NULL, NULL } };
 
+    luaL_newmetatable(L, MT_RESULT);
+    lua_pushcfunction(L, l_result_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     luaL_newlib(L, funcs);
     lua_newtable(L);   /* methods: the facade adds Lua methods here */
     new_type(L, MT_BACKEND, backend_m, backend_meta);

@@ -14,47 +14,39 @@ struct mt_block {
     char data[];
 };
 
-static int add_block(memtable *m, size_t need)
+static mt_block *new_block(memtable *m, size_t size)
 {
-    size_t size = need > BLOCK_SIZE / 4 ? need : BLOCK_SIZE;
     mt_block *b = malloc(sizeof *b + size);
     if (!b)
-        return -1;
+        return NULL;
     b->size = size;
     __atomic_add_fetch(&m->arena_bytes, sizeof *b + size, __ATOMIC_RELAXED);
-    if (size == need && m->blocks) {
-        /* A large entry gets a block of its own; keep bumping in the
-         * current block. */
-        b->next = m->blocks->next;
-        m->blocks->next = b;
-        m->cur = b->data;   /* caller takes all of it */
-        return 1;
-    }
-    b->next = m->blocks;
-    m->blocks = b;
-    m->cur = b->data;
-    m->end = b->data + size;
-    return 0;
+    return b;
 }
 
 static void *arena_alloc(memtable *m, size_t n)
 {
     n = (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-    if ((size_t)(m->end - m->cur) < n) {
-        char *keep_cur = m->cur, *keep_end = m->end;
-        int r = add_block(m, n);
-        if (r < 0)
-            return NULL;
-        if (r == 1) {
-            void *p = m->cur;
-            m->cur = keep_cur;
-            m->end = keep_end;
-            return p;
-        }
+    if ((size_t)(m->end - m->cur) >= n) {
+        void *p = m->cur;
+        m->cur += n;
+        return p;
     }
-    void *p = m->cur;
-    m->cur += n;
-    return p;
+    mt_block *b = new_block(m, n > BLOCK_SIZE / 4 ? n : BLOCK_SIZE);
+    if (!b)
+        return NULL;
+    if (n > BLOCK_SIZE / 4 && m->blocks) {
+        /* A large entry gets a block of its own, listed behind the current
+         * block, which goes on serving small ones. */
+        b->next = m->blocks->next;
+        m->blocks->next = b;
+        return b->data;
+    }
+    b->next = m->blocks;
+    m->blocks = b;
+    m->cur = b->data + n;
+    m->end = b->data + b->size;
+    return b->data;
 }
 
 memtable *mt_new(uint64_t id)

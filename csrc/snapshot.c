@@ -242,7 +242,7 @@ void bk_snapshot_close(bk_snapshot *s)
     /* etcd warns when a snapshot is slower than 100 MB/s, after 30 s. */
     double expected = (double)s->size / 100e6;
     if (dt > 30 && dt > expected)
-        bk_log(be, "warn", NULL, "snapshot took %.1f s for %llu bytes", dt,
+        bk_log(be, "warn", "snapshot took %.1f s for %llu bytes", dt,
                (unsigned long long)s->size);
     free(s->meta);
     free(s);

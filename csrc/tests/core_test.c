@@ -989,9 +989,7 @@ static void test_pending_commits(void)
     CHECK_OK(bk_unlock(be, &err));   /* 4 writes: below the limit */
     usleep(50000);
     CHECK(bk_pending(be) == 4);
-    CHECK_OK(bk_lock(be, &err));
-    CHECK_OK(bk_put(be, S("b"), S("k3"), S("v"), &err));
-    CHECK_OK(bk_unlock(be, &err));
+    put1(be, "b", "k3", "v");
     CHECK(wait_for(be, "b", "k3", 5));
     for (int i = 0; i < 400 && bk_pending(be); i++)
         usleep(5000);
