@@ -33,7 +33,7 @@ MODULE   = $(BUILD)/backend/core.so
 LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
           LUA_CPATH_5_4='$(BUILD)/?.so;;' LUA_CPATH='$(BUILD)/?.so;;'
 
-.PHONY: all deps test ctest spec lint demo bench install asan valgrind rockspec-check clean
+.PHONY: all deps test ctest spec lint demo bench bench-etcd install asan valgrind rockspec-check clean
 .DELETE_ON_ERROR:
 
 all: $(MODULE)
@@ -58,6 +58,15 @@ $(BUILD)/bench/lmdb_bench: bench/lmdb_bench.c csrc/crc32c.c csrc/backend.h
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS) -Icsrc $(LDFLAGS) -o $@ \
 	  bench/lmdb_bench.c csrc/crc32c.c $(LMDB_LIBS) -pthread $(LIBS)
+
+# The etcd side (optional, not in CI): etcd 3.4's backend from Debian's golang-go and
+# golang-etcd-server-dev, built offline in GOPATH mode.
+GO          ?= go
+ETCD_GOPATH ?= /usr/share/gocode
+GO_ENV      = GO111MODULE=off GOPATH=$(ETCD_GOPATH) GOCACHE=$(abspath $(BUILD))/gocache
+$(BUILD)/bench/etcd_bench: bench/etcd_bench.go
+	@mkdir -p $(@D)
+	$(GO_ENV) $(GO) build -o $@ bench/etcd_bench.go
 
 deps:
 	@bash scripts/install-deps
@@ -87,6 +96,11 @@ BENCH_ARGS ?=
 bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench
 	$(LUA_ENV) $(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench $(BENCH_ARGS)
+
+bench-etcd: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench $(BUILD)/bench/etcd_bench
+	$(LUA_ENV) $(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench \
+	  --etcd $(BUILD)/bench/etcd_bench $(BENCH_ARGS)
 
 install: all
 	install -d $(DESTDIR)$(LUA_CMOD)/backend $(DESTDIR)$(LUA_LMOD)/backend

@@ -435,16 +435,17 @@ out:
     return rc;
 }
 
-/* One attempt: 0, or the LMDB/system code (txn aborted, handles restored). */
-static int apply_batch(bk_backend *be, memtable *m, uint8_t *touched)
+/* One attempt at batches ms[0..nm-1], oldest first, in one write txn: 0, or
+ * the LMDB/system code (txn aborted, handles restored). */
+static int apply_batches(bk_backend *be, memtable *const *ms, int nm, uint8_t *touched)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(be->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    mt_node *n = mt_first(m);
-    while (n && !rc)
-        rc = apply_bucket(be, txn, &n, touched);
+    for (int i = 0; i < nm && !rc; i++)
+        for (mt_node *n = mt_first(ms[i]); n && !rc;)
+            rc = apply_bucket(be, txn, &n, touched);
     if (rc)
         mdb_txn_abort(txn);
     else if (!(rc = mdb_txn_commit(txn)))   /* a failed commit frees the txn */
@@ -456,7 +457,8 @@ static int apply_batch(bk_backend *be, memtable *m, uint8_t *touched)
     return rc;
 }
 
-static int commit_one(bk_backend *be, memtable *m, bk_error *err)
+/* Commits the oldest nm queued batches as one LMDB write txn. */
+static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error *err)
 {
     uint8_t *touched = calloc(BK_MAX_BUCKETS + 1, 1);
     if (!touched)
@@ -466,7 +468,7 @@ static int commit_one(bk_backend *be, memtable *m, bk_error *err)
     int rc;
     for (int tries = 0;; tries++) {
         memset(touched, 0, BK_MAX_BUCKETS + 1);
-        rc = apply_batch(be, m, touched);
+        rc = apply_batches(be, ms, nm, touched);
         if (rc != MDB_MAP_FULL || tries == 40)
             break;
         if ((rc = map_grow(be, err)))
@@ -485,7 +487,7 @@ static int commit_one(bk_backend *be, memtable *m, bk_error *err)
     __atomic_store(&be->total_commit_s, &total, __ATOMIC_RELAXED);
     gen *g;
     bk_error gerr;
-    if (gen_new(be, m->id, &g, &gerr) == BK_OK) {
+    if (gen_new(be, ms[nm - 1]->id, &g, &gerr) == BK_OK) {
         sizes_update(be, g);
         /* Grow ahead, at a commit boundary, before writes hit the end. */
         if (__atomic_load_n(&be->size, __ATOMIC_RELAXED) >
@@ -540,24 +542,36 @@ static void *committer_main(void *arg)
     bk_backend *be = arg;
     double interval = be->cfg.batch_interval < 0.001 ? 0.001 : be->cfg.batch_interval;
     double next_tick = bk_now() + interval, retry_at = 0;
+    int tick_due = 0;
     pthread_mutex_lock(&be->cmu);
     for (;;) {
         double now = bk_now();
         if (be->stop == 2)
             break;
         if (be->nqueue > 0 && (now >= retry_at || be->kick)) {
-            memtable *m = be->queue[0];
+            memtable *group[BK_QUEUE_MAX];
+            int nm = 0;
+            uint64_t writes = 0, cap = be->cfg.batch_limit > UINT64_MAX / 2
+                                           ? UINT64_MAX : 2 * be->cfg.batch_limit;
             be->kick = 0;
+            /* Behind? Batches that wait anyway share a txn of up to twice
+             * batch_limit writes: fewer fsyncs and pages written, and every
+             * write durable no later than alone. */
+            do
+                writes += (group[nm] = be->queue[nm])->writes;
+            while (++nm < be->nqueue && be->queue[nm]->writes <= cap - writes);
             pthread_mutex_unlock(&be->cmu);
             bk_error err;
-            int rc = commit_one(be, m, &err);
+            int rc = commit_batches(be, group, nm, &err);
             pthread_mutex_lock(&be->cmu);
             if (rc == BK_OK) {
-                memmove(be->queue, be->queue + 1, (size_t)--be->nqueue * sizeof m);
-                __atomic_sub_fetch(&be->queued_writes, m->writes, __ATOMIC_RELAXED);
-                be->committed_id = m->id;
+                be->nqueue -= nm;
+                memmove(be->queue, be->queue + nm, (size_t)be->nqueue * sizeof *group);
+                __atomic_sub_fetch(&be->queued_writes, writes, __ATOMIC_RELAXED);
+                be->committed_id = group[nm - 1]->id;
                 retry_at = 0;
-                mt_unref(m);
+                for (int i = 0; i < nm; i++)
+                    mt_unref(group[i]);
             } else {
                 be->failures++;
                 be->last_err = err;
@@ -571,8 +585,14 @@ static void *committer_main(void *arg)
             break;
         if (now >= next_tick) {
             next_tick = now + interval;
-            if (be->nqueue < BK_QUEUE_MAX &&
-                __atomic_load_n(&be->active_writes, __ATOMIC_ACQUIRE) > 0) {
+            tick_due = 1;
+        }
+        /* A tick while batches wait is held until the queue drains: more
+         * small commits behind a busy committer would only add fsyncs and
+         * copied pages, and make nothing durable sooner. */
+        if (tick_due && be->nqueue == 0) {
+            tick_due = 0;
+            if (__atomic_load_n(&be->active_writes, __ATOMIC_ACQUIRE) > 0) {
                 pthread_mutex_unlock(&be->cmu);
                 request_rotation(be);
                 pthread_mutex_lock(&be->cmu);
