@@ -16,6 +16,7 @@ BUILD      ?= build
 ROCKSPEC   ?= rockspec/backend-scm-1.rockspec
 VALGRIND_FLAGS ?= -q --error-exitcode=1 --leak-check=full
 ASAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+TSAN_FLAGS ?= -fsanitize=thread
 
 WARN = -std=c99 -fPIC -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual \
        -Wwrite-strings -Wmissing-prototypes -Wstrict-prototypes -Wundef \
@@ -33,7 +34,8 @@ MODULE   = $(BUILD)/backend/core.so
 LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
           LUA_CPATH_5_4='$(BUILD)/?.so;;' LUA_CPATH='$(BUILD)/?.so;;'
 
-.PHONY: all deps test ctest spec lint demo bench bench-etcd install asan valgrind rockspec-check clean
+.PHONY: all deps test check ctest spec lint demo bench bench-etcd install asan valgrind tsan \
+        rockspec-check clean
 .DELETE_ON_ERROR:
 
 all: $(MODULE)
@@ -71,18 +73,24 @@ $(BUILD)/bench/etcd_bench: bench/etcd_bench.go
 deps:
 	@bash scripts/install-deps
 
-# Sub-makes keep the steps in order under -j.
-test: deps
+# Sub-makes keep the steps in order under -j. `check` is the quick loop;
+# `test` (what CI runs) adds the sanitizer and valgrind runs.
+check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory ctest
 	@$(MAKE) --no-print-directory spec
 	@$(MAKE) --no-print-directory lint
 
+test: check
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory tsan
+	@$(MAKE) --no-print-directory valgrind
+
 ctest: $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $(RUN) ./$$t; done
 
 spec: all
-	$(BUSTED) --lua=$(LUA)
+	BACKEND_BUILD=$(BUILD) $(SPEC_RUN) $(BUSTED) $(SPEC_FLAGS)
 
 lint:
 	$(LUACHECK) .
@@ -107,18 +115,33 @@ install: all
 	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMOD)/backend/core.so
 	install -m 0644 lua/backend/*.lua $(DESTDIR)$(LUA_LMOD)/backend/
 
+# The C tests and the whole busted suite under AddressSanitizer+UBSan (lua5.4
+# itself is not instrumented, so the runtimes are preloaded), then valgrind.
+SPEC_FLAGS ?= --lua=$(LUA)
+SAN_PRELOAD = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
 asan:
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) --no-print-directory BUILD=build-asan SANFLAGS='$(ASAN_FLAGS)' ctest
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(MAKE) --no-print-directory BUILD=build-asan SANFLAGS='$(ASAN_FLAGS)' \
+	  SPEC_RUN='LD_PRELOAD="$(SAN_PRELOAD)"' spec
 
-valgrind:
-	@$(MAKE) --no-print-directory RUN='$(VALGRIND) $(VALGRIND_FLAGS)' ctest
+# busted re-runs itself under --lua's interpreter: --ignore-lua keeps valgrind on it.
+valgrind: all
+	@BACKEND_TEST_QUICK=1 $(MAKE) --no-print-directory RUN='$(VALGRIND) $(VALGRIND_FLAGS)' ctest
+	@$(MAKE) --no-print-directory SPEC_RUN='$(VALGRIND) $(VALGRIND_FLAGS) $(LUA)' \
+	  SPEC_FLAGS='--ignore-lua' BUSTED='$(shell command -v $(BUSTED))' spec
+
+# Reader threads, writer, committer, snapshots and defrag under ThreadSanitizer.
+tsan:
+	@$(MAKE) --no-print-directory BUILD=build-tsan SANFLAGS='$(TSAN_FLAGS)' build-tsan/tests/threads_test
+	TSAN_OPTIONS=halt_on_error=1 BACKEND_TEST_SECONDS=5 build-tsan/tests/threads_test
 
 rockspec-check:
 	$(LUA) scripts/rockspec-check.lua $(ROCKSPEC)
 
 # backend/ and csrc/*.o are what `luarocks make` leaves behind.
 clean:
-	rm -rf build build-asan backend csrc/*.o
+	rm -rf build build-asan build-tsan backend csrc/*.o
 
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*.d)

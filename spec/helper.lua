@@ -131,12 +131,14 @@ function H.root()
   return H._root
 end
 
---- Shell prefix exporting LUA_PATH/LUA_CPATH for a child lua5.4 using this tree.
+--- Shell prefix exporting LUA_PATH/LUA_CPATH for a child lua5.4 using this tree
+-- (its module from $BACKEND_BUILD, as for busted itself: `build` unless a
+-- sanitizer build is under test).
 function H.lua_env()
   local r = H.root()
   return format("export LUA_PATH=%s; export LUA_CPATH=%s; ",
     H.q(r .. "/lua/?.lua;" .. r .. "/lua/?/init.lua;;"),
-    H.q(r .. "/build/?.so;;"))
+    H.q(r .. "/" .. (os.getenv("BACKEND_BUILD") or "build") .. "/?.so;;"))
 end
 
 --- Starts `lua5.4 script args...` (script source written to a temp file) with
