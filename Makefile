@@ -35,7 +35,7 @@ LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/in
           LUA_CPATH_5_4='$(BUILD)/?.so;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 .PHONY: all deps test check ctest spec lint demo bench bench-etcd install asan valgrind tsan \
-        rockspec-check clean
+        faults stress rockspec-check clean
 .DELETE_ON_ERROR:
 
 all: $(MODULE)
@@ -78,6 +78,7 @@ deps:
 check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory ctest
+	@$(MAKE) --no-print-directory faults
 	@$(MAKE) --no-print-directory spec
 	@$(MAKE) --no-print-directory lint
 
@@ -128,9 +129,31 @@ asan:
 
 # busted re-runs itself under --lua's interpreter: --ignore-lua keeps valgrind on it.
 valgrind: all
-	@BACKEND_TEST_QUICK=1 $(MAKE) --no-print-directory RUN='$(VALGRIND) $(VALGRIND_FLAGS)' ctest
+	@BACKEND_TEST_QUICK=1 $(MAKE) --no-print-directory RUN='$(VALGRIND) $(VALGRIND_FLAGS)' ctest faults
 	@$(MAKE) --no-print-directory SPEC_RUN='$(VALGRIND) $(VALGRIND_FLAGS) $(LUA)' \
 	  SPEC_FLAGS='--ignore-lua' BUSTED='$(shell command -v $(BUSTED))' spec
+
+# Fault injection: an LD_PRELOAD shim fails chosen writes, syncs and renames
+# (ENOSPC, EIO) under the core while fault_test checks nothing is lost.
+FAULT_SHIM = $(BUILD)/tests/faults/faultfs.so
+FAULT_TEST = $(BUILD)/tests/faults/fault_test
+faults: $(FAULT_SHIM) $(FAULT_TEST)
+	LD_PRELOAD=$(abspath $(FAULT_SHIM)) $(RUN) ./$(FAULT_TEST)
+
+# Not linked with the core: it only stands between the process and libc.
+$(FAULT_SHIM): csrc/tests/faults/faultfs.c csrc/tests/faults/faultfs.h
+	@mkdir -p $(@D)
+	$(CC) -shared $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< -ldl $(LIBS)
+
+$(FAULT_TEST): $(BUILD)/obj/tests/faults/fault_test.o $(CORE_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_CORE) -ldl $(LIBS)
+
+# The crash harness at length (spec/crash_spec.lua runs 200 trials in `spec`):
+# STRESS_TRIALS SIGKILL trials; BACKEND_SEED=n replays a run's configs and kills.
+STRESS_TRIALS ?= 1000
+stress: all
+	BACKEND_CRASH_TRIALS=$(STRESS_TRIALS) $(BUSTED) --lua=$(LUA) spec/crash_spec.lua
 
 # Reader threads, writer, committer, snapshots and defrag under ThreadSanitizer.
 tsan:
@@ -144,4 +167,4 @@ rockspec-check:
 clean:
 	rm -rf build build-asan build-tsan backend csrc/*.o
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*.d $(BUILD)/obj/tests/faults/*.d)

@@ -429,6 +429,34 @@ out:
     free(bcopy);
 }
 
+/* A process killed while LMDB creates the file can leave only its first meta
+ * page: LMDB writes both in one pwrite, and Linux may stop a write between
+ * pages on SIGKILL. LMDB then refuses the file for good ("not an LMDB file"),
+ * though nothing was ever committed to it (a commit writes the second meta
+ * page and pages past it). So empty such a file, one page long with a fresh
+ * meta (last page 1, txn 0), and LMDB initialises it again. Caller holds the
+ * flock. Returns -1 if truncating failed (LMDB then says what the file is). */
+static int reset_unborn(const char *path)
+{
+    unsigned char meta[152];   /* page header and MDB_meta up to mm_txnid */
+    uint32_t magic, psize;
+    uint64_t last_pg, txnid;
+    struct stat st;
+    int rc = 0, fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    if (fstat(fd, &st) == 0 && pread(fd, meta, sizeof meta, 0) == (ssize_t)sizeof meta) {
+        memcpy(&magic, meta + 16, 4);
+        memcpy(&psize, meta + 40, 4);      /* mm_dbs[FREE_DBI].md_pad */
+        memcpy(&last_pg, meta + 136, 8);
+        memcpy(&txnid, meta + 144, 8);
+        if (magic == LMDB_MAGIC && (uint64_t)st.st_size == psize && last_pg == 1 && txnid == 0)
+            rc = ftruncate(fd, 0);
+    }
+    close(fd);
+    return rc;
+}
+
 static void init_sync(bk_backend *be)
 {
     pthread_mutex_init(&be->reg_mu, NULL);
@@ -523,10 +551,18 @@ int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err)
                     (cfg->no_fsync ? MDB_NOSYNC : 0) | (cfg->readonly ? MDB_RDONLY : 0);
     if ((rc = check_format(be->path, cfg->readonly, err)))
         goto fail;
+    /* The lock file's name is predictable: never follow a link planted there
+     * (LMDB would write its reader table through it, into the target). */
+    struct stat lst;
+    if (lstat(be->lockpath, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        rc = bk_fail(err, BK_EIO, "%s is a symbolic link; refusing to use it as "
+                     "the lock file", be->lockpath);
+        goto fail;
+    }
     if (!cfg->readonly) {
         /* flock is per open file, apart from LMDB's fcntl locks: it keeps a
          * second writing process out for as long as we are open. */
-        be->lockfd = open(be->lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        be->lockfd = open(be->lockpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (be->lockfd < 0) {
             rc = bk_fail(err, BK_EIO, "%s: %s", be->lockpath, strerror(errno));
             goto fail;
@@ -538,6 +574,7 @@ int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err)
             goto fail;
         }
         remove_leftovers(be->path);
+        reset_unborn(be->path);
     }
     be->active = mt_new(++be->next_mt_id);
     if (!be->active) {
@@ -634,12 +671,25 @@ static void remove_files(const bk_backend *be)
     free(dcopy);
 }
 
+void bk_set_failed(bk_backend *be)
+{
+    pthread_mutex_lock(&be->lock_mu);
+    __atomic_store_n(&be->closed, 2, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&be->lock_cv);   /* bk_lock waiters see it */
+    pthread_mutex_unlock(&be->lock_mu);
+}
+
 int bk_close(bk_backend *be, int force, bk_error *err)
 {
-    if (bk_is_closed(be))
+    int state = __atomic_load_n(&be->closed, __ATOMIC_ACQUIRE);
+    if (state == 1)
         return BK_OK;
     int rc = BK_OK;
-    if (!be->cfg.readonly && !be->stopped) {
+    if (state == 2) {   /* failed: nothing can be committed; release it all */
+        if (bk_pending(be))
+            rc = bk_fail(err, BK_EIO, "backend failed (its database could not be "
+                         "reopened): %llu writes lost", (unsigned long long)bk_pending(be));
+    } else if (!be->cfg.readonly && !be->stopped) {
         rc = bk_force_commit(be, err);
         if (rc && !force)
             return rc;
@@ -648,7 +698,7 @@ int bk_close(bk_backend *be, int force, bk_error *err)
                    (unsigned long long)bk_pending(be), err->msg);
     }
     if (!be->cfg.readonly)
-        bk_committer_stop(be, rc != BK_OK);
+        bk_committer_stop(be, rc != BK_OK || state == 2);
     pthread_mutex_lock(&be->lock_mu);
     __atomic_store_n(&be->closed, 1, __ATOMIC_RELEASE);
     bk_lock_drop(be);
@@ -723,10 +773,13 @@ int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,
     bk_result_clear(out);
     if (bk_is_closed(be))
         return bk_fail(err, BK_ECLOSED, "backend is closed");
+    int rc = bk_check_key(be, "key", key, err);   /* as get() does, not MDB_BAD_VALSIZE */
+    if (rc)
+        return rc;
     pthread_mutex_lock(&be->txn_mu);   /* bucket handles stay put */
     pthread_rwlock_rdlock(&be->maplock);
     bk_bucket *b = bk_bucket_find(be, bucket.data, bucket.len);
-    int rc = b && b->dbi ? mdb_txn_begin(be->env, NULL, MDB_RDONLY, &txn) : MDB_NOTFOUND;
+    rc = b && b->dbi ? bk_read_txn_begin(be, &txn) : MDB_NOTFOUND;
     if (!rc) {
         MDB_val k = { key.len, BK_UNCONST(key.data) }, v;
         if ((rc = mdb_get(txn, b->dbi, &k, &v)) == 0 &&

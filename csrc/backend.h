@@ -29,7 +29,8 @@ typedef enum bk_code {
     BK_ELOCKED,     /* batch tx locked twice by one thread */
     BK_ECLOSED,     /* backend (or the object) is closed */
     BK_EREADONLY,   /* write to a read-only backend */
-    BK_EINVALID,    /* view or snapshot invalidated by defrag */
+    BK_EINVALID,    /* view or snapshot invalidated by defrag (or
+                       a reopen after a failed commit) */
     BK_EBUSY,       /* path already open (this or another process) */
     BK_EFORMAT,     /* file is not a database of ours */
     BK_ESTOPPED,    /* batch tx stopped by commit_and_stop */
@@ -86,7 +87,10 @@ void bk_config_default(bk_config *cfg);
 int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err);
 /* Commit what is pending and close. If that commit fails the backend stays
  * open and the error is returned, unless force is set (then the writes that
- * could not be committed are lost and the error still returned). Idempotent. */
+ * could not be committed are lost and the error still returned). A backend
+ * that failed (its database could not be reopened, after a defrag or a
+ * failed commit: every call says it is closed) is released either way, with
+ * an error if writes were lost. Idempotent. */
 int bk_close(bk_backend *be, int force, bk_error *err);
 /* Take one more reference; each is released by bk_free. */
 void bk_ref(bk_backend *be);

@@ -152,8 +152,8 @@ static int key_write(bk_backend *be, bk_slice bucket_name, bk_slice key,
     if (value.len > 0xFFFFFFFFu)
         return bk_fail(err, BK_EARG, "value is too long (%zu bytes; the limit is 4294967295)",
                        value.len);
-    if (bucket_name.len == 0)
-        return bk_fail(err, BK_EARG, "bucket name must not be empty");
+    if ((rc = check_bucket_name(be, bucket_name, err)))
+        return rc;   /* empty or too long: not "does not exist" */
     bk_bucket *b = bk_bucket_find(be, bucket_name.data, bucket_name.len);
     if (!b || !b->writer_exists) {
         char quoted[256];

@@ -96,14 +96,53 @@ static void version_install(bk_backend *be, version *v)
     bk_version_unref(old);
 }
 
+/* LMDB gives up on an environment whose meta page it failed to write (it
+ * sets MDB_FATAL_ERROR: every txn then fails with MDB_PANIC), and one it
+ * failed to map again in a resize (no map is left: the next txn would
+ * crash). The file is intact, its meta pages still name the last commit,
+ * so close the environment and open it again, as defrag does: views and
+ * snapshots pin txns of the old one and are invalidated; the current
+ * version keeps its batches, over the reopened state. If even that fails
+ * the backend has failed. Caller holds txn_mu and maplock for writing, so
+ * no reader or rotation holds a version: the current one's gen has the old
+ * environment's last txn (its others died with the views). */
+static int env_reopen(bk_backend *be, bk_error *err)
+{
+    bk_invalidate_children(be, BK_EINVALID);
+    if (be->cur) {
+        mdb_txn_abort(be->cur->g->txn);
+        be->cur->g->txn = NULL;   /* the gen goes with the version replaced */
+    }
+    mdb_env_close(be->env);
+    be->env = NULL;
+    int rc = bk_env_open(be, err);
+    if (rc) {
+        bk_env_close(be);
+        bk_set_failed(be);
+        pthread_mutex_lock(&be->cmu);
+        be->stop = 2;   /* nothing can be committed any more */
+        pthread_cond_signal(&be->ccv);
+        pthread_mutex_unlock(&be->cmu);
+        bk_log(be, "error", "reopening the database failed, backend closed, "
+               "%llu writes lost: %s", (unsigned long long)bk_pending(be), err->msg);
+        return rc;
+    }
+    bk_log(be, "warn", "database reopened after LMDB gave up on it; "
+           "open read txns and snapshots were invalidated");
+    return BK_OK;
+}
+
 /* Resize the map with no cursor alive anywhere (readers hold maplock). */
 static int map_resize(bk_backend *be, size_t size, bk_error *err)
 {
     pthread_rwlock_wrlock(&be->maplock);
     int rc = mdb_env_set_mapsize(be->env, size);
     MDB_envinfo info;
+    bk_error rerr;
     if (!rc)
         rc = mdb_env_info(be->env, &info);
+    else   /* it unmaps first: a failed mmap leaves no map */
+        env_reopen(be, &rerr);
     pthread_rwlock_unlock(&be->maplock);
     if (rc)
         return bk_mdb_fail(err, rc, "resizing the map");
@@ -120,6 +159,17 @@ static int map_grow(bk_backend *be, bk_error *err)
     __atomic_add_fetch(&be->map_grows, 1, __ATOMIC_RELAXED);
     bk_log(be, "info", "map grown from %zu to %zu bytes", old, old * 2);
     return BK_OK;
+}
+
+/* Begin a read txn. A process killed while reading (SIGKILL) leaves its
+ * reader slots taken, and LMDB clears them only when asked: when the table
+ * is full, clear the slots of dead processes (mdb_reader_check) and retry. */
+int bk_read_txn_begin(bk_backend *be, MDB_txn **txn)
+{
+    int dead = 0, rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_READERS_FULL && mdb_reader_check(be->env, &dead) == 0 && dead > 0)
+        rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, txn);
+    return rc;
 }
 
 /* Size and size in use of the state g sees: the page high-water mark, less
@@ -155,9 +205,9 @@ static int gen_new(bk_backend *be, uint64_t last_mt_id, gen **out, bk_error *err
     g->refs = 1;
     g->last_mt_id = last_mt_id;
     pthread_mutex_init(&g->mu, NULL);
-    int rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &g->txn);
+    int rc = bk_read_txn_begin(be, &g->txn);
     if (rc == MDB_MAP_RESIZED && !map_resize(be, 0, err))
-        rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &g->txn);
+        rc = bk_read_txn_begin(be, &g->txn);
     if (rc) {
         pthread_mutex_destroy(&g->mu);
         free(g);
@@ -193,7 +243,7 @@ static int buckets_sync(bk_backend *be, bk_error *err)
     MDB_dbi main_dbi;
     MDB_cursor *c;
     MDB_val k, v;
-    int rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &txn);
+    int rc = bk_read_txn_begin(be, &txn);
     if (rc)
         return bk_mdb_fail(err, rc, "reading bucket names");
     rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
@@ -264,7 +314,8 @@ int bk_env_open(bk_backend *be, bk_error *err)
         return rc;
     }
     sizes_update(be, g);
-    version *v = version_make(g, NULL, be->active);
+    /* Reopened by env_reopen: the batches of the current version stay. */
+    version *v = be->cur ? version_make(g, be->cur, NULL) : version_make(g, NULL, be->active);
     bk_gen_unref(g);
     if (!v) {
         bk_env_close(be);
@@ -457,6 +508,22 @@ static int apply_batches(bk_backend *be, memtable *const *ms, int nm, uint8_t *t
     return rc;
 }
 
+/* After a failed commit: a failed meta-page write leaves LMDB's environment
+ * fatal (mdb_env_write_meta), which the next txn tells: reopen it now. */
+static void env_check(bk_backend *be)
+{
+    MDB_txn *txn;
+    bk_error rerr;
+    int rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        mdb_txn_abort(txn);
+    if (rc != MDB_PANIC)
+        return;
+    pthread_rwlock_wrlock(&be->maplock);
+    env_reopen(be, &rerr);
+    pthread_rwlock_unlock(&be->maplock);
+}
+
 /* Commits the oldest nm queued batches as one LMDB write txn. */
 static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error *err)
 {
@@ -476,6 +543,7 @@ static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error 
     }
     if (rc) {
         rc = bk_mdb_fail(err, rc, "commit");
+        env_check(be);
         goto done;
     }
     double dt = bk_now() - t0;
@@ -489,13 +557,14 @@ static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error 
     bk_error gerr;
     if (gen_new(be, ms[nm - 1]->id, &g, &gerr) == BK_OK) {
         sizes_update(be, g);
-        /* Grow ahead, at a commit boundary, before writes hit the end. */
-        if (__atomic_load_n(&be->size, __ATOMIC_RELAXED) >
-            __atomic_load_n(&be->map_size, __ATOMIC_RELAXED) / 4 * 3)
-            map_grow(be, &gerr);
         if (version_update(be, g, NULL))
             bk_log(be, "warn", "no memory for a new version after commit");
         bk_gen_unref(g);
+        /* Grow ahead, at a commit boundary, before writes hit the end; once
+         * g is installed, as a failed remap reopens (env_reopen). */
+        if (__atomic_load_n(&be->size, __ATOMIC_RELAXED) >
+            __atomic_load_n(&be->map_size, __ATOMIC_RELAXED) / 4 * 3)
+            map_grow(be, &gerr);
     } else {
         /* The batch stays in the version: readers still see it there. */
         bk_log(be, "warn", "no read txn after commit: %s", gerr.msg);
@@ -625,12 +694,11 @@ int bk_committer_start(bk_backend *be, bk_error *err)
 void bk_committer_stop(bk_backend *be, int drop)
 {
     pthread_mutex_lock(&be->cmu);
-    int running = be->committer_running;
     be->stop = drop ? 2 : 1;
     pthread_cond_signal(&be->ccv);
     pthread_mutex_unlock(&be->cmu);
-    if (running)
-        pthread_join(be->committer, NULL);
+    /* Even if it ended by itself (env_reopen failed): bk_close calls this once. */
+    pthread_join(be->committer, NULL);
 }
 
 /* Queue the active batch (batch lock held). */
@@ -656,7 +724,12 @@ int bk_rotate(bk_backend *be, bk_error *err)
     __atomic_add_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&be->cmu);
 
-    if (version_update(be, NULL, fresh)) {
+    /* maplock: the version replaced (maybe its gen's txn too) ends here,
+     * never while env_reopen closes the environment. */
+    pthread_rwlock_rdlock(&be->maplock);
+    int vrc = version_update(be, NULL, fresh);
+    pthread_rwlock_unlock(&be->maplock);
+    if (vrc) {
         /* Undo, so nothing is half-done. */
         pthread_mutex_lock(&be->cmu);
         be->nqueue--;

@@ -55,11 +55,18 @@ static int fill(bk_backend *be, const char *tmp, MDB_txn *src, bk_error *err)
     MDB_cursor *names;
     MDB_val name, v;
     size_t puts = 0;
+    /* Not just the source's map: a database opened with a smaller mmap_size
+     * (or just defragmented) has a map exactly its size, which cannot hold a
+     * copy (LMDB never uses a map's last page), so that defrag failed with
+     * MDB_MAP_FULL. The copy is at most about the source's size; this only
+     * reserves address space. */
+    uint64_t map = __atomic_load_n(&be->map_size, __ATOMIC_RELAXED) +
+                   __atomic_load_n(&be->size, __ATOMIC_RELAXED);
     int rc = mdb_env_create(&dst);
     if (rc)
         return bk_mdb_fail(err, rc, "defrag");
     if ((rc = mdb_env_set_maxdbs(dst, BK_MAX_BUCKETS)) ||
-        (rc = mdb_env_set_mapsize(dst, (size_t)__atomic_load_n(&be->map_size, __ATOMIC_RELAXED))) ||
+        (rc = mdb_env_set_mapsize(dst, (size_t)map)) ||
         (rc = mdb_env_open(dst, tmp, MDB_NOSUBDIR | MDB_NOLOCK | MDB_NOSYNC, 0600)) ||
         (rc = mdb_txn_begin(dst, NULL, 0, &tx)) ||
         (rc = mdb_cursor_open(src, 1 /* MAIN_DBI */, &names)))
@@ -90,7 +97,7 @@ out:
     return rc ? bk_mdb_fail(err, rc, "defrag: writing the new file") : BK_OK;
 }
 
-static int fsync_dir(const char *path)
+int bk_fsync_dir(const char *path)
 {
     char *copy = strdup(path);
     if (!copy)
@@ -135,14 +142,15 @@ static int swap_in(bk_backend *be, const char *tmp, bk_error *err)
     pthread_rwlock_wrlock(&be->maplock);
     bk_invalidate_children(be, BK_EINVALID);
     bk_env_close(be);
-    if (rename(tmp, be->path) < 0)
+    if (rename(tmp, be->path) < 0) {
         rc = bk_fail(err, BK_EIO, "defrag: renaming %s: %s", tmp, strerror(errno));
-    else if (fsync_dir(be->path) < 0)
+        unlink(tmp);   /* a whole copy of the database: not until the next open */
+    } else if (bk_fsync_dir(be->path) < 0)
         bk_log(be, "warn", "defrag: fsync of the directory failed: %s", strerror(errno));
     bk_error oerr;
     /* Reopen the new file, or the untouched original if the rename failed. */
     if (bk_env_open(be, &oerr)) {
-        __atomic_store_n(&be->closed, 1, __ATOMIC_RELEASE);
+        bk_set_failed(be);   /* bk_close still stops the committer, frees all */
         rc = bk_fail(err, BK_EIO, "defrag: reopening %s failed, backend closed: %s",
                      be->path, oerr.msg);
     }
@@ -178,7 +186,7 @@ int bk_defrag(bk_backend *be, bk_error *err)
         rc = bk_fail(err, BK_EIO, "defrag: creating %s: %s", tmp, strerror(errno));
     } else {
         close(fd);
-        int mrc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &src);
+        int mrc = bk_read_txn_begin(be, &src);
         rc = mrc ? bk_mdb_fail(err, mrc, "defrag") : fill(be, tmp, src, err);
         if (src)
             mdb_txn_abort(src);

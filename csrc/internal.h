@@ -82,7 +82,7 @@ typedef struct log_node {
 
 struct bk_backend {
     int refs;                      /* atomic: handle + views + snapshots */
-    int closed;                    /* atomic */
+    int closed;                    /* atomic: 1 closed, 2 failed (bk_set_failed) */
     bk_config cfg;
     char *path, *lockpath;
     MDB_env *env;
@@ -154,6 +154,8 @@ void bk_quote(char *out, size_t size, bk_slice s);
 void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 double bk_now(void);
+/* fsync the directory holding path (defrag.c): -1 and errno on failure. */
+int bk_fsync_dir(const char *path);
 
 /* LMDB takes non-const pointers for data it only reads. */
 #define BK_UNCONST(p) ((void *)(uintptr_t)(p))
@@ -184,7 +186,12 @@ int bk_committer_start(bk_backend *be, bk_error *err);
 void bk_committer_stop(bk_backend *be, int drop);
 int bk_readonly_refresh(bk_backend *be, bk_error *err);
 int bk_env_open(bk_backend *be, bk_error *err);
+/* mdb_txn_begin(MDB_RDONLY), clearing dead processes' slots when full. */
+int bk_read_txn_begin(bk_backend *be, MDB_txn **txn);
 void bk_env_close(bk_backend *be);
+/* The database could not be reopened: every call now says the backend is
+ * closed, and bk_close still releases it. */
+void bk_set_failed(bk_backend *be);
 void bk_invalidate_children(bk_backend *be, int code);
 void bk_child_attach(bk_backend *be, bk_child *c, int is_snapshot);
 void bk_child_detach(bk_backend *be, bk_child *c);

@@ -58,24 +58,34 @@ static int raise(lua_State *L, const bk_error *err)
     return fail(L, "%s", err->msg);
 }
 
-/* Numbered as Lua numbers them: a method call does not count self. */
-static int arg_error(lua_State *L, int i, const char *fname, const char *expected)
+/* "bad argument #i to 'fname' (why)", numbered as Lua numbers them: a
+ * method call does not count self. */
+static int bad_arg(lua_State *L, int i, const char *fname, const char *why)
 {
     lua_Debug ar;
-    const char *got = lua_isnone(L, i) ? "nil" : luaL_typename(L, i);
     if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.namewhat &&
         !strcmp(ar.namewhat, "method") && --i == 0)
-        return fail(L, "calling '%s' on bad self (%s expected, got %s)", fname, expected, got);
-    return fail(L, "bad argument #%d to '%s' (%s expected, got %s)", i, fname, expected, got);
+        return fail(L, "calling '%s' on bad self (%s)", fname, why);
+    return fail(L, "bad argument #%d to '%s' (%s)", i, fname, why);
+}
+
+static int arg_error(lua_State *L, int i, const char *fname, const char *expected)
+{
+    const char *got = lua_isnone(L, i) ? "nil" : luaL_typename(L, i);
+    return bad_arg(L, i, fname, lua_pushfstring(L, "%s expected, got %s", expected, got));
 }
 
 static void *check_ud(lua_State *L, int i, const char *mt)
 {
     void *p = luaL_testudata(L, i, mt);
     if (!p) {
+        /* Methods carry their name as upvalue 1 (set_funcs): called through
+         * pcall, a C function has no call-site name. */
         lua_Debug ar;
-        const char *fname = lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name
-            ? ar.name : "?";
+        const char *fname = lua_tostring(L, lua_upvalueindex(1));
+        if (!fname)
+            fname = lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name
+                ? ar.name : "?";
         arg_error(L, i, fname, mt);
     }
     return p;
@@ -96,7 +106,8 @@ static bk_slice check_str(lua_State *L, int i, const char *fname)
     return s;
 }
 
-static int64_t opt_limit(lua_State *L, int i, const char *fname)
+/* An optional integer (nil: 0); an integral float is an integer. */
+static int64_t opt_integer(lua_State *L, int i, const char *fname)
 {
     if (lua_isnoneornil(L, i))
         return 0;
@@ -176,18 +187,20 @@ static int l_open(lua_State *L)
 {
     bk_config cfg;
     bk_error err;
-    uint64_t readers = 0;
+    size_t len;
     check_type(L, 1, LUA_TTABLE, "open");
     bk_config_default(&cfg);
     if (lua_getfield(L, 1, "path") != LUA_TSTRING)
         return fail(L, "config.path must be a string");
-    cfg.path = lua_tostring(L, -1);   /* stays on the stack */
+    cfg.path = lua_tolstring(L, -1, &len);   /* stays on the stack */
+    if (strlen(cfg.path) != len)
+        return fail(L, "config.path must not contain zero bytes");
     field_number(L, 1, "batch_interval", &cfg.batch_interval);
     field_integer(L, 1, "batch_limit", &cfg.batch_limit);
     field_integer(L, 1, "mmap_size", &cfg.mmap_size);
+    uint64_t readers = cfg.max_readers;   /* 0 too goes to bk_open, which refuses it */
     field_integer(L, 1, "max_readers", &readers);
-    if (readers)
-        cfg.max_readers = readers > 100000 ? 100001 : (unsigned)readers;
+    cfg.max_readers = readers > 100000 ? 100001 : (unsigned)readers;
     field_bool(L, 1, "no_fsync", &cfg.no_fsync);
     field_bool(L, 1, "readonly", &cfg.readonly);
     field_bool(L, 1, "remove_on_close", &cfg.remove_on_close);
@@ -317,6 +330,8 @@ static int l_hash(lua_State *L)
                 while (lua_next(L, -2)) {
                     if (lua_type(L, -2) != LUA_TSTRING)
                         return fail(L, "hash ignores: keys must be strings");
+                    if (lua_type(L, -1) != LUA_TBOOLEAN)
+                        return fail(L, "hash ignores: values must be booleans");
                     if (lua_toboolean(L, -1) && pass) {
                         pairs[2 * i].data = lua_tolstring(L, -4, &pairs[2 * i].len);
                         pairs[2 * i + 1].data = lua_tolstring(L, -2, &pairs[2 * i + 1].len);
@@ -433,7 +448,9 @@ static bk_result *new_result(lua_State *L)
 
 static int l_result_gc(lua_State *L)
 {
-    bk_result_free(lua_touserdata(L, 1));
+    bk_result *r = luaL_testudata(L, 1, MT_RESULT);
+    if (r)
+        bk_result_free(r);
     return 0;
 }
 
@@ -491,7 +508,7 @@ static int do_range(lua_State *L, ltx *t, range_fn fn)
     int has_to = !lua_isnoneornil(L, 4);
     if (has_to)
         to = check_str(L, 4, "range");
-    int64_t limit = opt_limit(L, 5, "range");
+    int64_t limit = opt_integer(L, 5, "range");
     bk_error err;
     if (fn(t, bucket, from, has_to ? &to : NULL, limit, &err))
         return raise(L, &err);
@@ -639,15 +656,26 @@ static int l_batch_get(lua_State *L)
     return do_get(L, check_batch(L), batch_read);
 }
 
-static int tx_gc(lua_State *L)
+/* __gc of the three tx types: each checks its own (a metamethod can be
+ * called by hand, with anything). */
+static int tx_free(ltx *t)
 {
-    ltx *t = lua_touserdata(L, 1);
     bk_view_close(t->view);
     t->view = NULL;
     bk_result_free(&t->res);
     bk_free(t->be);
     t->be = NULL;
     return 0;
+}
+
+static int l_batch_gc(lua_State *L)
+{
+    return tx_free(check_ud(L, 1, MT_BATCH));
+}
+
+static int l_read_gc(lua_State *L)
+{
+    return tx_free(check_ud(L, 1, MT_READ));
 }
 
 static int tx_tostring(lua_State *L, const char *mt, int closed)
@@ -718,17 +746,20 @@ static ltx *check_crt(lua_State *L)
     return t;
 }
 
+/* rlock, lock, unlock: nothing to do, but not on a view that is gone. */
 static int l_crt_noop(lua_State *L)
 {
-    check_crt(L);
+    ltx *t = check_crt(L);
+    bk_error err;
+    if (bk_view_check(t->view, &err))
+        return raise(L, &err);
     lua_settop(L, 1);
     return 1;
 }
 
 static int l_crt_close(lua_State *L)
 {
-    check_ud(L, 1, MT_CRT);
-    return tx_gc(L);
+    return tx_free(check_ud(L, 1, MT_CRT));
 }
 
 static int l_crt_range(lua_State *L)
@@ -802,20 +833,22 @@ static int l_snap_size(lua_State *L)
     return 1;
 }
 
-static void call_progress(lua_State *L, int fn, uint64_t done, uint64_t total)
+/* progress(done, total) if given: LUA_OK, or an error with its value pushed. */
+static int call_progress(lua_State *L, int fn, uint64_t done, uint64_t total)
 {
     if (!fn)
-        return;
+        return LUA_OK;
     lua_pushvalue(L, fn);
     lua_pushinteger(L, (lua_Integer)done);
     lua_pushinteger(L, (lua_Integer)total);
-    lua_call(L, 2, 0);
+    return lua_pcall(L, 2, 0, 0);
 }
 
 #define COPY_CHUNK ((size_t)64 << 20)
 #define READ_CHUNK ((size_t)1 << 20)
 
-/* Copy to an fd at its position; closes it on error when `own`. */
+/* Copy to an fd at its position. The file at `unlink_path`, if given, is
+ * ours: on any error (progress's too) it is closed and removed first. */
 static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress,
                     const char *unlink_path)
 {
@@ -823,15 +856,20 @@ static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress,
     bk_error err;
     while (done < total) {
         size_t n = total - done < COPY_CHUNK ? (size_t)(total - done) : COPY_CHUNK;
-        if (bk_snapshot_copy_fd(snap, fd, done, n, &err)) {
+        int rc = bk_snapshot_copy_fd(snap, fd, done, n, &err);
+        if (rc) {
+            lua_pushfstring(L, "backend: %s", err.msg);
+        } else {
+            done += n;
+            rc = call_progress(L, progress, done, total);
+        }
+        if (rc) {
             if (unlink_path) {
                 close(fd);
                 unlink(unlink_path);
             }
-            return raise(L, &err);
+            return lua_error(L);
         }
-        done += n;
-        call_progress(L, progress, done, total);
     }
     return 0;
 }
@@ -847,8 +885,17 @@ static int l_snap_write_to(lua_State *L)
     uint64_t total = bk_snapshot_size(s->snap);
     luaL_Stream *stream;
     if (lua_type(L, 2) == LUA_TSTRING) {
-        const char *path = lua_tostring(L, 2);
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        size_t len;
+        const char *path = lua_tolstring(L, 2, &len);
+        if (len == 0 || strlen(path) != len)
+            return bad_arg(L, 2, "write_to", len ? "path must not contain zero bytes"
+                                                 : "path must not be empty");
+        /* A new file only, never through a link: an existing one may be the
+         * database itself, which truncating would corrupt under its readers. */
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == EEXIST)
+            return fail(L, "%s already exists (write_to does not overwrite files: "
+                        "remove it first, or pass an open file)", path);
         if (fd < 0)
             return fail(L, "%s: %s", path, strerror(errno));
         write_fd(L, s->snap, fd, progress, path);
@@ -878,7 +925,8 @@ static int l_snap_write_to(lua_State *L)
             lua_pushlstring(L, buf, n);
             lua_call(L, 1, 0);
             done += n;
-            call_progress(L, progress, done, total);
+            if (call_progress(L, progress, done, total) != LUA_OK)
+                return lua_error(L);
         }
     } else {
         return arg_error(L, 2, "write_to", "path, file or function");
@@ -914,13 +962,7 @@ static int l_snap_tostring(lua_State *L)
 static int l_crc32c(lua_State *L)
 {
     bk_slice s = check_str(L, 1, "crc32c");
-    lua_Integer crc = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        check_type(L, 2, LUA_TNUMBER, "crc32c");
-        if (!lua_isinteger(L, 2))
-            arg_error(L, 2, "crc32c", "integer");
-        crc = lua_tointeger(L, 2);
-    }
+    int64_t crc = opt_integer(L, 2, "crc32c");   /* 1.0 is 1, as for string.rep */
     if (crc < 0 || crc > 0xFFFFFFFF)
         return fail(L, "bad argument #2 to 'crc32c' (crc out of range)");
     lua_pushinteger(L, (lua_Integer)bk_crc32c((uint32_t)crc, s.data, s.len));
@@ -947,18 +989,28 @@ static int l_mkdtemp(lua_State *L)
     return 1;
 }
 
+/* luaL_setfuncs, each function with its name as upvalue 1 (check_ud). */
+static void set_funcs(lua_State *L, const luaL_Reg *l)
+{
+    for (; l->name; l++) {
+        lua_pushstring(L, l->name);
+        lua_pushcclosure(L, l->func, 1);
+        lua_setfield(L, -2, l->name);
+    }
+}
+
 static void new_type(lua_State *L, const char *name, const luaL_Reg *methods,
                      const luaL_Reg *meta)
 {
     luaL_newmetatable(L, name);   /* kept if it exists: reloads are fine */
-    luaL_setfuncs(L, meta, 0);
+    set_funcs(L, meta);
     if (lua_getfield(L, -1, "__index") != LUA_TTABLE) {
         lua_pop(L, 1);
         lua_newtable(L);
         lua_pushvalue(L, -1);
         lua_setfield(L, -3, "__index");
     }
-    luaL_setfuncs(L, methods, 0);
+    set_funcs(L, methods);
     lua_setfield(L, -3, name + sizeof "backend." - 1);   /* methods.<Type> */
     lua_pop(L, 1);
 }
@@ -985,7 +1037,7 @@ int luaopen_backend_core(lua_State *L)
         { "commit_and_stop", l_commit_and_stop }, { "pending", l_pending },
         { "_check", l_batch_check }, { NULL, NULL } };
     static const luaL_Reg batch_meta[] = {
-        { "__gc", tx_gc }, { "__close", l_batch_close },
+        { "__gc", l_batch_gc }, { "__close", l_batch_close },
         { "__tostring", l_batch_tostring }, { NULL, NULL } };
     static const luaL_Reg read_m[] = {
         { "rlock", l_read_rlock }, { "runlock", l_read_runlock },
@@ -993,14 +1045,14 @@ int luaopen_backend_core(lua_State *L)
         { "range", l_read_range }, { "get", l_read_get }, { "_check", l_read_check },
         { NULL, NULL } };
     static const luaL_Reg read_meta[] = {
-        { "__gc", tx_gc }, { "__tostring", l_read_tostring }, { NULL, NULL } };
+        { "__gc", l_read_gc }, { "__tostring", l_read_tostring }, { NULL, NULL } };
     static const luaL_Reg crt_m[] = {
         { "rlock", l_crt_noop }, { "lock", l_crt_noop }, { "unlock", l_crt_noop },
         { "runlock", l_crt_close }, { "close", l_crt_close },
         { "range", l_crt_range }, { "get", l_crt_get }, { "_check", l_crt_check },
         { NULL, NULL } };
     static const luaL_Reg crt_meta[] = {
-        { "__gc", tx_gc }, { "__close", l_crt_close },
+        { "__gc", l_crt_close }, { "__close", l_crt_close },
         { "__tostring", l_crt_tostring }, { NULL, NULL } };
     static const luaL_Reg snap_m[] = {
         { "size", l_snap_size }, { "write_to", l_snap_write_to },

@@ -282,7 +282,8 @@ int bk_view_check(bk_view *v, bk_error *err)
 {
     int code = __atomic_load_n(&v->invalid, __ATOMIC_ACQUIRE);
     if (code == BK_EINVALID)
-        return bk_fail(err, BK_EINVALID, "read tx was invalidated by defrag");
+        return bk_fail(err, BK_EINVALID, "read tx was invalidated by defrag "
+                       "(or by reopening the database after a failed commit)");
     if (code)
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     return BK_OK;

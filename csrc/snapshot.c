@@ -94,11 +94,13 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
     if (!rc) {
         s->be = be;
         bk_child_attach(be, &s->link, 1);
+    } else {   /* its txn ends under maplock: before a defrag or reopen closes the env */
+        bk_gen_unref(s->g);
+        s->g = NULL;
     }
     pthread_rwlock_unlock(&be->maplock);
     pthread_mutex_unlock(&be->txn_mu);
     if (rc) {
-        bk_gen_unref(s->g);
         free(s->meta);
         free(s);
         return rc;
@@ -124,7 +126,8 @@ int bk_snapshot_check(bk_snapshot *s, bk_error *err)
 {
     int code = __atomic_load_n(&s->invalid, __ATOMIC_ACQUIRE);
     if (code == BK_EINVALID)
-        return bk_fail(err, BK_EINVALID, "snapshot was invalidated by defrag");
+        return bk_fail(err, BK_EINVALID, "snapshot was invalidated by defrag "
+                       "(or by reopening the database after a failed commit)");
     if (code)
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     return BK_OK;

@@ -48,5 +48,6 @@ build = {
       ["backend.json"] = "lua/backend/json.lua",
       ["backend.demo"] = "lua/backend/demo.lua",
       ["backend.bench"] = "lua/backend/bench.lua",
+      ["backend.crash"] = "lua/backend/crash.lua",
    },
 }

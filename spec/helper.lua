@@ -145,6 +145,11 @@ end
 -- io.popen(mode "r") (killed after 120 s at the latest); its stderr goes to a file. Returns the handle and the path of
 -- that file.
 function H.spawn(src, ...)
+  return H.spawn_after(":", src, ...)
+end
+
+--- H.spawn, with a shell command run first in the child's shell (e.g. "umask 000").
+function H.spawn_after(shell, src, ...)
   local dir = H.tmpdir()
   local script, errfile = dir .. "/child.lua", dir .. "/stderr"
   H.write_file(script, src)
@@ -152,8 +157,8 @@ function H.spawn(src, ...)
   for i, a in ipairs({ ... }) do args[i] = H.q(a) end
   -- `timeout` keeps a stuck child from hanging the suite; the child's own pid is
   -- what it reads from /proc/self/stat
-  local cmd = H.lua_env() .. "exec timeout -s KILL 120 lua5.4 " .. H.q(script) .. " " .. table.concat(args, " ")
-    .. " 2>" .. H.q(errfile)
+  local cmd = H.lua_env() .. shell .. "; exec timeout -s KILL 120 lua5.4 " .. H.q(script) .. " "
+    .. table.concat(args, " ") .. " 2>" .. H.q(errfile)
   return assert(io.popen(cmd, "r")), errfile
 end
 

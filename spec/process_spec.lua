@@ -108,3 +108,261 @@ describe("files", function()
     assert.are.equal(4096, H.file_size(path))   -- untouched
   end)
 end)
+
+-- Reader slots `pid` holds in the database's lock table, from `mdb_stat -r`
+-- (lmdb-utils); nil when mdb_stat is missing.
+local function reader_slots(path, pid)
+  local p = assert(io.popen("mdb_stat -n -r " .. H.q(path) .. " 2>&1"))
+  local out = p:read("a")
+  p:close()
+  if not out:find("Reader Table Status", 1, true) then return nil end
+  local n = 0
+  for line in out:gmatch("[^\n]+") do
+    if tonumber(line:match("^%s*(%d+)%s")) == pid then n = n + 1 end
+  end
+  return n
+end
+
+-- A read-only child that takes one concurrent read tx per flag file (each
+-- over a newer commit, so each holds a reader slot of its own), then waits
+-- to be killed.
+local SLOT_HOLDER = [[
+local backend = require "backend"
+local path, n, flag = arg[1], tonumber(arg[2]), arg[3]
+local function exists(p) local f = io.open(p) if f then f:close() return true end end
+local be = backend.open { path = path, readonly = true }
+local stat = assert(io.open("/proc/self/stat"))
+print("pid " .. stat:read("n"))
+stat:close()
+io.stdout:flush()
+local views = {}
+for i = 1, n do
+  while not exists(flag .. i) do os.execute("sleep 0.02") end
+  views[i] = be:concurrent_read_tx()
+  print("view " .. i .. " sees n=" .. tostring(views[i]:get("b", "n")))
+  io.stdout:flush()
+end
+while true do os.execute("sleep 1") end
+]]
+
+-- A writer child: waits for `go`, then `rounds` commits of `per` sections,
+-- each adding key k<n> and setting meta.n = n; then one more section it
+-- never commits, and waits for `stop` to close.
+local STEADY_WRITER = [[
+local backend = require "backend"
+local path, rounds, per, flag = arg[1], tonumber(arg[2]), tonumber(arg[3]), arg[4]
+local function exists(p) local f = io.open(p) if f then f:close() return true end end
+local be = backend.open { path = path, batch_interval = 3600 }
+be:update(function(tx) tx:create_bucket("b"); tx:create_bucket("meta"); tx:put("meta", "n", "0") end)
+be:force_commit()
+print("ready")
+io.stdout:flush()
+while not exists(flag .. ".go") do os.execute("sleep 0.01") end
+local n = 0
+for _ = 1, rounds do
+  for _ = 1, per do
+    n = n + 1
+    be:update(function(tx)
+      tx:put("b", string.format("k%06d", n), tostring(n))
+      tx:put("meta", "n", tostring(n))
+    end)
+  end
+  be:force_commit()
+  os.execute("sleep 0.01")
+end
+be:update(function(tx) tx:put("b", "zz", "buffered"); tx:put("meta", "n", "-1") end)
+print("done " .. n)
+io.stdout:flush()
+while not exists(flag .. ".stop") do os.execute("sleep 0.01") end
+be:close()
+]]
+
+describe("processes: readers", function()
+  after_each(H.cleanup)
+
+  it("a read-only process sees a growing, committed, consistent prefix while the writer runs", function()
+    local path = H.tmppath()
+    local flag = path .. ".flag"
+    local rounds, per = 40, 5
+    local child, errfile = H.spawn(STEADY_WRITER, path, rounds, per, flag)
+    assert.are.equal("ready", child:read("l"), H.child_stderr(errfile))
+    local r <close> = backend.open { path = path, readonly = true }
+    H.write_file(flag .. ".go", "")
+    -- every read: keys k1..kn exactly, n a commit boundary, n never going back
+    local function read()
+      return r:view(function(v)
+        local n = tonumber(v:get("meta", "n"))
+        local ks, vs = H.all(v, "b")
+        assert.are.equal(n, #ks, "meta.n and the keys come from one commit")
+        for i = 1, n do
+          assert.are.equal(string.format("k%06d", i), ks[i])
+          assert.are.equal(tostring(i), vs[i])
+        end
+        return n
+      end)
+    end
+    local last, seen = -1, {}
+    local deadline = os.time() + 60
+    repeat
+      local n = read()
+      assert.are.equal(0, n % per, "only whole commits are visible")
+      assert.is_true(n >= last, "the view never goes back")
+      if n ~= last then seen[#seen + 1] = n end
+      last = n
+    until n == rounds * per or os.time() > deadline
+    assert.are.equal(rounds * per, last)
+    assert.is_true(#seen >= 4, "saw the data grow while it was written: " .. table.concat(seen, ","))
+    assert.are.equal("done " .. rounds * per, child:read("l"), H.child_stderr(errfile))
+    -- the writer's last section is buffered, never committed: not visible
+    assert.are.equal(rounds * per, read())
+    assert.is_nil(r:view(function(v) return v:get("b", "zz") end))
+    H.write_file(flag .. ".stop", "")
+    child:close()
+    -- closing committed it
+    assert.are.equal("buffered", r:view(function(v) return v:get("b", "zz") end))
+  end)
+
+  it("reader slots of a killed process are cleared when the table is full", function()
+    local path = H.tmppath()
+    local flag = path .. ".flag"
+    local logs = {}
+    local be <close> = backend.open { path = path, max_readers = 4, batch_interval = 3600,
+      logger = function(level, msg) logs[#logs + 1] = level .. ": " .. msg end }
+    local function commit(n)
+      be:update(function(tx) tx:create_bucket("b"); tx:put("b", "n", tostring(n)) end)
+      be:force_commit()
+    end
+    commit(0)
+    -- the child takes 3 slots, the writer's current read txn the 4th
+    local child, errfile = H.spawn(SLOT_HOLDER, path, 3, flag)
+    local pid = tonumber((child:read("l") or ""):match("^pid (%d+)$"))
+    assert.is_number(pid, H.child_stderr(errfile))
+    for i = 1, 3 do
+      commit(i)
+      H.write_file(flag .. i, "")
+      assert.are.equal("view " .. i .. " sees n=" .. i, child:read("l"), H.child_stderr(errfile))
+    end
+    local held = reader_slots(path, pid)
+    if held then assert.are.equal(3, held, "the child holds three reader slots") end
+    H.kill(pid, "KILL")
+    child:close()
+    -- every new commit needs a reader slot for its read txn, a snapshot
+    -- needs one on the newest commit: only the dead process's are left
+    for i = 4, 8 do
+      commit(i)
+      local snap <close> = be:snapshot()
+      assert.is_true(snap:size() > 0)
+      assert.are.equal(tostring(i), be:_committed_get("b", "n"))
+      assert.are.equal(tostring(i), be:view(function(v) return v:get("b", "n") end))
+    end
+    be:hash()
+    if held then assert.are.equal(0, reader_slots(path, pid), "the dead process's slots are gone") end
+    for _, line in ipairs(logs) do
+      assert.is_falsy(line:find("read txn", 1, true), line)
+    end
+  end)
+end)
+
+-- "600" etc.: the permission bits of `path`; "link" for a symbolic link.
+local function mode_of(path)
+  local p = assert(io.popen("if test -L " .. H.q(path) .. "; then echo link; else stat -c %a " .. H.q(path) .. "; fi"))
+  local m = p:read("l")
+  p:close()
+  return m
+end
+
+-- Under `umask 000`: a database, its defrag and a snapshot written to a path,
+-- then the mode of each file.
+local MODES_CHILD = [[
+local backend = require "backend"
+local path, snap_path = arg[1], arg[2]
+local be = backend.open(path)
+be:update(function(tx) tx:create_bucket("b"); tx:put("b", "k", string.rep("v", 10000)) end)
+be:defrag()
+local snap = be:snapshot()
+snap:write_to(snap_path)
+snap:close()
+be:close()
+print("ok")
+]]
+
+describe("files: creation", function()
+  after_each(H.cleanup)
+
+  it("database, lock file, defrag's file and snapshots are 0600 whatever the umask", function()
+    local path = H.tmppath()
+    local snap_path = path .. ".snap"
+    local child, errfile = H.spawn_after("umask 000", MODES_CHILD, path, snap_path)
+    assert.are.equal("ok", child:read("l"), H.child_stderr(errfile))
+    child:close()
+    -- the database file is now the one defrag created
+    for _, p in ipairs { path, path .. "-lock", snap_path } do
+      assert.are.equal("600", mode_of(p), p)
+    end
+  end)
+
+  it("snap:write_to(path) makes a new file: never over a file, through a link or over the database", function()
+    local be <close> = backend.open_tmp { batch_interval = 3600 }
+    be:update(function(tx) tx:create_bucket("b"); tx:put("b", "k", "v") end)
+    local hash = be:hash()
+    local snap <close> = be:snapshot()
+    local dir = H.tmpdir()
+    local victim = dir .. "/victim"
+    H.write_file(victim, "precious")
+    local link, dangling = dir .. "/link", dir .. "/dangling"
+    assert(os.execute("ln -s " .. H.q(victim) .. " " .. H.q(link)))
+    assert(os.execute("ln -s " .. H.q(dir .. "/nowhere") .. " " .. H.q(dangling)))
+    for _, p in ipairs { victim, link, dangling, be:path(), be:path() .. "-lock" } do
+      H.raises("already exists", snap.write_to, snap, p)
+    end
+    assert.are.equal("precious", H.read_file(victim))
+    assert.are.equal("link", mode_of(link))
+    assert.is_false(H.exists(dir .. "/nowhere"))
+    -- the database is intact and still works
+    assert.are.equal(hash, be:hash())
+    be:update(function(tx) tx:put("b", "k2", "v2") end)
+    be:force_commit()
+    assert.are.equal("v2", be:_committed_get("b", "k2"))
+    -- a new path is fine, and private
+    local fresh = dir .. "/fresh"
+    assert.are.equal(snap:size(), snap:write_to(fresh))
+    assert.are.equal("600", mode_of(fresh))
+  end)
+
+  it("a link planted at the lock file's name is not followed", function()
+    local path = H.tmppath()
+    local victim = H.tmpdir() .. "/victim"
+    local data = string.rep("precious\n", 1000)
+    H.write_file(victim, data)
+    assert(os.execute("ln -s " .. H.q(victim) .. " " .. H.q(path .. "-lock")))
+    H.raises("symbolic link", backend.open, path)
+    assert.is_false(H.exists(path), "no database created")
+    -- a database that exists, opened read-only, with its lock file replaced
+    os.remove(path .. "-lock")
+    local be = backend.open(path)
+    be:update(function(tx) tx:create_bucket("b"); tx:put("b", "k", "v") end)
+    be:close()
+    os.remove(path .. "-lock")
+    assert(os.execute("ln -s " .. H.q(victim) .. " " .. H.q(path .. "-lock")))
+    H.raises("symbolic link", backend.open, { path = path, readonly = true })
+    H.raises("symbolic link", backend.open, path)
+    assert.are.equal(data, H.read_file(victim))
+    assert.are.equal("link", mode_of(path .. "-lock"))
+    -- without the link it opens as before
+    os.remove(path .. "-lock")
+    local r <close> = backend.open { path = path, readonly = true }
+    assert.are.equal("v", r:view(function(v) return v:get("b", "k") end))
+  end)
+
+  it("a link named like a defrag leftover is removed at open, its target kept", function()
+    local path = H.tmppath()
+    backend.open(path):close()
+    local victim = H.tmpdir() .. "/victim"
+    H.write_file(victim, "precious")
+    local leftover = path .. ".tmp.Zz9Yy8"
+    assert(os.execute("ln -s " .. H.q(victim) .. " " .. H.q(leftover)))
+    backend.open(path):close()
+    assert.are.equal("precious", H.read_file(victim))
+    assert.is_false(os.execute("test -L " .. H.q(leftover)) == true, "the link is gone")
+  end)
+end)

@@ -55,8 +55,12 @@ local function check_field(name, value)
       value(level, message, fields)
     end
   end
-  local ok = want == "integer" and math.type(value) == "integer" or type(value) == want
-  if not ok then fail("config.%s must be %s %s, got %s", name, want == "integer" and "an" or "a", want, type(value)) end
+  if want == "integer" then   -- an integral float is an integer too (2^30, 1e4), as in Lua's own functions
+    local n = type(value) == "number" and math.tointeger(value)
+    if not n then fail("config.%s must be an integer, got %s", name, type(value)) end
+    return n
+  end
+  if type(value) ~= want then fail("config.%s must be a %s, got %s", name, want, type(value)) end
   return value
 end
 
@@ -82,27 +86,53 @@ end
 --- Open a backend on a new temporary file: returns the backend and its path.
 -- The file (and its directory) is removed on close unless `config.keep`.
 function backend.open_tmp(config)
-  config = config or {}
+  if config == nil then config = {} end
   if type(config) ~= "table" then fail("bad argument #1 to 'open_tmp' (table expected, got %s)", type(config)) end
-  if config.keep ~= nil and type(config.keep) ~= "boolean" then fail("config.keep must be a boolean") end
+  if config.keep ~= nil and type(config.keep) ~= "boolean" then
+    fail("config.keep must be a boolean, got %s", type(config.keep))
+  end
   if config.path ~= nil then fail("open_tmp chooses the path itself; do not set config.path") end
   local cfg = normalize(config, { keep = true })
-  cfg.path = core.mkdtemp() .. "/database"
+  local dir = core.mkdtemp()
+  cfg.path = dir .. "/database"
   cfg.remove_on_close = not config.keep
-  return core.open(cfg), cfg.path
+  local ok, be = pcall(core.open, cfg)
+  if not ok then   -- a config the core refuses leaves no directory behind
+    os.remove(cfg.path)
+    os.remove(cfg.path .. "-lock")
+    os.remove(dir)
+    error(be, 0)
+  end
+  return be, cfg.path
 end
 
 -- Lua methods on the C types ------------------------------------------------
 
 local methods = core.methods
 
--- Argument errors numbered as Lua numbers them (a method call skips self).
-local function check_arg(value, want, i, fname)
-  if type(value) == want then return end
+-- Argument errors worded as the C methods word them, numbered as Lua numbers
+-- them: a method call does not count self. Called by check_*, called by the method.
+local function arg_error(i, fname, want, value)
   local info = debug.getinfo(3, "n")
-  if info and info.namewhat == "method" then i = i - 1 end
+  if info and info.namewhat == "method" then
+    i = i - 1
+    if i == 0 then fail("calling '%s' on bad self (%s expected, got %s)", fname, want, type(value)) end
+  end
   fail("bad argument #%d to '%s' (%s expected, got %s)", i, fname, want, type(value))
 end
+
+local function check_arg(value, want, i, fname)
+  if type(value) ~= want then arg_error(i, fname, want, value) end
+end
+
+-- self must be an object of the C type `tname` (a key of core.methods).
+local function check_self(value, tname, fname)
+  local mt = type(value) == "userdata" and getmetatable(value)
+  if not (type(mt) == "table" and mt.__index == methods[tname]) then
+    arg_error(1, fname, "backend." .. tname, value)
+  end
+end
+
 local CHUNK = 256
 local END = string.rep("\255", (core.max_key_size or 511) + 1)   -- above every key
 
@@ -124,22 +154,26 @@ local function iterate(tx, bucket, from, to)
   end
 end
 
-local function tx_pairs(tx, bucket, from, to)
-  check_arg(bucket, "string", 2, "pairs")
-  if from ~= nil then check_arg(from, "string", 3, "pairs") end
-  if to ~= nil then check_arg(to, "string", 4, "pairs") end
-  return iterate(tx, bucket, from, to)
-end
-
-local function tx_for_each(tx, bucket, fn)
-  check_arg(bucket, "string", 2, "for_each")
-  check_arg(fn, "function", 3, "for_each")
-  for k, v in iterate(tx, bucket) do fn(k, v) end
+-- pairs and for_each of the tx type `tname`.
+local function tx_methods(tname)
+  local function tx_pairs(tx, bucket, from, to)
+    check_self(tx, tname, "pairs")
+    check_arg(bucket, "string", 2, "pairs")
+    if from ~= nil then check_arg(from, "string", 3, "pairs") end
+    if to ~= nil then check_arg(to, "string", 4, "pairs") end
+    return iterate(tx, bucket, from, to)
+  end
+  local function tx_for_each(tx, bucket, fn)
+    check_self(tx, tname, "for_each")
+    check_arg(bucket, "string", 2, "for_each")
+    check_arg(fn, "function", 3, "for_each")
+    for k, v in iterate(tx, bucket) do fn(k, v) end
+  end
+  return tx_pairs, tx_for_each
 end
 
 for _, name in ipairs { "BatchTx", "ReadTx", "ConcurrentReadTx" } do
-  methods[name].pairs = tx_pairs
-  methods[name].for_each = tx_for_each
+  methods[name].pairs, methods[name].for_each = tx_methods(name)
 end
 
 local function rethrow(ok, ...)
@@ -149,6 +183,7 @@ end
 
 --- lock(), fn(tx), unlock(): unlocks even when fn raises, then re-raises.
 function methods.Backend.update(be, fn)
+  check_self(be, "Backend", "update")
   check_arg(fn, "function", 2, "update")
   local tx = be:batch_tx():lock()
   local results = table.pack(pcall(fn, tx))
@@ -158,6 +193,7 @@ end
 
 --- fn(rtx) on a concurrent read tx that is closed afterwards, even on error.
 function methods.Backend.view(be, fn)
+  check_self(be, "Backend", "view")
   check_arg(fn, "function", 2, "view")
   local rtx = be:concurrent_read_tx()
   local results = table.pack(pcall(fn, rtx))
