@@ -15,7 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LMDB_MAGIC 0xBEEFC0DEu
 #define BOLT_MAGIC 0xED0CDAEDu
 #define LOG_MAX 1000
 
@@ -377,6 +376,48 @@ void bk_config_default(bk_config *cfg)
 }
 
 /* Says what an existing file is, if it is not an LMDB database. */
+/* A file LMDB began to create and never committed to (see reset_unborn). */
+static int is_unborn(const bk_meta *m, uint64_t file_size)
+{
+    return m->magic == BK_LMDB_MAGIC && file_size == m->psize && m->last_pg == 1 && m->txnid == 0;
+}
+
+static int root_inside(uint64_t root, uint64_t pages)
+{
+    return root == UINT64_MAX || root < pages;
+}
+
+/* LMDB maps the file and trusts its meta pages: root pages past the end of a
+ * truncated file would kill the process with SIGBUS on first touch. (Not
+ * last_pg: a commit may allocate pages it frees again and never writes.) */
+static int check_complete(const char *path, int readonly, bk_error *err)
+{
+    unsigned char head[2][BK_META_HEAD];
+    bk_meta m[2];
+    struct stat st = { 0 };
+    int fd = open(path, O_RDONLY | O_CLOEXEC), ok = 0;
+    if (fd < 0)
+        return bk_fail(err, BK_EIO, "%s: %s", path, strerror(errno));
+    if (fstat(fd, &st) == 0 && pread(fd, head[0], BK_META_HEAD, 0) == BK_META_HEAD) {
+        bk_meta_parse(head[0], &m[0]);
+        uint64_t psize = m[0].psize, size = (uint64_t)st.st_size;
+        if (!readonly && is_unborn(&m[0], size)) {
+            ok = 1;   /* reset_unborn empties it */
+        } else if (psize >= BK_META_HEAD && psize <= (1u << 16) && size >= 2 * psize &&
+                   pread(fd, head[1], BK_META_HEAD, (off_t)psize) == BK_META_HEAD) {
+            bk_meta_parse(head[1], &m[1]);
+            int newest = m[1].magic == BK_LMDB_MAGIC && m[1].txnid > m[0].txnid;
+            ok = root_inside(m[newest].free_root, size / psize) &&
+                 root_inside(m[newest].main_root, size / psize);
+        }
+    }
+    close(fd);
+    if (!ok)
+        return bk_fail(err, BK_EFORMAT, "%s is truncated or damaged: its LMDB meta pages "
+                       "name root pages past its end (%lld bytes)", path, (long long)st.st_size);
+    return BK_OK;
+}
+
 static int check_format(const char *path, int readonly, bk_error *err)
 {
     unsigned char head[32];
@@ -396,8 +437,8 @@ static int check_format(const char *path, int readonly, bk_error *err)
     uint32_t magic = 0;
     if (n >= 20)
         memcpy(&magic, head + 16, 4);
-    if (magic == LMDB_MAGIC)
-        return BK_OK;
+    if (magic == BK_LMDB_MAGIC)
+        return check_complete(path, readonly, err);
     if (magic == BOLT_MAGIC)
         return bk_fail(err, BK_EFORMAT, "%s is a bbolt file (etcd's data format), "
                        "not a backend database; import it", path);
@@ -438,19 +479,15 @@ out:
  * flock. Returns -1 if truncating failed (LMDB then says what the file is). */
 static int reset_unborn(const char *path)
 {
-    unsigned char meta[152];   /* page header and MDB_meta up to mm_txnid */
-    uint32_t magic, psize;
-    uint64_t last_pg, txnid;
+    unsigned char head[BK_META_HEAD];
+    bk_meta m;
     struct stat st;
     int rc = 0, fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    if (fstat(fd, &st) == 0 && pread(fd, meta, sizeof meta, 0) == (ssize_t)sizeof meta) {
-        memcpy(&magic, meta + 16, 4);
-        memcpy(&psize, meta + 40, 4);      /* mm_dbs[FREE_DBI].md_pad */
-        memcpy(&last_pg, meta + 136, 8);
-        memcpy(&txnid, meta + 144, 8);
-        if (magic == LMDB_MAGIC && (uint64_t)st.st_size == psize && last_pg == 1 && txnid == 0)
+    if (fstat(fd, &st) == 0 && pread(fd, head, sizeof head, 0) == (ssize_t)sizeof head) {
+        bk_meta_parse(head, &m);
+        if (is_unborn(&m, (uint64_t)st.st_size))
             rc = ftruncate(fd, 0);
     }
     close(fd);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* ---- versions and generations ---- */
@@ -106,7 +107,7 @@ static void version_install(bk_backend *be, version *v)
  * the backend has failed. Caller holds txn_mu and maplock for writing, so
  * no reader or rotation holds a version: the current one's gen has the old
  * environment's last txn (its others died with the views). */
-static int env_reopen(bk_backend *be, bk_error *err)
+static int env_reopen(bk_backend *be, const char *why, bk_error *err)
 {
     bk_invalidate_children(be, BK_EINVALID);
     if (be->cur) {
@@ -127,8 +128,8 @@ static int env_reopen(bk_backend *be, bk_error *err)
                "%llu writes lost: %s", (unsigned long long)bk_pending(be), err->msg);
         return rc;
     }
-    bk_log(be, "warn", "database reopened after LMDB gave up on it; "
-           "open read txns and snapshots were invalidated");
+    bk_log(be, "warn", "database reopened (%s); open read txns and snapshots were "
+           "invalidated", why);
     return BK_OK;
 }
 
@@ -142,7 +143,7 @@ static int map_resize(bk_backend *be, size_t size, bk_error *err)
     if (!rc)
         rc = mdb_env_info(be->env, &info);
     else   /* it unmaps first: a failed mmap leaves no map */
-        env_reopen(be, &rerr);
+        env_reopen(be, "growing the map failed", &rerr);
     pthread_rwlock_unlock(&be->maplock);
     if (rc)
         return bk_mdb_fail(err, rc, "resizing the map");
@@ -334,12 +335,26 @@ void bk_env_close(bk_backend *be)
 }
 
 /* In read-only mode another process commits: move to its newest state. */
+/* The writer's defrag renamed a new file over ours: is the path another file? */
+static int file_replaced(bk_backend *be)
+{
+    struct stat ours, now;
+    int fd;
+    return !mdb_env_get_fd(be->env, &fd) && !fstat(fd, &ours) && !stat(be->path, &now) &&
+           (ours.st_ino != now.st_ino || ours.st_dev != now.st_dev);
+}
+
 int bk_readonly_refresh(bk_backend *be, bk_error *err)
 {
     MDB_envinfo info;
     int rc = BK_OK;
     pthread_mutex_lock(&be->txn_mu);
-    version *v = bk_version_get(be);
+    if (file_replaced(be)) {
+        pthread_rwlock_wrlock(&be->maplock);
+        rc = env_reopen(be, "the writer defragmented it", err);
+        pthread_rwlock_unlock(&be->maplock);
+    }
+    version *v = rc ? NULL : bk_version_get(be);
     if (!mdb_env_info(be->env, &info) && v && (uint64_t)info.me_last_txnid != v->g->txnid) {
         gen *g;
         rc = buckets_sync(be, err);
@@ -520,7 +535,7 @@ static void env_check(bk_backend *be)
     if (rc != MDB_PANIC)
         return;
     pthread_rwlock_wrlock(&be->maplock);
-    env_reopen(be, &rerr);
+    env_reopen(be, "LMDB gave up on it after a failed commit", &rerr);
     pthread_rwlock_unlock(&be->maplock);
 }
 

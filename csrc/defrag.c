@@ -47,6 +47,50 @@ static int copy_bucket(MDB_env *dst, MDB_txn **tx, MDB_txn *src, MDB_dbi sdbi,
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+static int io_full(ssize_t (*io)(int, void *, size_t, off_t), int fd, void *buf, size_t len)
+{
+    for (size_t done = 0; done < len;) {
+        ssize_t n = io(fd, (char *)buf + done, len - done, (off_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static ssize_t pwrite_buf(int fd, void *buf, size_t len, off_t off)
+{
+    return pwrite(fd, buf, len, off);
+}
+
+/* The new file starts its txn ids where the database's left off: another
+ * process (a readonly reader) keeps the lock file open, so LMDB reuses the
+ * lock's last txn id after the swap instead of the file's, and picks meta
+ * pages by its parity. Both meta pages get the new file's state: the last
+ * fill txn's as txnid, and as txnid - 1. */
+static int continue_txnids(const char *tmp, size_t psize, uint64_t txnid, bk_error *err)
+{
+    char *pair = malloc(2 * psize);
+    int fd = open(tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC), rc = -1;
+    if (pair && fd >= 0 && !io_full(pread, fd, pair, 2 * psize)) {
+        int newest = bk_meta_newest(pair, psize);
+        if (newest < 0) {
+            errno = EINVAL;
+        } else {
+            bk_meta_pair(pair, psize, newest, txnid > 0 ? txnid : 1);
+            rc = io_full(pwrite_buf, fd, pair, 2 * psize) || fdatasync(fd) ? -1 : 0;
+        }
+    }
+    int saved = pair ? errno : ENOMEM;
+    if (fd >= 0)
+        close(fd);
+    free(pair);
+    return rc ? bk_fail(err, BK_EIO, "defrag: writing the new file's meta pages: %s",
+                        strerror(saved)) : BK_OK;
+}
+
 /* Fill the file at tmp with the state src sees. */
 static int fill(bk_backend *be, const char *tmp, MDB_txn *src, bk_error *err)
 {
@@ -94,7 +138,9 @@ out:
     if (tx)
         mdb_txn_abort(tx);
     mdb_env_close(dst);
-    return rc ? bk_mdb_fail(err, rc, "defrag: writing the new file") : BK_OK;
+    if (rc)
+        return bk_mdb_fail(err, rc, "defrag: writing the new file");
+    return continue_txnids(tmp, be->psize, mdb_txn_id(src), err);
 }
 
 int bk_fsync_dir(const char *path)

@@ -157,6 +157,20 @@ double bk_now(void);
 /* fsync the directory holding path (defrag.c): -1 and errno on failure. */
 int bk_fsync_dir(const char *path);
 
+/* meta.c: LMDB's meta pages (pages 0 and 1 of the file). */
+#define BK_LMDB_MAGIC 0xBEEFC0DEu
+#define BK_META_HEAD 152   /* the bytes of a meta page that bk_meta_parse reads */
+typedef struct bk_meta {
+    uint32_t magic, psize;
+    uint64_t free_root, main_root;   /* page numbers; ~0: an empty tree */
+    uint64_t last_pg, txnid;         /* last_pg: allocated, maybe never written */
+} bk_meta;
+void bk_meta_parse(const void *page, bk_meta *m);
+/* The slot (0, 1) of the newer valid meta in a pair of pages, or -1. */
+int bk_meta_newest(const void *pair, size_t psize);
+/* Both pages of the pair describe slot `newest`'s state, as txn txnid. */
+void bk_meta_pair(void *pair, size_t psize, int newest, uint64_t txnid);
+
 /* LMDB takes non-const pointers for data it only reads. */
 #define BK_UNCONST(p) ((void *)(uintptr_t)(p))
 

@@ -10,19 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* LMDB's meta page (mdb.c, MDB_meta after the 16-byte page header). */
-#define META_MAGIC_OFF 16
-#define META_LAST_PG_OFF 136
-#define META_TXNID_OFF 144
-#define LMDB_MAGIC 0xBEEFC0DEu
-
-static uint64_t get64(const char *p)
-{
-    uint64_t x;
-    memcpy(&x, p, 8);
-    return x;
-}
-
 static int read_full(int fd, char *buf, size_t len, uint64_t off)
 {
     while (len) {
@@ -42,9 +29,8 @@ static int read_full(int fd, char *buf, size_t len, uint64_t off)
     return 0;
 }
 
-/* Both meta pages describe txn `txnid`: the one LMDB wrote, and a copy of
- * it as txnid-1 in the other slot (as bbolt's WriteTo does), so neither can
- * point at pages that later commits reused. */
+/* Both meta pages describe txn `txnid` (bk_meta_pair, as bbolt's WriteTo
+ * does), so neither can point at pages that later commits reused. */
 static int capture_meta(bk_backend *be, gen *g, bk_snapshot *s, bk_error *err)
 {
     int fd;
@@ -57,17 +43,12 @@ static int capture_meta(bk_backend *be, gen *g, bk_snapshot *s, bk_error *err)
     if (read_full(fd, s->meta, 2 * be->psize, 0))
         return bk_fail(err, BK_EIO, "snapshot: reading meta pages: %s", strerror(errno));
     for (int i = 0; i < 2; i++) {
-        char *page = s->meta + (size_t)i * be->psize;
-        uint32_t magic;
-        memcpy(&magic, page + META_MAGIC_OFF, 4);
-        if (magic != LMDB_MAGIC || get64(page + META_TXNID_OFF) != g->txnid)
+        bk_meta m;
+        bk_meta_parse(s->meta + (size_t)i * be->psize, &m);
+        if (m.magic != BK_LMDB_MAGIC || m.txnid != g->txnid)
             continue;
-        char *other = s->meta + (size_t)(1 - i) * be->psize;
-        uint64_t pgno = (uint64_t)(1 - i), prev = g->txnid - 1;
-        memcpy(other, page, be->psize);
-        memcpy(other, &pgno, 8);
-        memcpy(other + META_TXNID_OFF, &prev, 8);
-        s->size = (get64(page + META_LAST_PG_OFF) + 1) * be->psize;
+        bk_meta_pair(s->meta, be->psize, i, g->txnid);
+        s->size = (m.last_pg + 1) * be->psize;
         return BK_OK;
     }
     return bk_fail(err, BK_EIO, "snapshot: the meta page of txn %llu is gone "

@@ -366,3 +366,64 @@ describe("files: creation", function()
     assert.is_false(os.execute("test -L " .. H.q(leftover)) == true, "the link is gone")
   end)
 end)
+
+local ATTACHED_READER = [[
+local backend = require "backend"
+local path, flag = arg[1], arg[2]
+io.stdout:setvbuf("no")
+local r = backend.open { path = path, readonly = true }
+print("ready")
+while not io.open(flag) do os.execute("sleep 0.01") end
+print(r:view(function(v) return #(v:range("b", "", "~")) end))
+r:close()
+]]
+
+describe("processes: defrag", function()
+  after_each(H.cleanup)
+
+  -- The reader keeps the lock file open across the writer's defrag, so LMDB
+  -- goes on with the lock's txn ids on the new file.
+  it("with a read-only process attached loses nothing, and the reader follows the new file", function()
+    local path = H.tmppath()
+    local flag = path .. ".flag"
+    local be <close> = backend.open { path = path, batch_interval = 3600 }
+    local function put(from, to)
+      for i = from, to do
+        be:update(function(tx) tx:create_bucket("b"); tx:put("b", string.format("k%03d", i), "v") end)
+        be:force_commit()   -- a txn each: the txn ids run ahead of the new file's
+      end
+    end
+    local function count(b) return b:view(function(v) return #(v:range("b", "", "~")) end) end
+    put(1, 7)
+    local child, errfile = H.spawn(ATTACHED_READER, path, flag)
+    assert.are.equal("ready", child:read("l"), H.child_stderr(errfile))
+    put(8, 20)
+    be:defrag()
+    assert.are.equal(20, count(be))
+    put(21, 23)
+    assert.are.equal(23, count(be))
+    H.write_file(flag, "")
+    assert.are.equal("23", child:read("l"), H.child_stderr(errfile))
+    child:close()
+    be:close()
+    local again <close> = backend.open(path)
+    assert.are.equal(23, count(again))
+  end)
+end)
+
+describe("files: damage", function()
+  after_each(H.cleanup)
+
+  it("a truncated database is refused with an error, not a crash", function()
+    local path = H.tmppath()
+    local be = backend.open(path)
+    be:update(function(tx)
+      tx:create_bucket("b")
+      for i = 1, 2000 do tx:put("b", "k" .. i, string.rep("x", 100)) end
+    end)
+    be:close()
+    assert(os.execute("truncate -s 8192 " .. H.q(path)))
+    H.raises("is truncated or damaged", backend.open, path)
+    H.raises("is truncated or damaged", backend.open, { path = path, readonly = true })
+  end)
+end)
