@@ -35,6 +35,7 @@ build = {
             "csrc/defrag.c",
             "csrc/hash.c",
             "csrc/memtable.c",
+            "csrc/meta.c",
             "csrc/read.c",
             "csrc/snapshot.c",
          },
