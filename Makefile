@@ -35,7 +35,7 @@ LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/in
           LUA_CPATH_5_4='$(BUILD)/?.so;;' LUA_CPATH='$(BUILD)/?.so;;'
 
 .PHONY: all deps test check ctest spec lint demo bench bench-etcd install asan valgrind tsan \
-        faults stress rockspec-check clean
+        faults fuzz fuzz-smoke stress rockspec-check clean
 .DELETE_ON_ERROR:
 
 all: $(MODULE)
@@ -86,6 +86,7 @@ test: check
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory valgrind
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 ctest: $(TEST_BIN)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $(RUN) ./$$t; done
@@ -149,6 +150,39 @@ $(FAULT_TEST): $(BUILD)/obj/tests/faults/fault_test.o $(CORE_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_CORE) -ldl $(LIBS)
 
+# libFuzzer (clang, libclang-rt-14-dev): ops_fuzz drives the core with op
+# sequences checked against a model; bolt_fuzz opens and walks hostile bbolt
+# files. `make fuzz-NAME` fuzzes a copy of csrc/fuzz/corpus/NAME for FUZZ_TIME
+# seconds (crashes land in build/fuzz/NAME/); fuzz-smoke runs both briefly.
+FUZZ_CC    ?= clang
+FUZZ_FLAGS ?= -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
+FUZZ_TIME  ?= 60
+FUZZ_DIR    = $(BUILD)/fuzz
+FUZZ_OBJ    = $(CORE_SRC:csrc/%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_ARGS_ops  = -max_len=2048 -len_control=0   # state bugs need long op sequences
+FUZZ_ARGS_bolt = -max_len=65536
+
+$(FUZZ_DIR)/obj/%.o: csrc/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(FUZZ_FLAGS) -MMD -MP -Icsrc -c -o $@ $<
+
+$(FUZZ_DIR)/%_fuzz: csrc/fuzz/%_fuzz.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(FUZZ_FLAGS) -Icsrc $(LDFLAGS) -o $@ $^ $(LIBS_CORE)
+
+# Exits non-zero on a crash, a model mismatch, a leak or a hang (-timeout).
+fuzz-%: $(FUZZ_DIR)/%_fuzz
+	@mkdir -p $(FUZZ_DIR)/$*/corpus
+	@cp csrc/fuzz/corpus/$*/* $(FUZZ_DIR)/$*/corpus/
+	@./$< -max_total_time=$(FUZZ_TIME) -timeout=20 $(FUZZ_ARGS_$*) \
+	  -artifact_prefix=$(FUZZ_DIR)/$*/ $(FUZZ_DIR)/$*/corpus 2>$(FUZZ_DIR)/$*/log; rc=$$?; \
+	  grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_DIR)/$*/log; \
+	  [ $$rc = 0 ] || { tail -n 60 $(FUZZ_DIR)/$*/log; exit $$rc; }
+
+fuzz: fuzz-ops fuzz-bolt
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory FUZZ_TIME=30 fuzz
+
 # The crash harness at length (spec/crash_spec.lua runs 200 trials in `spec`):
 # STRESS_TRIALS SIGKILL trials; BACKEND_SEED=n replays a run's configs and kills.
 STRESS_TRIALS ?= 1000
@@ -167,4 +201,5 @@ rockspec-check:
 clean:
 	rm -rf build build-asan build-tsan backend csrc/*.o
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*.d $(BUILD)/obj/tests/faults/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*.d $(BUILD)/obj/tests/faults/*.d \
+                    $(BUILD)/fuzz/obj/*.d)

@@ -117,6 +117,12 @@ int bk_tx_range(bk_backend *be, bk_slice bucket, bk_slice from,
                 const bk_slice *to, int64_t limit, bk_result *out,
                 bk_error *err);
 
+/* The names of the buckets that exist, in byte order, as the keys of out
+ * (values empty): through the batch tx (its own writes included; caller
+ * holds the lock) or a view. */
+int bk_tx_buckets(bk_backend *be, bk_result *out, bk_error *err);
+int bk_view_buckets(bk_view *v, bk_result *out, bk_error *err);
+
 /* Commit everything written before the call, durably. Works whether or not
  * the calling thread holds the batch lock. */
 int bk_force_commit(bk_backend *be, bk_error *err);

@@ -214,6 +214,8 @@ void bk_child_detach(bk_backend *be, bk_child *c);
 int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
             bk_slice from, const bk_slice *to, int64_t limit,
             bk_result *out, bk_error *err);
+int bk_list_buckets(bk_backend *be, const version *v, uint64_t seq, bk_result *out,
+                    bk_error *err);
 int bk_result_append(bk_result *r, const void *k, size_t klen,
                      const void *v, size_t vlen);
 

@@ -5,6 +5,7 @@
  * core resource is taken (liolib's pattern). Children hold their own core
  * reference, so Lua's collection order can never free a backend under them. */
 #include "backend.h"
+#include "bolt.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@
 #define MT_CRT "backend.ConcurrentReadTx"
 #define MT_SNAP "backend.Snapshot"
 #define MT_RESULT "backend.Result"
+#define MT_BOLT "backend.BoltFile"
 
 /* Backend user values. */
 enum { UV_BATCH = 1, UV_READ, UV_LOGGER, UV_COUNT = UV_LOGGER };
@@ -37,6 +39,7 @@ typedef struct ltx {
     bk_result res;
 } ltx;
 typedef struct lsnap { bk_snapshot *snap; } lsnap;
+typedef struct lbolt { bk_bolt *bolt; } lbolt;
 
 /* ---- errors and arguments ---- */
 
@@ -73,6 +76,18 @@ static int arg_error(lua_State *L, int i, const char *fname, const char *expecte
 {
     const char *got = lua_isnone(L, i) ? "nil" : luaL_typename(L, i);
     return bad_arg(L, i, fname, lua_pushfstring(L, "%s expected, got %s", expected, got));
+}
+
+/* A file name: a string, not empty, no zero byte (C would cut it there). */
+static const char *check_path(lua_State *L, int i, const char *fname)
+{
+    size_t len;
+    if (lua_type(L, i) != LUA_TSTRING)
+        arg_error(L, i, fname, "string");
+    const char *path = lua_tolstring(L, i, &len);
+    if (len == 0 || strlen(path) != len)
+        bad_arg(L, i, fname, len ? "path must not contain zero bytes" : "path must not be empty");
+    return path;
 }
 
 static void *check_ud(lua_State *L, int i, const char *mt)
@@ -183,27 +198,34 @@ static void field_bool(lua_State *L, int t, const char *name, int *out)
 }
 
 /* core.open(config): the facade has checked the field names. */
+/* The config table at i (checked by the facade) into cfg; its path string
+ * is left on the stack, which keeps cfg->path alive. */
+static void read_config(lua_State *L, int i, const char *fname, bk_config *cfg)
+{
+    size_t len;
+    check_type(L, i, LUA_TTABLE, fname);
+    bk_config_default(cfg);
+    if (lua_getfield(L, i, "path") != LUA_TSTRING)
+        fail(L, "config.path must be a string");
+    cfg->path = lua_tolstring(L, -1, &len);
+    if (strlen(cfg->path) != len)
+        fail(L, "config.path must not contain zero bytes");
+    field_number(L, i, "batch_interval", &cfg->batch_interval);
+    field_integer(L, i, "batch_limit", &cfg->batch_limit);
+    field_integer(L, i, "mmap_size", &cfg->mmap_size);
+    uint64_t readers = cfg->max_readers;   /* 0 too goes to bk_open, which refuses it */
+    field_integer(L, i, "max_readers", &readers);
+    cfg->max_readers = readers > 100000 ? 100001 : (unsigned)readers;
+    field_bool(L, i, "no_fsync", &cfg->no_fsync);
+    field_bool(L, i, "readonly", &cfg->readonly);
+    field_bool(L, i, "remove_on_close", &cfg->remove_on_close);
+}
+
 static int l_open(lua_State *L)
 {
     bk_config cfg;
     bk_error err;
-    size_t len;
-    check_type(L, 1, LUA_TTABLE, "open");
-    bk_config_default(&cfg);
-    if (lua_getfield(L, 1, "path") != LUA_TSTRING)
-        return fail(L, "config.path must be a string");
-    cfg.path = lua_tolstring(L, -1, &len);   /* stays on the stack */
-    if (strlen(cfg.path) != len)
-        return fail(L, "config.path must not contain zero bytes");
-    field_number(L, 1, "batch_interval", &cfg.batch_interval);
-    field_integer(L, 1, "batch_limit", &cfg.batch_limit);
-    field_integer(L, 1, "mmap_size", &cfg.mmap_size);
-    uint64_t readers = cfg.max_readers;   /* 0 too goes to bk_open, which refuses it */
-    field_integer(L, 1, "max_readers", &readers);
-    cfg.max_readers = readers > 100000 ? 100001 : (unsigned)readers;
-    field_bool(L, 1, "no_fsync", &cfg.no_fsync);
-    field_bool(L, 1, "readonly", &cfg.readonly);
-    field_bool(L, 1, "remove_on_close", &cfg.remove_on_close);
+    read_config(L, 1, "open", &cfg);
     int logger = lua_getfield(L, 1, "logger");
     if (logger != LUA_TNIL && logger != LUA_TFUNCTION)
         return fail(L, "config.logger must be a function");
@@ -499,7 +521,8 @@ static void push_results(lua_State *L, const bk_result *r)
     }
 }
 
-typedef int (*range_fn)(ltx *t, bk_slice bucket, bk_slice from, const bk_slice *to,
+/* A read through a tx: bucket NULL lists the buckets instead. */
+typedef int (*range_fn)(ltx *t, const bk_slice *bucket, bk_slice from, const bk_slice *to,
                         int64_t limit, bk_error *err);
 
 static int do_range(lua_State *L, ltx *t, range_fn fn)
@@ -510,17 +533,28 @@ static int do_range(lua_State *L, ltx *t, range_fn fn)
         to = check_str(L, 4, "range");
     int64_t limit = opt_integer(L, 5, "range");
     bk_error err;
-    if (fn(t, bucket, from, has_to ? &to : NULL, limit, &err))
+    if (fn(t, &bucket, from, has_to ? &to : NULL, limit, &err))
         return raise(L, &err);
     push_results(L, &t->res);
     return 2;
+}
+
+static int do_buckets(lua_State *L, ltx *t, range_fn fn)
+{
+    bk_slice none = { "", 0 };
+    bk_error err;
+    if (fn(t, NULL, none, NULL, 0, &err))
+        return raise(L, &err);
+    push_results(L, &t->res);
+    lua_pop(L, 1);   /* the names only */
+    return 1;
 }
 
 static int do_get(lua_State *L, ltx *t, range_fn fn)
 {
     bk_slice bucket = check_str(L, 2, "get"), key = check_str(L, 3, "get");
     bk_error err;
-    if (fn(t, bucket, key, NULL, 0, &err))
+    if (fn(t, &bucket, key, NULL, 0, &err))
         return raise(L, &err);
     if (t->res.count) {
         bk_slice v = bk_result_value(&t->res, 0);
@@ -531,13 +565,14 @@ static int do_get(lua_State *L, ltx *t, range_fn fn)
     return 1;
 }
 
-static int batch_read(ltx *t, bk_slice bucket, bk_slice from, const bk_slice *to,
+static int batch_read(ltx *t, const bk_slice *bucket, bk_slice from, const bk_slice *to,
                       int64_t limit, bk_error *err)
 {
-    return bk_tx_range(t->be, bucket, from, to, limit, &t->res, err);
+    return bucket ? bk_tx_range(t->be, *bucket, from, to, limit, &t->res, err)
+                  : bk_tx_buckets(t->be, &t->res, err);
 }
 
-static int view_read(ltx *t, bk_slice bucket, bk_slice from, const bk_slice *to,
+static int view_read(ltx *t, const bk_slice *bucket, bk_slice from, const bk_slice *to,
                      int64_t limit, bk_error *err)
 {
     if (!t->view) {
@@ -545,7 +580,8 @@ static int view_read(ltx *t, bk_slice bucket, bk_slice from, const bk_slice *to,
         snprintf(err->msg, sizeof err->msg, "read tx is not locked (call rlock() first)");
         return err->code;
     }
-    return bk_view_range(t->view, bucket, from, to, limit, &t->res, err);
+    return bucket ? bk_view_range(t->view, *bucket, from, to, limit, &t->res, err)
+                  : bk_view_buckets(t->view, &t->res, err);
 }
 
 static int l_batch_lock(lua_State *L)
@@ -651,6 +687,11 @@ static int l_batch_range(lua_State *L)
     return do_range(L, check_batch(L), batch_read);
 }
 
+static int l_batch_buckets(lua_State *L)
+{
+    return do_buckets(L, check_batch(L), batch_read);
+}
+
 static int l_batch_get(lua_State *L)
 {
     return do_get(L, check_batch(L), batch_read);
@@ -727,6 +768,11 @@ static int l_read_range(lua_State *L)
     return do_range(L, check_read(L), view_read);
 }
 
+static int l_read_buckets(lua_State *L)
+{
+    return do_buckets(L, check_read(L), view_read);
+}
+
 static int l_read_get(lua_State *L)
 {
     return do_get(L, check_read(L), view_read);
@@ -765,6 +811,11 @@ static int l_crt_close(lua_State *L)
 static int l_crt_range(lua_State *L)
 {
     return do_range(L, check_crt(L), view_read);
+}
+
+static int l_crt_buckets(lua_State *L)
+{
+    return do_buckets(L, check_crt(L), view_read);
 }
 
 static int l_crt_get(lua_State *L)
@@ -885,11 +936,7 @@ static int l_snap_write_to(lua_State *L)
     uint64_t total = bk_snapshot_size(s->snap);
     luaL_Stream *stream;
     if (lua_type(L, 2) == LUA_TSTRING) {
-        size_t len;
-        const char *path = lua_tolstring(L, 2, &len);
-        if (len == 0 || strlen(path) != len)
-            return bad_arg(L, 2, "write_to", len ? "path must not contain zero bytes"
-                                                 : "path must not be empty");
+        const char *path = check_path(L, 2, "write_to");
         /* A new file only, never through a link: an existing one may be the
          * database itself, which truncating would corrupt under its readers. */
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -954,6 +1001,149 @@ static int l_snap_tostring(lua_State *L)
         lua_pushfstring(L, MT_SNAP " (%p)", (void *)s);
     else
         lua_pushliteral(L, MT_SNAP " (closed)");
+    return 1;
+}
+
+/* ---- etcd's data files (bbolt) ---- */
+
+static lbolt *check_bolt(lua_State *L)
+{
+    lbolt *f = check_ud(L, 1, MT_BOLT);
+    if (!f->bolt)
+        fail(L, "etcd file is closed");
+    return f;
+}
+
+static int l_open_bolt(lua_State *L)
+{
+    const char *path = check_path(L, 1, "open_bolt");
+    lbolt *f = lua_newuserdatauv(L, sizeof *f, 0);
+    f->bolt = NULL;   /* closed until the file is open */
+    luaL_setmetatable(L, MT_BOLT);
+    bk_error err;
+    if (bk_bolt_open(path, &f->bolt, &err))
+        return raise(L, &err);
+    return 1;
+}
+
+static void set_integer(lua_State *L, const char *k, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static int l_bolt_info(lua_State *L)
+{
+    bk_bolt_info i;
+    bk_bolt_info_get(check_bolt(L)->bolt, &i);
+    lua_createtable(L, 0, 8);
+    set_integer(L, "page_size", i.page_size);
+    set_integer(L, "meta", (uint64_t)i.meta);
+    set_integer(L, "txid", i.txid);
+    set_integer(L, "high_water", i.high_water);
+    set_integer(L, "total_size", i.total_size);
+    set_integer(L, "file_size", i.file_size);
+    lua_pushboolean(L, i.sha256_trailer);
+    lua_setfield(L, -2, "sha256_trailer");
+    return 1;
+}
+
+/* walk's callbacks call Lua protected: an error (or a failed allocation)
+ * must not unwind through the C walk; it is raised once the walk returns. */
+typedef struct walk_ctx {
+    lua_State *L;
+    int fn[2];          /* stack slots of on_bucket, on_kv; 0: none */
+    const bk_slice *args;
+    int nargs;
+} walk_ctx;
+
+static int walk_call(lua_State *L)   /* (ctx, fn) */
+{
+    walk_ctx *w = lua_touserdata(L, 1);
+    for (int i = 0; i < w->nargs; i++)
+        lua_pushlstring(L, w->args[i].data, w->args[i].len);
+    lua_call(L, w->nargs, 0);   /* fn, at 2 */
+    return 0;
+}
+
+static int walk_run(walk_ctx *w, int which, const bk_slice *args, int nargs)
+{
+    if (!w->fn[which])
+        return 0;
+    w->args = args;
+    w->nargs = nargs;
+    lua_pushcfunction(w->L, walk_call);
+    lua_pushlightuserdata(w->L, w);
+    lua_pushvalue(w->L, w->fn[which]);
+    return lua_pcall(w->L, 2, 0, 0) != LUA_OK;   /* the error stays on the stack */
+}
+
+static int walk_bucket(void *ctx, const bk_slice *path, size_t depth)
+{
+    return walk_run(ctx, 0, &path[depth - 1], 1);
+}
+
+static int walk_kv(void *ctx, const bk_slice *path, size_t depth, bk_slice key, bk_slice value)
+{
+    bk_slice args[3] = { { "", 0 }, key, value };
+    if (depth)
+        args[0] = path[depth - 1];
+    return walk_run(ctx, 1, args, 3);
+}
+
+/* f:walk(on_bucket, on_kv): buckets in name order, each followed by its keys. */
+static int l_bolt_walk(lua_State *L)
+{
+    lbolt *f = check_bolt(L);
+    walk_ctx w = { L, { 0, 0 }, NULL, 0 };
+    for (int i = 2; i <= 3; i++)
+        if (!lua_isnoneornil(L, i)) {
+            check_type(L, i, LUA_TFUNCTION, "walk");
+            w.fn[i - 2] = i;
+        }
+    lua_settop(L, 3);
+    bk_error err;
+    int rc = bk_bolt_walk(f->bolt, walk_bucket, walk_kv, &w, &err);
+    if (rc && lua_gettop(L) > 3)
+        return lua_error(L);   /* a callback's error */
+    if (rc)
+        return raise(L, &err);
+    return 0;
+}
+
+static int l_bolt_close(lua_State *L)
+{
+    lbolt *f = check_ud(L, 1, MT_BOLT);
+    bk_bolt_close(f->bolt);
+    f->bolt = NULL;
+    return 0;
+}
+
+static int l_bolt_tostring(lua_State *L)
+{
+    lbolt *f = check_ud(L, 1, MT_BOLT);
+    if (f->bolt)
+        lua_pushfstring(L, MT_BOLT " (%p)", (void *)f);
+    else
+        lua_pushliteral(L, MT_BOLT " (closed)");
+    return 1;
+}
+
+/* import_bolt(src, config): a new backend database with src's buckets. */
+static int l_import_bolt(lua_State *L)
+{
+    const char *src = check_path(L, 1, "import_bolt");
+    bk_config cfg;
+    read_config(L, 2, "import_bolt", &cfg);
+    bk_bolt_import_stats st;
+    bk_error err;
+    if (bk_bolt_import(src, &cfg, &st, &err))
+        return raise(L, &err);
+    lua_createtable(L, 0, 4);
+    set_integer(L, "buckets", st.buckets);
+    set_integer(L, "keys", st.keys);
+    set_integer(L, "bytes", st.bytes);
+    set_integer(L, "hash", st.hash);
     return 1;
 }
 
@@ -1033,7 +1223,8 @@ int luaopen_backend_core(lua_State *L)
         { "lock", l_batch_lock }, { "unlock", l_batch_unlock },
         { "create_bucket", l_create_bucket }, { "delete_bucket", l_delete_bucket },
         { "put", l_put }, { "seq_put", l_seq_put }, { "delete", l_delete },
-        { "range", l_batch_range }, { "get", l_batch_get }, { "commit", l_commit },
+        { "range", l_batch_range }, { "get", l_batch_get }, { "buckets", l_batch_buckets },
+        { "commit", l_commit },
         { "commit_and_stop", l_commit_and_stop }, { "pending", l_pending },
         { "_check", l_batch_check }, { NULL, NULL } };
     static const luaL_Reg batch_meta[] = {
@@ -1042,14 +1233,16 @@ int luaopen_backend_core(lua_State *L)
     static const luaL_Reg read_m[] = {
         { "rlock", l_read_rlock }, { "runlock", l_read_runlock },
         { "lock", l_read_rlock }, { "unlock", l_read_runlock },
-        { "range", l_read_range }, { "get", l_read_get }, { "_check", l_read_check },
+        { "range", l_read_range }, { "get", l_read_get }, { "buckets", l_read_buckets },
+        { "_check", l_read_check },
         { NULL, NULL } };
     static const luaL_Reg read_meta[] = {
         { "__gc", l_read_gc }, { "__tostring", l_read_tostring }, { NULL, NULL } };
     static const luaL_Reg crt_m[] = {
         { "rlock", l_crt_noop }, { "lock", l_crt_noop }, { "unlock", l_crt_noop },
         { "runlock", l_crt_close }, { "close", l_crt_close },
-        { "range", l_crt_range }, { "get", l_crt_get }, { "_check", l_crt_check },
+        { "range", l_crt_range }, { "get", l_crt_get }, { "buckets", l_crt_buckets },
+        { "_check", l_crt_check },
         { NULL, NULL } };
     static const luaL_Reg crt_meta[] = {
         { "__gc", l_crt_close }, { "__close", l_crt_close },
@@ -1060,8 +1253,15 @@ int luaopen_backend_core(lua_State *L)
     static const luaL_Reg snap_meta[] = {
         { "__gc", l_snap_close }, { "__close", l_snap_close },
         { "__tostring", l_snap_tostring }, { NULL, NULL } };
+    static const luaL_Reg bolt_m[] = {
+        { "info", l_bolt_info }, { "walk", l_bolt_walk }, { "close", l_bolt_close },
+        { NULL, NULL } };
+    static const luaL_Reg bolt_meta[] = {
+        { "__gc", l_bolt_close }, { "__close", l_bolt_close },
+        { "__tostring", l_bolt_tostring }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
         { "open", l_open }, { "crc32c", l_crc32c }, { "mkdtemp", l_mkdtemp },
+        { "open_bolt", l_open_bolt }, { "import_bolt", l_import_bolt },
         { "monotonic", l_monotonic },
         { NULL, NULL } };
 
@@ -1076,6 +1276,7 @@ int luaopen_backend_core(lua_State *L)
     new_type(L, MT_READ, read_m, read_meta);
     new_type(L, MT_CRT, crt_m, crt_meta);
     new_type(L, MT_SNAP, snap_m, snap_meta);
+    new_type(L, MT_BOLT, bolt_m, bolt_meta);
     lua_setfield(L, -2, "methods");
     lua_pushliteral(L, BK_VERSION);
     lua_setfield(L, -2, "version");

@@ -242,6 +242,35 @@ int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
     return rc;
 }
 
+static int bucket_order(const void *a, const void *b)
+{
+    const bk_bucket *x = *(bk_bucket *const *)a, *y = *(bk_bucket *const *)b;
+    return mt_keycmp(x->name, x->len, y->name, y->len);
+}
+
+int bk_list_buckets(bk_backend *be, const version *v, uint64_t seq, bk_result *out,
+                    bk_error *err)
+{
+    bk_result_clear(out);
+    uint32_t n = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE), found = 0;
+    bk_bucket **live = malloc((n ? n : 1) * sizeof *live);
+    if (!live)
+        return bk_fail(err, BK_EIO, "out of memory");
+    for (uint32_t id = 1; id <= n; id++) {
+        uint64_t floor;
+        int last_mt;
+        if (bucket_state(v, id, seq, &floor, &last_mt))
+            live[found++] = be->buckets[id];
+    }
+    qsort(live, found, sizeof *live, bucket_order);
+    int rc = BK_OK;
+    for (uint32_t i = 0; i < found && !rc; i++)
+        if (bk_result_append(out, live[i]->name, live[i]->len, "", 0))
+            rc = bk_fail(err, BK_EIO, "out of memory");
+    free(live);
+    return rc;
+}
+
 /* ---- views ---- */
 
 int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
@@ -298,6 +327,17 @@ int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
     int rc = bk_view_check(v, err);
     if (!rc)
         rc = bk_read(be, v->v, v->seq, bucket, from, to, limit, out, err);
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}
+
+int bk_view_buckets(bk_view *v, bk_result *out, bk_error *err)
+{
+    bk_backend *be = v->be;
+    pthread_rwlock_rdlock(&be->maplock);
+    int rc = bk_view_check(v, err);
+    if (!rc)
+        rc = bk_list_buckets(be, v->v, v->seq, out, err);
     pthread_rwlock_unlock(&be->maplock);
     return rc;
 }

@@ -30,6 +30,8 @@ build = {
             "csrc/lbackend.c",
             "csrc/backend.c",
             "csrc/batch.c",
+            "csrc/bolt.c",
+            "csrc/bolt_import.c",
             "csrc/commit.c",
             "csrc/crc32c.c",
             "csrc/defrag.c",
@@ -37,6 +39,7 @@ build = {
             "csrc/memtable.c",
             "csrc/meta.c",
             "csrc/read.c",
+            "csrc/sha256.c",
             "csrc/snapshot.c",
          },
          defines = { "_GNU_SOURCE" },
@@ -50,5 +53,6 @@ build = {
       ["backend.demo"] = "lua/backend/demo.lua",
       ["backend.bench"] = "lua/backend/bench.lua",
       ["backend.crash"] = "lua/backend/crash.lua",
+      ["backend.etcd"] = "lua/backend/etcd.lua",
    },
 }

@@ -112,8 +112,12 @@ local MAKE = {
     local s = env.be:snapshot()
     return s, function() s:close() end
   end,
+  BoltFile = function()
+    local f = backend.open_bolt(H.fixture("tiny.db"))
+    return f, function() f:close() end
+  end,
 }
-local TYPES = { "Backend", "BatchTx", "ReadTx", "ConcurrentReadTx", "Snapshot" }
+local TYPES = { "Backend", "BatchTx", "ReadTx", "ConcurrentReadTx", "Snapshot", "BoltFile" }
 
 -- The function `name` of type `tname`: a method, or a metamethod.
 local function method_of(env, tname, name)
@@ -172,6 +176,7 @@ local READS = {   -- on every tx type
   get = { BUCKET_R, KEY_R },
   pairs = { BUCKET_R, optstr("a", { { "", OK }, { LONG, OK } }), BOUND },
   for_each = { BUCKET_R, FN },
+  buckets = {},
 }
 
 local function with_reads(t)
@@ -217,6 +222,11 @@ local API = {
   ConcurrentReadTx = with_reads {
     rlock = {}, runlock = {}, lock = {}, unlock = {}, close = {}, _check = {},
     __gc = {}, __close = {}, __tostring = {},
+  },
+  BoltFile = {
+    info = {}, close = {}, __gc = {}, __close = {}, __tostring = {},
+    walk = { arg("function", nil, { { RAISE, raises_value(E) } }, true),
+             arg("function", nil, { { RAISE, raises_value(E) } }, true) },
   },
   Snapshot = {
     size = {}, close = {}, __gc = {}, __close = {}, __tostring = {},
@@ -359,7 +369,8 @@ describe("bad input", function()
       if type(v) == "function" then module[#module + 1] = k end
     end
     table.sort(module)
-    assert.are.same({ "crc32c", "default_config", "monotonic", "open", "open_tmp" }, module)
+    assert.are.same({ "crc32c", "default_config", "import_bolt", "monotonic", "open", "open_bolt", "open_tmp" },
+      module)
     for _, tname in ipairs(TYPES) do
       local recv, cleanup = MAKE[tname](env)
       local mt = getmetatable(recv)
@@ -527,11 +538,42 @@ describe("bad input", function()
     end
   end)
 
-  it("module functions: open, open_tmp, crc32c, default_config, monotonic", function()
+  it("module functions: open, open_tmp, crc32c, default_config, monotonic, open_bolt, import_bolt", function()
     local cases = {}
     local function add(label, call, want)
       cases[#cases + 1] = { label = label, make = NOP, call = call, want = want }
     end
+    local tiny, new = H.fixture("tiny.db"), H.tmppath("imported")
+    for _, tv in ipairs(odd_values(env)) do
+      local v, got = tv[1], tv[2]
+      if type(v) ~= "string" then
+        local n = v == NONE and 0 or 1
+        add("open_bolt(" .. tostring(v) .. ")", function() return backend.open_bolt(table.unpack({ v }, 1, n)) end,
+          exact("bad argument #1 to 'open_bolt' (string expected, got " .. got .. ")"))
+      end
+      if type(v) ~= "string" and v ~= NONE then
+        add("import_bolt(" .. tostring(v) .. ", path)", function() return backend.import_bolt(v, new) end,
+          exact("bad argument #1 to 'import_bolt' (string expected, got " .. got .. ")"))
+      end
+      if type(v) ~= "string" and type(v) ~= "table" then
+        add("import_bolt(tiny, " .. tostring(v) .. ")", function() return backend.import_bolt(tiny, v) end,
+          exact("bad argument #1 to 'open' (path or config table expected, got " .. got .. ")"))
+      end
+    end
+    for _, f in ipairs { "open_bolt", "import_bolt" } do
+      add(f .. "('')", function() return backend[f]("", new) end,
+        exact("bad argument #1 to '" .. f .. "' (path must not be empty)"))
+      add(f .. "('x\\0y')", function() return backend[f]("x\0y", new) end,
+        exact("bad argument #1 to '" .. f .. "' (path must not contain zero bytes)"))
+      add(f .. "(missing)", function() return backend[f]("/nonexistent/db", new) end, "No such file or directory")
+      add(f .. "(a backend database)", function() return backend[f](env.path, new) end, "bbolt")
+    end
+    add("import_bolt(tiny, an existing file)", function() return backend.import_bolt(tiny, env.path) end,
+      "exists")
+    add("import_bolt(tiny, { bad field })", function() return backend.import_bolt(tiny, { path = new, x = 1 }) end,
+      exact("unknown config field 'x'"))
+    add("import_bolt(tiny, { no path })", function() return backend.import_bolt(tiny, {}) end,
+      exact("config.path is required"))
     for _, tv in ipairs(odd_values(env)) do
       local v, got = tv[1], tv[2]
       local n = v == NONE and 0 or 1
@@ -609,7 +651,7 @@ describe("bad input", function()
           call = function(r) r:rlock(); r:rlock(); assert(r:get("b", "k1") == "v1"); r:runlock(); r:runlock() end } }))
     end)
 
-    it("a closed ConcurrentReadTx and a closed Snapshot", function()
+    it("a closed ConcurrentReadTx, Snapshot and BoltFile", function()
       local function closed(tname)
         return function(e) local o = MAKE[tname](e); o:close(); return o end
       end
@@ -618,7 +660,9 @@ describe("bad input", function()
           exact("concurrent read tx is closed")),
         calls_on(closed("ConcurrentReadTx"), { { "close" }, { "runlock" }, { "__close" }, { "__gc" } }, OK),
         calls_on(closed("Snapshot"), { { "size" }, { "write_to", NOP } }, exact("snapshot is closed")),
-        calls_on(closed("Snapshot"), { { "close" }, { "__close" }, { "__gc" } }, OK)))
+        calls_on(closed("Snapshot"), { { "close" }, { "__close" }, { "__gc" } }, OK),
+        calls_on(closed("BoltFile"), { { "info" }, { "walk", NOP, NOP } }, exact("etcd file is closed")),
+        calls_on(closed("BoltFile"), { { "close" }, { "__close" }, { "__gc" } }, OK)))
     end)
 
     it("read views invalidated by defrag", function()

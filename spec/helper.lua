@@ -131,6 +131,14 @@ function H.root()
   return H._root
 end
 
+--- The path of one of the shared etcd fixture files (../shared/fixtures/etcd
+-- beside the checkout); fails clearly if they are not there.
+function H.fixture(name)
+  local path = H.root() .. "/../shared/fixtures/etcd/" .. name
+  assert(H.exists(path), "fixture " .. path .. " not found (../shared beside the checkout)")
+  return path
+end
+
 --- Shell prefix exporting LUA_PATH/LUA_CPATH for a child lua5.4 using this tree
 -- (its module from $BACKEND_BUILD, as for busted itself: `build` unless a
 -- sanitizer build is under test).

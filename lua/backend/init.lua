@@ -83,6 +83,20 @@ function backend.open(config)
   return core.open(cfg)
 end
 
+--- Opens an etcd data file (bbolt: a live `member/snap/db` or the output of
+-- `etcdctl snapshot save`, whose SHA-256 trailer is verified) read-only:
+-- `f:info()`, `f:walk(on_bucket, on_kv)`, `f:close()`.
+backend.open_bolt = core.open_bolt
+
+--- Copies every bucket of the etcd data file `src`, byte for byte, into a new
+-- backend database `dst` (a path or a config; it must not exist). Returns
+-- { buckets, keys, bytes, hash }: hash is etcd's, and the new database's.
+function backend.import_bolt(src, dst)
+  local cfg = normalize(dst)
+  if cfg.path == nil then fail("config.path is required") end
+  return core.import_bolt(src, cfg)
+end
+
 --- Open a backend on a new temporary file: returns the backend and its path.
 -- The file (and its directory) is removed on close unless `config.keep`.
 function backend.open_tmp(config)

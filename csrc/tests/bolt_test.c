@@ -1,0 +1,763 @@
+/* bolt_test.c: the bbolt reader and importer (bolt.c, bolt_import.c) and
+ * SHA-256. Real etcd 3.4 files come from ../shared/fixtures/etcd (relative
+ * to the repository, where `make ctest` runs; skipped if absent): their
+ * import must match what `etcdctl snapshot status` printed for them. Hostile
+ * files are made here, from tiny.db or from scratch, and each must fail with
+ * BK_EFORMAT and a message saying what is wrong, and leave no import behind. */
+#include "test.h"
+#include "bolt.h"
+#include "sha256.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define FIXTURES "../shared/fixtures/etcd"
+#define PS 4096                /* the fixtures' page size */
+#define TINY_DATA (5 * PS)     /* tiny.db without its SHA-256 trailer */
+
+/* ---- files ---- */
+
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    unsigned char *buf = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) &&
+        fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = 0;   /* JSON is read as a string */
+        *len = (size_t)n;
+    }
+    return buf;
+}
+
+static void write_all(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(data, 1, len, f) == len;
+    if (f && fclose(f))
+        ok = 0;
+    if (!ok) {
+        perror(path);
+        exit(2);
+    }
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t json_number(const char *json, const char *field)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", field);
+    const char *p = strstr(json, pat);
+    return p ? strtoull(p + strlen(pat), NULL, 10) : UINT64_MAX;
+}
+
+/* ---- little-endian writers, for building pages ---- */
+
+/* x as n little-endian bytes at p. */
+static void put(unsigned char *p, uint64_t x, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(x >> (8 * i));
+}
+
+/* Recomputes the checksum of the meta page at off (FNV-1a 64 over the 56
+ * bytes of fields), after a test changed a field. */
+static void meta_seal(unsigned char *file, size_t off)
+{
+    unsigned char *m = file + off + 16;
+    uint64_t h = 14695981039346656037ull;
+    for (int i = 0; i < 56; i++)
+        h = (h ^ m[i]) * 1099511628211ull;
+    put(m + 56, h, 8);
+}
+
+static void meta_write(unsigned char *file, uint32_t ps, int which, uint64_t root,
+                       uint64_t high_water, uint64_t txid)
+{
+    unsigned char *p = file + (size_t)which * ps;
+    memset(p, 0, 16 + 64);
+    put(p, (uint64_t)which, 8);
+    put(p + 8, 0x04, 2);
+    put(p + 16, 0xED0CDAEDu, 4);
+    put(p + 20, 2, 4);
+    put(p + 24, ps, 4);
+    put(p + 32, root, 8);
+    put(p + 48, UINT64_MAX, 8);   /* no freelist, as etcd writes */
+    put(p + 56, high_water, 8);
+    put(p + 64, txid, 8);
+    meta_seal(file, (size_t)which * ps);
+}
+
+typedef struct elem {
+    const char *key;
+    uint32_t flags;            /* leaf: 1 for a bucket */
+    const void *value;         /* leaf */
+    size_t vlen;
+    uint64_t child;            /* branch: the child page */
+} elem;
+
+/* A branch or leaf page (id 0 for an inline leaf): header, elements, then
+ * each key (and value). Returns the bytes used. */
+static size_t node_write(unsigned char *p, uint64_t id, int branch, const elem *e, int n)
+{
+    size_t data = 16 + (size_t)n * 16;
+    put(p, id, 8);
+    put(p + 8, branch ? 0x01 : 0x02, 2);
+    put(p + 10, (uint16_t)n, 2);
+    put(p + 12, 0, 4);
+    for (int i = 0; i < n; i++) {
+        unsigned char *el = p + 16 + (size_t)i * 16, *sizes = branch ? el : el + 4;
+        size_t klen = strlen(e[i].key);
+        if (branch) {
+            put(el + 8, e[i].child, 8);
+        } else {
+            put(el, e[i].flags, 4);
+            put(sizes + 8, (uint32_t)e[i].vlen, 4);
+        }
+        put(sizes, (uint32_t)(data - (size_t)(el - p)), 4);
+        put(sizes + 4, (uint32_t)klen, 4);
+        memcpy(p + data, e[i].key, klen);
+        if (e[i].vlen)
+            memcpy(p + data + klen, e[i].value, e[i].vlen);
+        data += klen + e[i].vlen;
+    }
+    return data;
+}
+
+#define LEAF 0
+#define BRANCH 1
+
+/* An inline bucket's value: a bucket header with root 0, then its leaf. */
+static size_t inline_bucket(unsigned char *out, const elem *e, int n)
+{
+    memset(out, 0, 16);
+    return 16 + node_write(out + 16, 0, LEAF, e, n);
+}
+
+/* ---- what etcdctl snapshot status computes (clientv3/snapshot, Status) ---- */
+
+typedef struct status {
+    uint32_t hash;
+    uint64_t buckets, keys;
+    int64_t revision;          /* main revision of the last key of "key" */
+    size_t max_depth;
+} status;
+
+static int status_bucket(void *ctx, const bk_slice *path, size_t depth)
+{
+    status *s = ctx;
+    s->hash = bk_crc32c(s->hash, path[depth - 1].data, path[depth - 1].len);
+    s->buckets++;
+    if (depth > s->max_depth)
+        s->max_depth = depth;
+    return 0;
+}
+
+static int status_kv(void *ctx, const bk_slice *path, size_t depth, bk_slice key,
+                     bk_slice value)
+{
+    status *s = ctx;
+    s->hash = bk_crc32c(s->hash, key.data, key.len);
+    s->hash = bk_crc32c(s->hash, value.data, value.len);
+    s->keys++;
+    /* etcd's bytesToRev: 8 bytes big-endian main revision, '_', 8 bytes sub. */
+    if (depth == 1 && path[0].len == 3 && !memcmp(path[0].data, "key", 3) && key.len >= 17) {
+        const unsigned char *k = key.data;
+        uint64_t main_rev = 0;
+        for (int i = 0; i < 8; i++)
+            main_rev = main_rev << 8 | k[i];
+        s->revision = (int64_t)main_rev;
+    }
+    return 0;
+}
+
+static int stop_after_three(void *ctx, const bk_slice *path, size_t depth, bk_slice key,
+                            bk_slice value)
+{
+    (void)path, (void)depth, (void)key, (void)value;
+    return ++*(int *)ctx == 3 ? 42 : 0;
+}
+
+static void cfg_for(bk_config *cfg, const char *path)
+{
+    bk_config_default(cfg);
+    cfg->path = path;
+    cfg->no_fsync = 1;
+    cfg->mmap_size = (uint64_t)1 << 22;   /* small: the import grows it */
+}
+
+/* ---- SHA-256 ---- */
+
+static int sha_is(const void *data, size_t len, const char *hex)
+{
+    unsigned char sum[BK_SHA256_SIZE];
+    char got[2 * BK_SHA256_SIZE + 1];
+    bk_sha256 s;
+    bk_sha256_init(&s);
+    bk_sha256_update(&s, data, len);
+    bk_sha256_final(&s, sum);
+    for (int i = 0; i < BK_SHA256_SIZE; i++)
+        snprintf(got + 2 * i, 3, "%02x", sum[i]);
+    return !strcmp(got, hex);
+}
+
+static void test_sha256(void)
+{
+    /* FIPS 180-4's examples (NIST CSRC) and the long-message vector. */
+    CHECK(sha_is("", 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    CHECK(sha_is("abc", 3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    const char *m448 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    CHECK(sha_is(m448, strlen(m448),
+                 "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
+    const char *m896 = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
+                       "ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
+    CHECK(sha_is(m896, strlen(m896),
+                 "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"));
+    size_t n = 1000000;
+    char *million = malloc(n);
+    if (!CHECK(million))
+        return;
+    memset(million, 'a', n);
+    CHECK(sha_is(million, n, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"));
+    /* Fed in uneven pieces, across block boundaries: the same digest. */
+    unsigned char whole[BK_SHA256_SIZE], pieces[BK_SHA256_SIZE];
+    bk_sha256 s;
+    bk_sha256_init(&s);
+    bk_sha256_update(&s, million, 1000);
+    bk_sha256_final(&s, whole);
+    bk_sha256_init(&s);
+    size_t off = 0;
+    for (size_t step = 1; off < 1000; step = step * 7 % 130 + 1) {
+        size_t take = step < 1000 - off ? step : 1000 - off;
+        bk_sha256_update(&s, million + off, take);
+        off += take;
+    }
+    bk_sha256_final(&s, pieces);
+    CHECK(!memcmp(whole, pieces, sizeof whole));
+    /* Message lengths around the padding boundary (55, 56, 63, 64 bytes). */
+    CHECK(sha_is(million, 55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"));
+    CHECK(sha_is(million, 56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a"));
+    CHECK(sha_is(million, 64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"));
+    free(million);
+}
+
+/* ---- the fixtures ---- */
+
+static char *fixture(const char *name)
+{
+    char *p = malloc(strlen(FIXTURES) + strlen(name) + 2);
+    if (!p)
+        exit(2);
+    sprintf(p, "%s/%s", FIXTURES, name);
+    return p;
+}
+
+static void test_fixture(const char *name)
+{
+    bk_error err;
+    char db[64], json_name[64];
+    snprintf(db, sizeof db, "%s.db", name);
+    snprintf(json_name, sizeof json_name, "%s.status.json", name);
+    char *src = fixture(db), *json_path = fixture(json_name);
+    size_t json_len;
+    char *json = (char *)read_all(json_path, &json_len);
+    if (!CHECK(json))
+        goto out;
+    uint64_t want_hash = json_number(json, "hash"), want_rev = json_number(json, "revision");
+    uint64_t want_keys = json_number(json, "totalKey"), want_size = json_number(json, "totalSize");
+
+    bk_bolt *b;
+    if (!CHECK_OK(bk_bolt_open(src, &b, &err)))
+        goto out;
+    bk_bolt_info info;
+    bk_bolt_info_get(b, &info);
+    CHECK(info.page_size == PS);
+    CHECK(info.sha256_trailer == 1);
+    CHECK(info.total_size == want_size);
+    CHECK(info.file_size == want_size + 32);
+    status st = { 0, 0, 0, -1, 0 };
+    CHECK_OK(bk_bolt_walk(b, status_bucket, status_kv, &st, &err));
+    CHECK(st.hash == want_hash);
+    CHECK(st.keys == want_keys);
+    CHECK(st.revision >= 0 && (uint64_t)st.revision == want_rev);
+    CHECK(st.max_depth == 1);
+    int seen = 0;
+    CHECK(bk_bolt_walk(b, NULL, stop_after_three, &seen, &err) == 42 && seen == 3);
+    bk_bolt_close(b);
+
+    char dst_name[64];
+    snprintf(dst_name, sizeof dst_name, "%s.imported", name);
+    const char *dst = tmp_path(dst_name);
+    bk_config cfg;
+    cfg_for(&cfg, dst);
+    bk_bolt_import_stats is;
+    double t0 = now();
+    if (CHECK_OK(bk_bolt_import(src, &cfg, &is, &err))) {
+        CHECK(is.hash == want_hash);
+        CHECK(is.keys == want_keys);
+        CHECK(is.buckets == st.buckets);
+        bk_backend *be;
+        uint32_t hash = 0;
+        if (CHECK_OK(bk_open(&cfg, &be, &err))) {
+            CHECK_OK(bk_hash(be, NULL, 0, &hash, &err));
+            CHECK_OK(bk_close(be, 0, &err));
+            bk_free(be);
+        }
+        CHECK(hash == want_hash);
+        printf("%s: hash %08x (status.json %08llx), revision %lld (%llu), total keys %llu (%llu), "
+               "total size %llu (%llu); imported %llu buckets, %llu keys, %llu bytes in %.2f s\n",
+               name, hash, (unsigned long long)want_hash, (long long)st.revision,
+               (unsigned long long)want_rev, (unsigned long long)is.keys,
+               (unsigned long long)want_keys, (unsigned long long)info.total_size,
+               (unsigned long long)want_size, (unsigned long long)is.buckets,
+               (unsigned long long)is.keys, (unsigned long long)is.bytes, now() - t0);
+    }
+    /* A second import must not touch the first. */
+    CHECK_CODE(bk_bolt_import(src, &cfg, NULL, &err), BK_EARG);
+    CHECK(strstr(err.msg, "exists"));
+    CHECK(exists(dst));
+out:
+    free(json);
+    free(src);
+    free(json_path);
+}
+
+/* ---- hostile files ---- */
+
+#define EXPECT_BAD(name, data, len, needle) expect_bad(name, data, len, needle, __LINE__)
+#define EXPECT_REFUSED(path, code, needle) expect_refused(path, code, needle, __LINE__)
+
+/* The import of path fails with code and a message holding needle, and
+ * leaves nothing at its destination. */
+static void expect_refused(const char *path, int code, const char *needle, int line)
+{
+    bk_error err = { 0, "" };
+    char what[sizeof err.msg + 128], lock[PATH_MAX + 8];
+    bk_config cfg;
+    snprintf(lock, sizeof lock, "%s.imported", path);
+    cfg_for(&cfg, tmp_path(strrchr(lock, '/') + 1));
+    snprintf(lock, sizeof lock, "%s-lock", cfg.path);
+    int rc = bk_bolt_import(path, &cfg, NULL, &err);
+    snprintf(what, sizeof what, "import of %s: code %d, message \"%s\", files left: %d "
+             "(want %d, \"%s\")", path, rc, rc ? err.msg : "", exists(cfg.path) + exists(lock),
+             code, needle);
+    t_check(rc == code && strstr(err.msg, needle) && !exists(cfg.path) && !exists(lock),
+            what, __FILE__, line);
+}
+
+/* Open and walk fail with BK_EFORMAT and a message holding needle, and so
+ * does the import. */
+static void expect_bad(const char *name, const void *data, size_t len, const char *needle,
+                       int line)
+{
+    bk_error err = { 0, "" };
+    char what[sizeof err.msg + 128];
+    const char *path = tmp_path(name);
+    write_all(path, data, len);
+    bk_bolt *b;
+    int rc = bk_bolt_open(path, &b, &err);
+    if (rc == BK_OK) {
+        status st = { 0, 0, 0, -1, 0 };
+        rc = bk_bolt_walk(b, status_bucket, status_kv, &st, &err);
+        bk_bolt_close(b);
+    }
+    printf("  %-22s %s\n", name, rc ? err.msg : "(no error)");
+    snprintf(what, sizeof what, "%s: code %d, message \"%s\" (want EFORMAT, \"%s\")", name, rc,
+             rc ? err.msg : "", needle);
+    t_check(rc == BK_EFORMAT && strstr(err.msg, needle), what, __FILE__, line);
+    expect_refused(path, BK_EFORMAT, needle, line);
+}
+
+/* Byte offsets in tiny.db: page 3 is the root leaf of the top-level bucket;
+ * its element 0 is bucket "alarm" (inline), element 1 "auth". */
+#define ROOT (3 * PS)
+#define ELEM(i) (ROOT + 16 + 16 * (i))
+#define ALARM_VALUE (ELEM(0) + 160 + 5)
+#define META(field) (16 + (field))   /* in both meta pages, checksums redone */
+
+/* One field of tiny.db (without its trailer) changed, and what must be said. */
+typedef struct patch {
+    const char *name;
+    size_t off;
+    uint64_t value;
+    int size;
+    int in_metas;
+    const char *needle;
+} patch;
+
+static const patch patches[] = {
+    { "root-past-hwm", META(16), 99, 8, 1,
+      "page id 99 at file offset 32 is outside the data pages 2..4" },
+    { "hwm-past-file", META(40), 1000, 8, 1, "high-water mark 1000 pages is past the end" },
+    { "page-size", META(8), 1000, 4, 1, "page size 1000 is not a power of two" },
+    { "element-past-page", ELEM(0) + 4, 5000, 4, 0, "page 3, element 0 of 10 (file offset "
+      "12304): its 5-byte key and 32-byte value at +5000 run past the page's 4096 bytes" },
+    { "count-too-big", ROOT + 10, 300, 2, 0, "300 elements do not fit in the page" },
+    { "page-type", ROOT + 8, 0x10, 2, 0, "has flags 0x10: not a branch" },
+    { "page-id", ROOT, 7, 8, 0, "page 3 (file offset 12288) says it is page 7" },
+    { "overflow", ROOT + 12, 10, 4, 0, "10 overflow pages run past the high-water mark" },
+    /* "auth" -> "aath", below "alarm" */
+    { "keys-unsorted", ELEM(1) + 181 + 1, 'a', 1, 0,
+      "key \"aath\" is not above the key before it in its bucket, \"alarm\"" },
+    { "element-flags", ELEM(0), 3, 4, 0, "unknown flags 0x3" },
+    { "empty-key", ELEM(0) + 8, 0, 4, 0, "element 0 of 10 (file offset 12304): an empty key" },
+    { "bucket-header", ELEM(0) + 12, 8, 4, 0, "bucket \"alarm\" at file offset 12469: its "
+      "value has 8 bytes, less than a bucket header" },
+    { "inline-not-leaf", ALARM_VALUE + 16 + 8, 0x01, 2, 0,
+      "inline bucket \"alarm\" at file offset 12469: no leaf page" },
+    { "inline-count", ALARM_VALUE + 16 + 10, 2, 2, 0,
+      "an inline bucket's page (file offset 12485): 2 elements do not fit" },
+    { "bucket-root-meta", ALARM_VALUE, 1, 8, 0,
+      "the page id 1 at file offset 12469 is outside the data pages 2..4" },
+    { "bucket-root-cycle", ALARM_VALUE, 3, 8, 0, "page 3 (file offset 12288), referenced "
+      "at file offset 12469, is reached a second time" },
+};
+
+static void test_hostile_tiny(void)
+{
+    bk_error err;
+    size_t len;
+    char *src = fixture("tiny.db");
+    unsigned char *tiny = read_all(src, &len);
+    free(src);
+    if (!CHECK(tiny && len == TINY_DATA + 32))
+        goto out;
+    unsigned char *f = malloc(len);
+    if (!CHECK(f))
+        goto out;
+#define FRESH() memcpy(f, tiny, len)
+
+    EXPECT_BAD("empty", f, 0, "empty file");
+    uint64_t x = 88172645463325252ull;   /* xorshift64 */
+    for (size_t i = 0; i < TINY_DATA; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        f[i] = (unsigned char)x;
+    }
+    EXPECT_BAD("random", f, TINY_DATA, "both meta pages are damaged");
+    FRESH();
+    EXPECT_BAD("short", f, 50, "too short");
+    EXPECT_BAD("truncated-page", f, 4 * PS, "past the end of the file");
+    EXPECT_BAD("truncated-odd", f, 20000, "not a multiple of the page size");
+
+    /* The trailer: a flipped byte in the data, or in the trailer itself. */
+    f[ROOT + 600] ^= 1;
+    EXPECT_BAD("sha256-data", f, len, "SHA-256 trailer mismatch");
+    FRESH();
+    f[len - 1] ^= 0x80;
+    EXPECT_BAD("sha256-trailer", f, len, "SHA-256 trailer mismatch");
+    FRESH();
+
+    /* Without its trailer tiny.db is a live db file: the same data. */
+    const char *live = tmp_path("tiny-live.db");
+    write_all(live, f, TINY_DATA);
+    bk_bolt *b;
+    status full = { 0, 0, 0, -1, 0 }, trimmed = { 0, 0, 0, -1, 0 };
+    if (CHECK_OK(bk_bolt_open(live, &b, &err))) {
+        bk_bolt_info info;
+        bk_bolt_info_get(b, &info);
+        CHECK(!info.sha256_trailer && info.file_size == TINY_DATA);
+        CHECK(info.total_size == TINY_DATA);
+        CHECK_OK(bk_bolt_walk(b, status_bucket, status_kv, &trimmed, &err));
+        bk_bolt_close(b);
+    }
+    const char *whole = tmp_path("tiny-whole.db");
+    write_all(whole, f, len);
+    if (CHECK_OK(bk_bolt_open(whole, &b, &err))) {
+        CHECK_OK(bk_bolt_walk(b, status_bucket, status_kv, &full, &err));
+        bk_bolt_close(b);
+    }
+    CHECK(full.hash == trimmed.hash && full.keys == 14 && trimmed.keys == 14);
+
+    /* From here on without the trailer, so the damage itself is found. */
+    f[META(40)] ^= 1;   /* meta 0's high-water mark: its checksum fails */
+    const char *flipped = tmp_path("meta0-flipped");
+    write_all(flipped, f, TINY_DATA);
+    if (CHECK_OK(bk_bolt_open(flipped, &b, &err))) {
+        /* bbolt falls back to the other meta page, and so do we. */
+        bk_bolt_info info;
+        bk_bolt_info_get(b, &info);
+        CHECK(info.meta == 1 && info.txid == 7 && !info.sha256_trailer);
+        bk_bolt_close(b);
+    }
+    f[PS + META(48)] ^= 1;   /* meta 1's txid */
+    EXPECT_BAD("both-metas-flipped", f, TINY_DATA, "meta 1 at offset 4096: checksum");
+    for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
+        const patch *pt = &patches[i];
+        FRESH();
+        for (int m = 0; m < (pt->in_metas ? 2 : 1); m++) {
+            put(f + m * PS + pt->off, pt->value, pt->size);
+            if (pt->in_metas)
+                meta_seal(f, (size_t)m * PS);
+        }
+        EXPECT_BAD(pt->name, f, TINY_DATA, pt->needle);
+    }
+
+    /* The root page as a branch page. */
+    FRESH();
+    elem self[1] = { { "a", 0, NULL, 0, 3 } };
+    elem shared[2] = { { "a", 0, NULL, 0, 4 }, { "b", 0, NULL, 0, 4 } };
+    node_write(f + ROOT, 3, BRANCH, self, 1);
+    EXPECT_BAD("cycle", f, TINY_DATA, "page 3 (file offset 12288), referenced at file "
+               "offset 12312, is reached a second time");
+    node_write(f + ROOT, 3, BRANCH, shared, 2);
+    EXPECT_BAD("shared-page", f, TINY_DATA, "page 4 (file offset 16384), referenced at "
+               "file offset 12328, is reached a second time");
+    elem unsorted[2] = { { "b", 0, NULL, 0, 4 }, { "a", 0, NULL, 0, 2 } };
+    node_write(f + ROOT, 3, BRANCH, unsorted, 2);
+    EXPECT_BAD("branch-unsorted", f, TINY_DATA, "branch key \"a\" is not above");
+#undef FRESH
+    free(f);
+out:
+    free(tiny);
+}
+
+/* ---- files made from scratch ---- */
+
+/* Records the walk as text: "B path" and "K path key=value" lines. */
+typedef struct recorder {
+    char log[512];
+} recorder;
+
+static void record_path(recorder *r, const bk_slice *path, size_t depth)
+{
+    for (size_t i = 0; i < depth; i++) {
+        size_t used = strlen(r->log);
+        snprintf(r->log + used, sizeof r->log - used, "/%.*s", (int)path[i].len,
+                 (const char *)path[i].data);
+    }
+}
+
+static int record_bucket(void *ctx, const bk_slice *path, size_t depth)
+{
+    recorder *r = ctx;
+    strncat(r->log, "B", sizeof r->log - strlen(r->log) - 1);
+    record_path(r, path, depth);
+    strncat(r->log, ";", sizeof r->log - strlen(r->log) - 1);
+    return 0;
+}
+
+static int record_kv(void *ctx, const bk_slice *path, size_t depth, bk_slice key,
+                     bk_slice value)
+{
+    recorder *r = ctx;
+    strncat(r->log, "K", sizeof r->log - strlen(r->log) - 1);
+    record_path(r, path, depth);
+    size_t used = strlen(r->log);
+    snprintf(r->log + used, sizeof r->log - used, " %.*s=%zu;", (int)key.len,
+             (const char *)key.data, value.len);
+    return 0;
+}
+
+static int walk_log(const char *path, char *log, size_t size)
+{
+    bk_error err;
+    bk_bolt *b;
+    recorder r = { "" };
+    int rc = bk_bolt_open(path, &b, &err);
+    if (!rc) {
+        rc = bk_bolt_walk(b, record_bucket, record_kv, &r, &err);
+        bk_bolt_close(b);
+    }
+    snprintf(log, size, "%s", rc ? err.msg : r.log);
+    return rc;
+}
+
+#define EXPECT_WALK(path, data, len, want) expect_walk(path, data, len, want, __LINE__)
+
+/* Writes the file at path; its walk must record want. */
+static void expect_walk(const char *path, const void *data, size_t len, const char *want,
+                        int line)
+{
+    char log[512], what[1200];
+    write_all(path, data, len);
+    int rc = walk_log(path, log, sizeof log);
+    snprintf(what, sizeof what, "walk of %s: \"%s\" (want \"%s\")", path, log, want);
+    t_check(rc == BK_OK && !strcmp(log, want), what, __FILE__, line);
+}
+
+/* A file of `pages` pages whose metas name page 2 as the root. */
+static unsigned char *scratch(uint64_t pages)
+{
+    unsigned char *f = calloc(pages, PS);
+    if (!f)
+        exit(2);
+    meta_write(f, PS, 0, 2, pages, 2);
+    meta_write(f, PS, 1, 2, pages, 1);
+    return f;
+}
+
+/* A bucket "big" in pages 3..7 (a branch, a leaf with two overflow pages and
+ * a leaf) and an inline bucket "small". */
+static void test_scratch_tree(void)
+{
+    bk_error err;
+    unsigned char *f = scratch(8), hdr[16] = { 0 }, big[5000], small[128];
+    memset(big, 'x', sizeof big);
+    put(hdr, 3, 8);
+    elem sk[1] = { { "k", 0, "v", 1, 0 } };
+    elem top[2] = { { "big", 1, hdr, 16, 0 },
+                    { "small", 1, small, inline_bucket(small, sk, 1), 0 } };
+    node_write(f + 2 * PS, 2, LEAF, top, 2);
+    elem children[2] = { { "a", 0, NULL, 0, 4 }, { "m", 0, NULL, 0, 7 } };
+    node_write(f + 3 * PS, 3, BRANCH, children, 2);
+    elem left[2] = { { "a", 0, "1", 1, 0 }, { "b", 0, big, sizeof big, 0 } };
+    node_write(f + 4 * PS, 4, LEAF, left, 2);
+    put(f + 4 * PS + 12, 2, 4);   /* overflow: pages 5 and 6 */
+    elem right[2] = { { "m", 0, "2", 1, 0 }, { "n", 0, "", 0, 0 } };
+    node_write(f + 7 * PS, 7, LEAF, right, 2);
+    const char *path = tmp_path("tree.db");
+    EXPECT_WALK(path, f, 8 * PS,
+                "B/big;K/big a=1;K/big b=5000;K/big m=1;K/big n=0;B/small;K/small k=1;");
+
+    bk_config cfg;
+    cfg_for(&cfg, tmp_path("tree.imported"));
+    bk_bolt_import_stats st;
+    if (CHECK_OK(bk_bolt_import(path, &cfg, &st, &err)))
+        CHECK(st.buckets == 2 && st.keys == 5 && st.bytes == 5 + 5000 + 3);
+
+    /* A branch key between the children's: the order is checked across pages. */
+    node_write(f + 7 * PS, 7, LEAF, left, 1);
+    write_all(path, f, 8 * PS);
+    char log[512];
+    CHECK_CODE(walk_log(path, log, sizeof log), BK_EFORMAT);
+    CHECK(strstr(log, "page 7, element 0 of 1 (file offset 28688): key \"a\" is not above "
+                  "the key before it in its bucket, \"b\""));
+    free(f);
+}
+
+static void test_scratch_nested(void)
+{
+    unsigned char *f = scratch(3), inner[128], outer[256];
+    elem in[1] = { { "k", 0, "v", 1, 0 } };
+    elem out[2] = { { "b", 1, inner, inline_bucket(inner, in, 1), 0 }, { "z", 0, "1", 1, 0 } };
+    elem top[1] = { { "a", 1, outer, inline_bucket(outer, out, 2), 0 } };
+    node_write(f + 2 * PS, 2, LEAF, top, 1);
+    const char *path = tmp_path("nested.db");
+    EXPECT_WALK(path, f, 3 * PS, "B/a;B/a/b;K/a/b k=1;K/a z=1;");
+    EXPECT_REFUSED(path, BK_EFORMAT, "bucket \"a\" holds a nested bucket \"b\"");
+
+    /* A plain key at the top level: walked with an empty path, not imported. */
+    elem plain[1] = { { "x", 0, "y", 1, 0 } };
+    node_write(f + 2 * PS, 2, LEAF, plain, 1);
+    EXPECT_WALK(path, f, 3 * PS, "K x=1;");
+    EXPECT_REFUSED(path, BK_EFORMAT, "the top-level key \"x\" is not a bucket");
+
+    /* A key the backend cannot hold: the import fails half-way, cleanly. */
+    char long_key[600];
+    unsigned char value[700];
+    memset(long_key, 'k', sizeof long_key - 1);
+    long_key[sizeof long_key - 1] = 0;
+    elem lk[2] = { { "a", 0, "1", 1, 0 }, { long_key, 0, "", 0, 0 } };
+    elem key_bucket[1] = { { "key", 1, value, inline_bucket(value, lk, 2), 0 } };
+    node_write(f + 2 * PS, 2, LEAF, key_bucket, 1);
+    write_all(path, f, 3 * PS);
+    EXPECT_REFUSED(path, BK_EARG, "nested.db: bucket \"key\", key \"kkkkkkkkkk");
+    free(f);
+}
+
+/* Both metas name page id as the freelist. */
+static void set_freelist(unsigned char *f, uint64_t id)
+{
+    for (int m = 0; m < 2; m++) {
+        put(f + m * PS + META(32), id, 8);
+        meta_seal(f, (size_t)m * PS);
+    }
+}
+
+static void test_scratch_freelist(void)
+{
+    unsigned char *f = scratch(4), empty[32];
+    elem top[1] = { { "a", 1, empty, inline_bucket(empty, NULL, 0), 0 } };
+    node_write(f + 2 * PS, 2, LEAF, top, 1);
+    put(f + 3 * PS, 3, 8);
+    put(f + 3 * PS + 8, 0x10, 2);
+    set_freelist(f, 3);
+    EXPECT_WALK(tmp_path("freelist.db"), f, 4 * PS, "B/a;");
+    set_freelist(f, 2);   /* the root leaf */
+    EXPECT_BAD("freelist-type", f, 4 * PS, "meta 0's freelist page 2 (file offset 8192) has "
+               "flags 0x02, not a freelist page's 0x10");
+    free(f);
+}
+
+/* A chain of one-child branch pages deeper than any real tree. */
+static void test_scratch_deep(void)
+{
+    enum { DEPTH = 105 };
+    unsigned char *f = scratch(DEPTH + 3);
+    for (uint64_t id = 2; id < DEPTH + 2; id++) {
+        elem child[1] = { { "a", 0, NULL, 0, id + 1 } };
+        node_write(f + id * PS, id, BRANCH, child, 1);
+    }
+    elem leaf[1] = { { "a", 0, "1", 1, 0 } };
+    node_write(f + (DEPTH + 2) * (size_t)PS, DEPTH + 2, LEAF, leaf, 1);
+    EXPECT_BAD("deep", f, (DEPTH + 3) * (size_t)PS, "page 103 (file offset 421888) is more "
+               "than 100 pages below the top-level root");
+    free(f);
+}
+
+static void test_misc(void)
+{
+    bk_error err;
+    bk_bolt *b;
+    CHECK_CODE(bk_bolt_open("/nonexistent/bolt.db", &b, &err), BK_EIO);
+    CHECK(strstr(err.msg, "No such file"));
+    const char *dir = tmp_path("a-directory");
+    CHECK(mkdir(dir, 0700) == 0);
+    CHECK_CODE(bk_bolt_open(dir, &b, &err), BK_EFORMAT);
+    CHECK(strstr(err.msg, "not a regular file"));
+    bk_config cfg;
+    cfg_for(&cfg, tmp_path("ro.imported"));
+    cfg.readonly = 1;
+    CHECK_CODE(bk_bolt_import(dir, &cfg, NULL, &err), BK_EARG);
+
+    /* A writer's lock, as a running etcd (bbolt) holds on its db. */
+    const char *locked = tmp_path("locked.db");
+    write_all(locked, "x", 1);
+    int fd = open(locked, O_RDONLY);
+    if (CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0)) {
+        CHECK_CODE(bk_bolt_open(locked, &b, &err), BK_EBUSY);
+        CHECK(strstr(err.msg, "open for writing"));
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+int main(void)
+{
+    test_sha256();
+    test_misc();
+    test_scratch_tree();
+    test_scratch_nested();
+    test_scratch_freelist();
+    test_scratch_deep();
+    struct stat st;
+    if (stat(FIXTURES, &st) == 0) {
+        test_fixture("tiny");
+        test_fixture("mixed");
+        test_hostile_tiny();
+    } else {
+        printf("skipped the etcd fixtures: %s not found (run from the repository)\n", FIXTURES);
+    }
+    return t_done();
+}
