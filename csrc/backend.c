@@ -494,8 +494,33 @@ static int reset_unborn(const char *path)
     return rc;
 }
 
+static void hist_init(bk_hist *h, double first, int n)
+{
+    memset(h, 0, sizeof *h);
+    h->first = first;
+    h->n = n;
+}
+
+void bk_hist_observe(bk_backend *be, bk_hist *h, double seconds)
+{
+    pthread_mutex_lock(&be->hist_mu);
+    double bound = h->first;
+    for (int i = 0; i < h->n; i++, bound *= 2)
+        if (seconds <= bound) {
+            h->counts[i]++;
+            break;
+        }
+    h->count++;
+    h->sum += seconds;
+    pthread_mutex_unlock(&be->hist_mu);
+}
+
 static void init_sync(bk_backend *be)
 {
+    pthread_mutex_init(&be->hist_mu, NULL);
+    hist_init(&be->commit_hist, 0.001, 14);
+    hist_init(&be->defrag_hist, 0.1, 13);
+    hist_init(&be->snapshot_hist, 0.01, 17);
     pthread_mutex_init(&be->reg_mu, NULL);
     pthread_mutex_init(&be->lock_mu, NULL);
     pthread_cond_init(&be->lock_cv, NULL);
@@ -526,6 +551,7 @@ static void destroy(bk_backend *be)
         next = n->next;
         free(n);
     }
+    pthread_mutex_destroy(&be->hist_mu);
     pthread_mutex_destroy(&be->reg_mu);
     pthread_mutex_destroy(&be->lock_mu);
     pthread_cond_destroy(&be->lock_cv);
@@ -800,7 +826,61 @@ int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err)
     __atomic_load(&be->total_commit_s, &st->total_commit_seconds, __ATOMIC_RELAXED);
     __atomic_load(&be->defrag_s, &st->defrag_seconds, __ATOMIC_RELAXED);
     __atomic_load(&be->snapshot_s, &st->snapshot_seconds, __ATOMIC_RELAXED);
+    st->defrag_inflight = __atomic_load_n(&be->defrag_inflight, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&be->hist_mu);
+    st->commit_hist = be->commit_hist;
+    st->defrag_hist = be->defrag_hist;
+    st->snapshot_hist = be->snapshot_hist;
+    pthread_mutex_unlock(&be->hist_mu);
     return BK_OK;
+}
+
+typedef struct stats_job {
+    bk_bucket_stat *out;
+    size_t cap, n;
+} stats_job;
+
+static int bucket_stat_order(const void *a, const void *b)
+{
+    const bk_bucket_stat *x = a, *y = b;
+    return mt_keycmp(x->name.data, x->name.len, y->name.data, y->name.len);
+}
+
+static int stats_visit(bk_backend *be, gen *g, void *ctx)
+{
+    stats_job *job = ctx;
+    for (uint32_t id = 1; id < g->ndbis; id++) {
+        MDB_stat st;
+        if (!g->dbis[id])
+            continue;
+        if (job->n == job->cap)
+            return ENOBUFS;
+        int rc = mdb_stat(g->txn, g->dbis[id], &st);
+        if (rc)
+            return rc;
+        bk_bucket *b = be->buckets[id];
+        bk_bucket_stat *o = &job->out[job->n++];
+        o->name.data = b->name;
+        o->name.len = b->len;
+        o->entries = st.ms_entries;
+        o->depth = st.ms_depth;
+        o->branch_pages = st.ms_branch_pages;
+        o->leaf_pages = st.ms_leaf_pages;
+        o->overflow_pages = st.ms_overflow_pages;
+    }
+    qsort(job->out, job->n, sizeof *job->out, bucket_stat_order);
+    return 0;
+}
+
+int bk_bucket_stats(bk_backend *be, bk_bucket_stat *out, size_t cap, size_t *n,
+                    bk_error *err)
+{
+    if (bk_is_closed(be))
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    stats_job job = { out, cap, 0 };
+    int rc = bk_visit_committed(be, stats_visit, &job, "bucket stats", err);
+    *n = rc ? 0 : job.n;
+    return rc;
 }
 
 int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,

@@ -58,6 +58,17 @@ typedef struct bk_config {
     int remove_on_close;     /* remove the files (and an empty parent dir) */
 } bk_config;
 
+/* A histogram of durations in seconds, with Prometheus' exponential bounds:
+ * bound i is first * 2^i, for i < n. */
+#define BK_HIST_MAX 17
+typedef struct bk_hist {
+    double first;
+    int n;
+    uint64_t counts[BK_HIST_MAX];   /* observations in (bound i-1, bound i] */
+    uint64_t count;                 /* all of them, past the last bound too */
+    double sum;
+} bk_hist;
+
 /* Statistics; sizes in bytes, times in seconds. */
 typedef struct bk_stats {
     uint64_t commits, pending, buffered_writes, buffered_bytes;
@@ -65,7 +76,20 @@ typedef struct bk_stats {
     uint64_t open_read_tx_n, map_grows, commit_failures;
     double last_commit_seconds, total_commit_seconds;
     double defrag_seconds, snapshot_seconds;
+    int defrag_inflight;
+    /* etcd's bounds: commits from 1 ms (14), defrags from 0.1 s (13),
+     * snapshots from 10 ms (17) */
+    bk_hist commit_hist, defrag_hist, snapshot_hist;
 } bk_stats;
+
+#define BK_MAX_BUCKETS 1000   /* distinct bucket names per open backend */
+
+/* LMDB's numbers for one bucket's committed data (mdb_stat). name points
+ * into the backend's bucket registry: valid while the backend is open. */
+typedef struct bk_bucket_stat {
+    bk_slice name;
+    uint64_t entries, depth, branch_pages, leaf_pages, overflow_pages;
+} bk_bucket_stat;
 
 /* Result of a read: entries copied out of LMDB and the buffers. */
 typedef struct bk_result {
@@ -157,6 +181,10 @@ int bk_defrag(bk_backend *be, bk_error *err);
 int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err);
 
 /* Committed value straight from LMDB, bypassing buffers (for tests). */
+/* Commit, then the stats of every bucket in LMDB, in name order, into
+ * out[0 .. *n - 1] (BK_MAX_BUCKETS entries always suffice). */
+int bk_bucket_stats(bk_backend *be, bk_bucket_stat *out, size_t cap, size_t *n,
+                    bk_error *err);
 int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,
                      bk_result *out, bk_error *err);
 

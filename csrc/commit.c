@@ -372,6 +372,30 @@ int bk_readonly_refresh(bk_backend *be, bk_error *err)
     return rc;
 }
 
+int bk_visit_committed(bk_backend *be, bk_gen_visit fn, void *ctx, const char *what,
+                       bk_error *err)
+{
+    int rc = be->cfg.readonly ? bk_readonly_refresh(be, err) : bk_force_commit(be, err);
+    if (rc)
+        return rc;
+    gen *g;
+    pthread_mutex_lock(&be->txn_mu);
+    pthread_rwlock_rdlock(&be->maplock);
+    rc = bk_fresh_gen(be, &g, err);
+    /* Commits may go on while we read; defrag and remaps wait for us. */
+    pthread_mutex_unlock(&be->txn_mu);
+    if (rc == BK_OK) {
+        pthread_mutex_lock(&g->mu);
+        int mrc = fn(be, g, ctx);
+        pthread_mutex_unlock(&g->mu);
+        if (mrc)
+            rc = bk_mdb_fail(err, mrc, what);
+        bk_gen_unref(g);
+    }
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}
+
 /* The gen holding everything committed so far, for hash and snapshot. The
  * committer may have failed to open one (no reader slot): then try now, and
  * fail rather than answer from an older state. Caller holds txn_mu. */
@@ -568,6 +592,7 @@ static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error 
     __atomic_load(&be->total_commit_s, &total, __ATOMIC_RELAXED);
     total += dt;   /* only the committer writes it */
     __atomic_store(&be->total_commit_s, &total, __ATOMIC_RELAXED);
+    bk_hist_observe(be, &be->commit_hist, dt);
     gen *g;
     bk_error gerr;
     if (gen_new(be, ms[nm - 1]->id, &g, &gerr) == BK_OK) {

@@ -225,6 +225,7 @@ int bk_defrag(bk_backend *be, bk_error *err)
     bk_log(be, "info", "defrag started, size %llu bytes", (unsigned long long)before);
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", be->path);
+    __atomic_store_n(&be->defrag_inflight, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&be->txn_mu);   /* the committer waits meanwhile */
     int fd = mkstemp(tmp);
     MDB_txn *src = NULL;
@@ -242,11 +243,13 @@ int bk_defrag(bk_backend *be, bk_error *err)
             rc = swap_in(be, tmp, err);
     }
     pthread_mutex_unlock(&be->txn_mu);
+    __atomic_store_n(&be->defrag_inflight, 0, __ATOMIC_RELAXED);
     double dt = bk_now() - t0;
     if (rc) {
         bk_log(be, "error", "defrag failed: %s", err->msg);
     } else {
         __atomic_store(&be->defrag_s, &dt, __ATOMIC_RELAXED);
+        bk_hist_observe(be, &be->defrag_hist, dt);
         bk_log(be, "info", "defrag finished in %.3f s, size %llu -> %llu bytes", dt,
                (unsigned long long)before,
                (unsigned long long)__atomic_load_n(&be->size, __ATOMIC_RELAXED));

@@ -87,33 +87,28 @@ static int hash_gen(bk_backend *be, gen *g, const ignore_set *set, uint32_t *out
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+typedef struct hash_job {
+    const ignore_set *set;
+    uint32_t *out;
+} hash_job;
+
+static int hash_visit(bk_backend *be, gen *g, void *ctx)
+{
+    hash_job *job = ctx;
+    return hash_gen(be, g, job->set, job->out);
+}
+
 int bk_hash(bk_backend *be, const bk_slice *ignores, size_t n,
             uint32_t *out, bk_error *err)
 {
-    int rc = be->cfg.readonly ? bk_readonly_refresh(be, err) : bk_force_commit(be, err);
-    if (rc)
-        return rc;
     ignore_set set = { ignores, NULL, n };
     if (n && !(set.order = malloc(n * sizeof *set.order)))
         return bk_fail(err, BK_EIO, "out of memory");
     for (size_t i = 0; i < n; i++)
         set.order[i] = i;
     ignores_sort(&set);
-    gen *g;
-    pthread_mutex_lock(&be->txn_mu);
-    pthread_rwlock_rdlock(&be->maplock);
-    rc = bk_fresh_gen(be, &g, err);
-    /* Commits may go on while we read; defrag and remaps wait for us. */
-    pthread_mutex_unlock(&be->txn_mu);
-    if (rc == BK_OK) {
-        pthread_mutex_lock(&g->mu);
-        int mrc = hash_gen(be, g, &set, out);
-        pthread_mutex_unlock(&g->mu);
-        if (mrc)
-            rc = bk_mdb_fail(err, mrc, "hash");
-        bk_gen_unref(g);
-    }
-    pthread_rwlock_unlock(&be->maplock);
+    hash_job job = { &set, out };
+    int rc = bk_visit_committed(be, hash_visit, &job, "hash", err);
     free(set.order);
     return rc;
 }

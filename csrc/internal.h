@@ -19,7 +19,6 @@
 #include <stdarg.h>
 #include <sys/types.h>
 
-#define BK_MAX_BUCKETS 1000
 #define BK_QUEUE_MAX 64            /* batches waiting for the committer */
 #define BK_HASH_SLOTS 2048         /* bucket-name hash table, > 2 * max */
 
@@ -139,6 +138,9 @@ struct bk_backend {
     /* stats (atomics) */
     uint64_t commits, size, size_in_use, map_size, map_grows;
     double last_commit_s, total_commit_s, defrag_s, snapshot_s;
+    pthread_mutex_t hist_mu;
+    bk_hist commit_hist, defrag_hist, snapshot_hist;
+    int defrag_inflight;           /* atomic */
 
     /* log queue */
     pthread_mutex_t log_mu;
@@ -154,6 +156,7 @@ void bk_quote(char *out, size_t size, bk_slice s);
 void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 double bk_now(void);
+void bk_hist_observe(bk_backend *be, bk_hist *h, double seconds);
 /* fsync the directory holding path (defrag.c): -1 and errno on failure. */
 int bk_fsync_dir(const char *path);
 
@@ -214,6 +217,12 @@ void bk_child_detach(bk_backend *be, bk_child *c);
 int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
             bk_slice from, const bk_slice *to, int64_t limit,
             bk_result *out, bk_error *err);
+/* Commit (or, read-only, catch up), then fn(be, g, ctx) on a gen holding
+ * everything committed, with g->mu held: fn's non-zero LMDB code is
+ * reported as `what` failing. */
+typedef int (*bk_gen_visit)(bk_backend *be, gen *g, void *ctx);
+int bk_visit_committed(bk_backend *be, bk_gen_visit fn, void *ctx, const char *what,
+                       bk_error *err);
 int bk_list_buckets(bk_backend *be, const version *v, uint64_t seq, bk_result *out,
                     bk_error *err);
 int bk_result_append(bk_result *r, const void *k, size_t klen,

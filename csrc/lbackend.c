@@ -401,6 +401,34 @@ STAT_GETTER(l_size_in_use, size_in_use)
 STAT_GETTER(l_open_read_tx_n, open_read_tx_n)
 STAT_GETTER(l_commits, commits)
 
+static void set_integer(lua_State *L, const char *k, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+/* { count, sum, buckets = { { le = bound, count = cumulative }... } } */
+static void push_hist(lua_State *L, const bk_hist *h, const char *name)
+{
+    lua_createtable(L, 0, 3);
+    set_integer(L, "count", h->count);
+    lua_pushnumber(L, h->sum);
+    lua_setfield(L, -2, "sum");
+    lua_createtable(L, h->n, 0);
+    uint64_t below = 0;
+    double bound = h->first;
+    for (int i = 0; i < h->n; i++, bound *= 2) {
+        below += h->counts[i];
+        lua_createtable(L, 0, 2);
+        lua_pushnumber(L, bound);
+        lua_setfield(L, -2, "le");
+        set_integer(L, "count", below);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "buckets");
+    lua_setfield(L, -2, name);
+}
+
 static int l_stats(lua_State *L)
 {
     bk_stats st;
@@ -418,7 +446,7 @@ static int l_stats(lua_State *L)
         { "total_commit_seconds", st.total_commit_seconds },
         { "defrag_seconds", st.defrag_seconds }, { "snapshot_seconds", st.snapshot_seconds },
     };
-    lua_createtable(L, 0, 16);
+    lua_createtable(L, 0, 20);
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         lua_pushinteger(L, (lua_Integer)ints[i].v);
         lua_setfield(L, -2, ints[i].name);
@@ -427,6 +455,11 @@ static int l_stats(lua_State *L)
         lua_pushnumber(L, secs[i].v);
         lua_setfield(L, -2, secs[i].name);
     }
+    lua_pushboolean(L, st.defrag_inflight);
+    lua_setfield(L, -2, "defrag_inflight");
+    push_hist(L, &st.commit_hist, "commit_histogram");
+    push_hist(L, &st.defrag_hist, "defrag_histogram");
+    push_hist(L, &st.snapshot_hist, "snapshot_histogram");
     return 1;
 }
 
@@ -489,6 +522,30 @@ static int l_committed_get(lua_State *L)
         lua_pushlstring(L, v.data, v.len);
     } else {
         lua_pushnil(L);
+    }
+    return 1;
+}
+
+/* be:bucket_stats(): LMDB's numbers for each bucket, committed first. */
+static int l_bucket_stats(lua_State *L)
+{
+    lbackend *lb = check_backend(L, 1);
+    bk_bucket_stat *all = lua_newuserdatauv(L, BK_MAX_BUCKETS * sizeof *all, 0);
+    size_t n;
+    bk_error err;
+    if (bk_bucket_stats(lb->be, all, BK_MAX_BUCKETS, &n, &err))
+        return raise(L, &err);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_createtable(L, 0, 6);
+        lua_pushlstring(L, all[i].name.data, all[i].name.len);
+        lua_setfield(L, -2, "name");
+        set_integer(L, "entries", all[i].entries);
+        set_integer(L, "depth", all[i].depth);
+        set_integer(L, "branch_pages", all[i].branch_pages);
+        set_integer(L, "leaf_pages", all[i].leaf_pages);
+        set_integer(L, "overflow_pages", all[i].overflow_pages);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
 }
@@ -1026,12 +1083,6 @@ static int l_open_bolt(lua_State *L)
     return 1;
 }
 
-static void set_integer(lua_State *L, const char *k, uint64_t v)
-{
-    lua_pushinteger(L, (lua_Integer)v);
-    lua_setfield(L, -2, k);
-}
-
 static int l_bolt_info(lua_State *L)
 {
     bk_bolt_info i;
@@ -1215,7 +1266,8 @@ int luaopen_backend_core(lua_State *L)
         { "open_read_tx_n", l_open_read_tx_n }, { "commits", l_commits },
         { "defrag", l_defrag }, { "force_commit", l_force_commit },
         { "close", l_backend_close }, { "stats", l_stats }, { "path", l_path },
-        { "_committed_get", l_committed_get }, { NULL, NULL } };
+        { "bucket_stats", l_bucket_stats }, { "_committed_get", l_committed_get },
+        { NULL, NULL } };
     static const luaL_Reg backend_meta[] = {
         { "__gc", l_backend_gc }, { "__close", l_backend_gc },
         { "__tostring", l_backend_tostring }, { NULL, NULL } };

@@ -223,6 +223,7 @@ void bk_snapshot_close(bk_snapshot *s)
     bk_gen_unref(s->g);
     pthread_rwlock_unlock(&be->maplock);
     __atomic_store(&be->snapshot_s, &dt, __ATOMIC_RELAXED);
+    bk_hist_observe(be, &be->snapshot_hist, dt);
     /* etcd warns when a snapshot is slower than 100 MB/s, after 30 s. */
     double expected = (double)s->size / 100e6;
     if (dt > 30 && dt > expected)

@@ -54,5 +54,6 @@ build = {
       ["backend.bench"] = "lua/backend/bench.lua",
       ["backend.crash"] = "lua/backend/crash.lua",
       ["backend.etcd"] = "lua/backend/etcd.lua",
+      ["backend.metrics"] = "lua/backend/metrics.lua",
    },
 }

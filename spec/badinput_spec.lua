@@ -189,6 +189,7 @@ local API = {
   Backend = {
     batch_tx = {}, read_tx = {}, concurrent_read_tx = {}, snapshot = {}, size = {}, size_in_use = {},
     open_read_tx_n = {}, commits = {}, defrag = {}, force_commit = {}, close = {}, stats = {}, path = {},
+    metrics = {}, bucket_stats = {},
     __gc = {}, __close = {}, __tostring = {},
     hash = { arg("table", nil, {
       { { b = 5 }, exact("hash ignores must map bucket names to tables") },

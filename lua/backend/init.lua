@@ -205,6 +205,12 @@ function methods.Backend.update(be, fn)
   return rethrow(table.unpack(results, 1, results.n))
 end
 
+--- Prometheus text exposition of the backend's metrics (backend.metrics).
+function methods.Backend.metrics(be)
+  check_self(be, "Backend", "metrics")
+  return require("backend.metrics").text(be:stats())
+end
+
 --- fn(rtx) on a concurrent read tx that is closed afterwards, even on error.
 function methods.Backend.view(be, fn)
   check_self(be, "Backend", "view")
