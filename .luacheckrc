@@ -5,6 +5,7 @@ include_files = {
    "spec/**/*.lua",
    "rockspec/*.rockspec",
    "scripts/*.lua",
+   "bin/backendctl",
    ".busted",
    ".luacheckrc",
 }

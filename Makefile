@@ -116,6 +116,8 @@ install: all
 	install -d $(DESTDIR)$(LUA_CMOD)/backend $(DESTDIR)$(LUA_LMOD)/backend
 	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMOD)/backend/core.so
 	install -m 0644 lua/backend/*.lua $(DESTDIR)$(LUA_LMOD)/backend/
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/backendctl $(DESTDIR)$(PREFIX)/bin/backendctl
 
 # The C tests and the whole busted suite under AddressSanitizer+UBSan (lua5.4
 # itself is not instrumented, so the runtimes are preloaded), then valgrind.

@@ -772,6 +772,7 @@ int bk_close(bk_backend *be, int force, bk_error *err)
     bk_invalidate_children(be, BK_ECLOSED);
     bk_env_close(be);
     pthread_rwlock_unlock(&be->maplock);
+    bk_closer_join(be);
     for (int i = 0; i < be->nqueue; i++)
         mt_unref(be->queue[i]);
     be->nqueue = 0;

@@ -165,18 +165,23 @@ static void *close_fd(void *arg)
 
 /* Closing the last reference to the replaced file makes the filesystem free
  * all its blocks (tens of ms for hundreds of MB): do it off the caller's
- * path, on a thread of its own. */
-static void close_later(int fd)
+ * path, on a thread of its own, joined by the next defrag or bk_close (not
+ * detached: its code must not be unloaded under it, as a Lua state's close
+ * unloads the module). */
+static void close_later(bk_backend *be, int fd)
 {
-    pthread_t t;
-    pthread_attr_t a;
-    if (fd < 0)
-        return;
-    pthread_attr_init(&a);
-    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &a, close_fd, (void *)(intptr_t)fd) != 0)
+    bk_closer_join(be);
+    if (fd >= 0 && pthread_create(&be->closer, NULL, close_fd, (void *)(intptr_t)fd) == 0)
+        be->closer_started = 1;
+    else if (fd >= 0)
         close(fd);
-    pthread_attr_destroy(&a);
+}
+
+void bk_closer_join(bk_backend *be)
+{
+    if (be->closer_started)
+        pthread_join(be->closer, NULL);
+    be->closer_started = 0;
 }
 
 /* Swap the filled file in: no LMDB txn may live, so views and snapshots are
@@ -201,7 +206,7 @@ static int swap_in(bk_backend *be, const char *tmp, bk_error *err)
                      be->path, oerr.msg);
     }
     pthread_rwlock_unlock(&be->maplock);
-    close_later(old);
+    close_later(be, old);
     return rc;
 }
 

@@ -138,6 +138,8 @@ struct bk_backend {
     /* stats (atomics) */
     uint64_t commits, size, size_in_use, map_size, map_grows;
     double last_commit_s, total_commit_s, defrag_s, snapshot_s;
+    pthread_t closer;              /* defrag's close of the replaced file */
+    int closer_started;
     pthread_mutex_t hist_mu;
     bk_hist commit_hist, defrag_hist, snapshot_hist;
     int defrag_inflight;           /* atomic */
@@ -159,6 +161,7 @@ double bk_now(void);
 void bk_hist_observe(bk_backend *be, bk_hist *h, double seconds);
 /* fsync the directory holding path (defrag.c): -1 and errno on failure. */
 int bk_fsync_dir(const char *path);
+void bk_closer_join(bk_backend *be);   /* defrag.c */
 
 /* meta.c: LMDB's meta pages (pages 0 and 1 of the file). */
 #define BK_LMDB_MAGIC 0xBEEFC0DEu

@@ -55,5 +55,12 @@ build = {
       ["backend.crash"] = "lua/backend/crash.lua",
       ["backend.etcd"] = "lua/backend/etcd.lua",
       ["backend.metrics"] = "lua/backend/metrics.lua",
+      ["backend.ctl"] = "lua/backend/ctl.lua",
+      ["backend.repl"] = "lua/backend/repl.lua",
+      ["backend.check"] = "lua/backend/check.lua",
+      ["backend.scenario"] = "lua/backend/scenario.lua",
+   },
+   install = {
+      bin = { backendctl = "bin/backendctl" },
    },
 }

@@ -170,6 +170,20 @@ function H.spawn_after(shell, src, ...)
   return assert(io.popen(cmd, "r")), errfile
 end
 
+--- Runs the Lua source `src` in a child whose TMPDIR is a fresh directory;
+-- returns the child's stdout, what it left in that directory (`ls -A`) and the
+-- path of its stderr file.
+function H.spawn_in_tmpdir(src)
+  local tmp = H.tmpdir()
+  local child, errfile = H.spawn_after("export TMPDIR=" .. H.q(tmp), src)
+  local out = child:read("a")
+  child:close()
+  local p = assert(io.popen("ls -A " .. H.q(tmp)))
+  local left = p:read("a")
+  p:close()
+  return out, left, errfile
+end
+
 function H.kill(pid, sig)
   return os.execute(format("kill -%s %d 2>/dev/null", sig or "KILL", pid))
 end

@@ -1,0 +1,878 @@
+--- backend.ctl: the `backendctl` command-line tool (bin/backendctl) as a
+-- module, so that it runs and is tested without a process:
+--
+--   local code = require("backend.ctl").main({ "stat", "/var/lib/app/db" })
+--
+-- main(args [, streams]) returns the exit code: 0 ok, 1 not found / check
+-- failed, 2 usage error, 3 runtime error. streams = { input, out, err,
+-- terminal } replaces io.stdin, io.stdout, io.stderr and the terminal test
+-- (prompts, progress bars) for a test.
+local backend = require "backend"
+local json = require "backend.json"
+local repl = require "backend.repl"
+
+local ctl = {}
+local fmt = string.format
+
+local OK, NOT_FOUND, USAGE, FAILED = 0, 1, 2, 3
+
+-- Errors ------------------------------------------------------------------------
+
+-- A usage error: main prints it with the command's usage and returns 2.
+local Usage = {}
+
+local function usage_error(msg, ...)
+  error(setmetatable({ msg = fmt(msg, ...) }, Usage), 0)
+end
+
+-- A runtime error (3), like the library's: main prints it as "backendctl: ...".
+local function fail(msg, ...)
+  error(fmt(msg, ...), 0)
+end
+
+-- Options --------------------------------------------------------------------------
+
+local function flag(name, help)
+  return { name = name, help = help }
+end
+
+-- An option with a value (`--name VALUE` or `--name=VALUE`): convert(value,
+-- name) checks it; `many` collects repeated ones in an array.
+local function option(name, metavar, help, convert, many)
+  return { name = name, metavar = metavar, help = help, convert = convert, many = many }
+end
+
+local function count(s, name)
+  local n = math.tointeger(tonumber(s))
+  if not n or n < 0 then usage_error("--%s wants a non-negative integer, got '%s'", name, s) end
+  return n
+end
+
+local function one_of(choices)
+  return function(s, name)
+    for _, c in ipairs(choices) do
+      if c == s then return s end
+    end
+    usage_error("%s must be one of %s, got '%s'", #name == 1 and "-" .. name or "--" .. name,
+      table.concat(choices, ", "), s)
+  end
+end
+
+local JSON = flag("json", "print JSON (see `backendctl --help` for how bytes are encoded)")
+local HELP = flag("help", "this help")
+local PROGRESS = {
+  flag("progress", "progress on stderr even when it is not a terminal"),
+  flag("no-progress", "no progress, even on a terminal"),
+}
+
+local function spelled(o)
+  return (#o.name == 1 and "-" or "--") .. o.name .. (o.metavar and " " .. o.metavar or "")
+end
+
+local function find_option(cmd, name)
+  for _, o in ipairs(cmd.options) do
+    if o.name == name then return o end
+  end
+  return nil
+end
+
+-- Splits args into options (by name) and positional arguments. "-" is
+-- positional (stdin); "--" ends the options, so keys may start with "-".
+local function parse_options(cmd, args)
+  local opts, positional, i, ended = {}, {}, 1, false
+  while i <= #args do
+    local a = args[i]
+    if a == "--" and not ended then
+      ended = true
+    elseif ended or not a:match("^%-%-?%a") then   -- "-" (stdin) and "-5" too
+      positional[#positional + 1] = a
+    else
+      local name, inline = a:match("^%-%-([^=]+)=(.*)$")
+      name = name or a:match("^%-%-(.+)$") or a:match("^%-(%a)$")
+      if name == "h" then name = "help" end
+      local o = name and find_option(cmd, name)
+      if not o then usage_error("unknown option %s", a) end
+      if o.metavar then
+        local v = inline
+        if v == nil then
+          i = i + 1
+          v = args[i]
+          if v == nil then usage_error("%s wants a value (%s)", a, o.metavar) end
+        end
+        if o.convert then v = o.convert(v, name) end
+        if o.many then
+          opts[name] = opts[name] or {}
+          table.insert(opts[name], v)
+        else
+          opts[name] = v
+        end
+      elseif inline then
+        usage_error("%s takes no value", a)
+      else
+        opts[name] = true
+      end
+    end
+    i = i + 1
+  end
+  return opts, positional
+end
+
+-- Binds positional arguments to cmd.args: "NAME" (required), "[NAME]"
+-- (optional), "[NAME...]" (any number, an array), as opts.name.
+local function bind(cmd, opts, positional)
+  local i = 1
+  for _, spec in ipairs(cmd.args) do
+    local bracket, name, many = spec:match("^(%[?)([%u_]+)(%.*)%]?$")
+    local key = name:lower()
+    if many ~= "" then
+      opts[key] = table.move(positional, i, #positional, 1, {})
+      i = #positional + 1
+    elseif positional[i] then
+      opts[key] = positional[i]
+      i = i + 1
+    elseif bracket == "" then
+      usage_error("missing %s", name)
+    end
+  end
+  if positional[i] then usage_error("unexpected argument '%s'", positional[i]) end
+end
+
+-- Bytes from the command line: as they are, or from hex with --hex.
+local function bytes_arg(opts, s, what)
+  if not opts.hex then return s end
+  local b = repl.unhex(s)
+  if not b then usage_error("%s is not hex: '%s'", what, s) end
+  return b
+end
+
+local function map(list, fn)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = fn(v) end
+  return out
+end
+
+-- A shallow copy of t with the fields of `changes` set.
+local function copy(t, changes)
+  local out = {}
+  for k, v in pairs(t) do out[k] = v end
+  for k, v in pairs(changes) do out[k] = v end
+  return out
+end
+
+-- The context: streams, terminal tests, output helpers ----------------------------
+
+local Context = {}
+Context.__index = Context
+
+local terminals = {}   -- fd -> is a terminal (asked once per process)
+
+local function is_terminal(fd)
+  if terminals[fd] == nil then terminals[fd] = os.execute("test -t " .. fd) == true end
+  return terminals[fd]
+end
+
+local function context(streams)
+  local c = setmetatable({}, Context)
+  if streams then
+    c.input, c.out, c.err = streams.input, streams.out, streams.err
+    c.terminal = function() return streams.terminal == true end
+  else
+    c.input, c.out, c.err, c.terminal = io.stdin, io.stdout, io.stderr, is_terminal
+  end
+  return c
+end
+
+function Context:print(...)
+  self.out:write(...)
+  self.out:write("\n")
+end
+
+function Context:json(v)
+  self:print(json.encode(v))
+end
+
+function Context:warn(msg, ...)
+  self.err:write("backendctl: ", fmt(msg, ...), "\n")
+end
+
+-- Nothing to show: "backendctl: msg" on stderr (the byte strings escaped), exit status 1.
+function Context:none(msg, ...)
+  self:warn(msg, table.unpack(map({ ... }, repl.escape)))
+  return NOT_FOUND
+end
+
+-- Progress on stderr: with --progress, or on a terminal unless --no-progress.
+function Context:progress_on()
+  return self.opts.progress or not self.opts["no-progress"] and self.terminal(2)
+end
+
+--- A progress(done, total) function drawing a bar on stderr, or nil when bars are off.
+function Context:progress(label)
+  if not self:progress_on() then return nil end
+  local shown = -1
+  return function(done, total)
+    local pct = total > 0 and done * 100 // total or 100
+    if pct == shown then return end
+    shown = pct
+    local bar = pct * 30 // 100
+    self.err:write(fmt("\r%s [%s%s] %3d%% %s", label, ("#"):rep(bar), ("."):rep(30 - bar), pct,
+      repl.human_bytes(done)))
+    if done >= total then self.err:write("\n") end
+  end
+end
+
+-- Databases ---------------------------------------------------------------------------
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- Read-only: works while another process writes, and never creates a file.
+local function open_read(path)
+  return backend.open { path = path, readonly = true }
+end
+
+-- For writing: the file must exist unless `create`, so that a typo does not
+-- leave a new empty database behind.
+local function open_write(path, create)
+  if not (create or exists(path)) then fail("%s: No such file or directory", path) end
+  return backend.open(path)
+end
+
+local BOLT_MAGIC = 0xED0CDAED   -- in the first meta page, after the 16-byte page header
+
+local function is_bolt(path)
+  local f, err = io.open(path, "rb")
+  if not f then fail("%s", err) end
+  local head = f:read(20) or ""
+  f:close()
+  return #head == 20 and string.unpack("<I4", head, 17) == BOLT_MAGIC
+end
+
+-- fn(be, imported) on the database at `path` opened read-only, or, for an
+-- etcd data file, on a temporary import of it (removed afterwards); returns
+-- what fn returns.
+local function with_database(path, fn)
+  if not is_bolt(path) then
+    local be <close> = open_read(path)
+    return fn(be, false)
+  end
+  local dir = require("backend.core").mkdtemp()   -- private, in $TMPDIR (or /tmp)
+  local tmp = dir .. "/db"
+  local results = table.pack(pcall(function()
+    backend.import_bolt(path, tmp)
+    local be <close> = open_read(tmp)
+    return fn(be, true)
+  end))
+  for _, f in ipairs { tmp, tmp .. "-lock", dir } do os.remove(f) end
+  if not results[1] then error(results[2], 0) end
+  return table.unpack(results, 2, results.n)
+end
+
+-- Commands -----------------------------------------------------------------------------
+
+local commands, order = {}, {}
+
+-- def: args (positional specs), options, summary, help (text), run(c, opts) -> exit code or nil.
+-- Every command takes -h/--help; def.progress adds --progress and --no-progress.
+local function command(name, def)
+  def.name, def.options = name, def.options or {}
+  if def.progress then table.move(PROGRESS, 1, #PROGRESS, #def.options + 1, def.options) end
+  def.options[#def.options + 1] = HELP
+  commands[name] = def
+  order[#order + 1] = name
+end
+
+command("stat", {
+  args = { "PATH" }, options = { JSON },
+  summary = "sizes, buckets (entries, depth, pages) and counters of a database",
+  help = "Sizes (file, in use, page, map), then every bucket with its entries, B+tree depth\n"
+    .. "and branch, leaf and overflow pages (committed data).",
+  run = function(c, o)
+    local be <close> = open_read(o.path)
+    local st = repl.helpers(be).stat()
+    if not o.json then return c:print(tostring(st)) end
+    c:json(copy(st, { buckets = map(st.buckets, function(b) return copy(b, { name = json.bytes(b.name) }) end) }))
+  end,
+})
+
+command("buckets", {
+  args = { "PATH" }, options = { JSON },
+  summary = "bucket names, one per line (escaped)",
+  help = "Bucket names in byte order.",
+  run = function(c, o)
+    local be <close> = open_read(o.path)
+    local names = be:view(function(rtx) return rtx:buckets() end)
+    if o.json then return c:json(map(names, json.bytes)) end
+    for _, name in ipairs(names) do c:print(repl.escape(name)) end
+  end,
+})
+
+command("get", {
+  args = { "PATH", "BUCKET", "KEY" },
+  options = { flag("hex", "KEY is given in hex; the value is printed in hex"), JSON },
+  summary = "the value of a key, raw on stdout",
+  help = "Writes the value exactly as stored (no newline added). Exit status 1 if there is none.",
+  run = function(c, o)
+    local key = bytes_arg(o, o.key, "KEY")
+    local be <close> = open_read(o.path)
+    local value = be:view(function(rtx) return rtx:get(o.bucket, key) end)
+    if value == nil then
+      return c:none("%s: not found in bucket %s", key, o.bucket)
+    end
+    if o.json then
+      c:json { bucket = json.bytes(o.bucket), key = json.bytes(key), value = json.bytes(value) }
+    elseif o.hex then
+      c:print(repl.hex(value))
+    else
+      c.out:write(value)
+    end
+  end,
+})
+
+-- One dumped entry per format; `bucket` is nil in text and hex when one bucket is dumped.
+local dump_line = {
+  text = function(bucket, k, v)
+    return (bucket and repl.escape(bucket) .. "\t" or "") .. repl.escape(k) .. "\t" .. repl.escape(v)
+  end,
+  hex = function(bucket, k, v)
+    return (bucket and repl.hex(bucket) .. "\t" or "") .. repl.hex(k) .. "\t" .. repl.hex(v)
+  end,
+  json = function(bucket, k, v)
+    return json.encode { bucket = json.bytes(bucket), key = json.bytes(k), value = json.bytes(v) }
+  end,
+}
+
+command("dump", {
+  args = { "PATH", "[BUCKET]" },
+  options = {
+    option("from", "KEY", "start at KEY (inclusive)"),
+    option("to", "KEY", "stop before KEY (exclusive)"),
+    option("limit", "N", "at most N entries (0: all)", count),
+    option("format", "FORMAT", "text (default), hex or json", one_of { "text", "hex", "json" }),
+    flag("hex", "--from and --to are given in hex; implies --format hex"),
+  },
+  summary = "the entries of a bucket or of every bucket, in key order",
+  help = "text: escaped key TAB escaped value per line (bytes as \\xNN); hex: the same in hex;\n"
+    .. "json: one object per line {\"bucket\",\"key\",\"value\"}. Without BUCKET every bucket is\n"
+    .. "dumped, text and hex lines starting with the bucket.\n"
+    .. "Exit status 1 if BUCKET does not exist.",
+  run = function(c, o)
+    local line = dump_line[o.format or (o.hex and "hex" or "text")]
+    local from = o.from and bytes_arg(o, o.from, "--from")
+    local to = o.to and bytes_arg(o, o.to, "--to")
+    local limit, n = o.limit or 0, 0
+    local be <close> = open_read(o.path)
+    return be:view(function(rtx)
+      local buckets = rtx:buckets()
+      if o.bucket then
+        local found = false
+        for _, b in ipairs(buckets) do found = found or b == o.bucket end
+        if not found then
+          return c:none("no bucket %s", o.bucket)
+        end
+        buckets = { o.bucket }
+      end
+      local all = o.bucket == nil or o.format == "json"
+      for _, b in ipairs(buckets) do
+        for k, v in rtx:pairs(b, from, to) do
+          if n == limit and limit > 0 then return end
+          n = n + 1
+          c:print(line(all and b or nil, k, v))
+        end
+      end
+    end)
+  end,
+})
+
+command("put", {
+  args = { "PATH", "BUCKET", "KEY", "VALUE" },
+  options = { flag("hex", "KEY and VALUE are given in hex"),
+              flag("create", "create the database and the bucket if they do not exist") },
+  summary = "write a key (VALUE - reads it from stdin)",
+  help = "Puts KEY = VALUE in BUCKET and commits (fsync) before exiting.",
+  run = function(c, o)
+    local key = bytes_arg(o, o.key, "KEY")
+    local value = bytes_arg(o, o.value == "-" and c.input:read("a") or o.value, "VALUE")
+    local be <close> = open_write(o.path, o.create)
+    be:update(function(tx)
+      if o.create then tx:create_bucket(o.bucket) end
+      tx:put(o.bucket, key, value)
+    end)
+    be:force_commit()
+  end,
+})
+
+command("delete", {
+  args = { "PATH", "BUCKET", "KEY" }, options = { flag("hex", "KEY is given in hex") },
+  summary = "delete a key",
+  help = "Deletes KEY from BUCKET and commits (fsync) before exiting. Exit status 1 if it was not there.",
+  run = function(c, o)
+    local key = bytes_arg(o, o.key, "KEY")
+    local be <close> = open_write(o.path)
+    local found = be:update(function(tx)
+      if tx:get(o.bucket, key) == nil then return false end
+      tx:delete(o.bucket, key)
+      return true
+    end)
+    be:force_commit()
+    if not found then
+      return c:none("%s: not found in bucket %s", key, o.bucket)
+    end
+  end,
+})
+
+command("hash", {
+  args = { "PATH" },
+  options = { option("ignore", "BUCKET:KEY", "leave this key out (repeatable)", nil, true), JSON },
+  summary = "etcd's hash (CRC-32C of buckets, keys and values): decimal and hex",
+  help = "Prints the hash in decimal, then in hex (8 digits).",
+  run = function(c, o)
+    local ignores
+    for _, spec in ipairs(o.ignore or {}) do
+      local bucket, key = spec:match("^([^:]+):(.+)$")
+      if not bucket then usage_error("--ignore wants BUCKET:KEY, got '%s'", spec) end
+      ignores = ignores or {}
+      ignores[bucket] = ignores[bucket] or {}
+      ignores[bucket][key] = true
+    end
+    local be <close> = open_read(o.path)
+    local h = be:hash(ignores)
+    if o.json then return c:json { hash = h, hex = fmt("%08x", h) } end
+    c:print(fmt("%d %08x", h, h))
+  end,
+})
+
+command("snapshot", {
+  args = { "PATH", "DEST" }, options = { JSON }, progress = true,
+  summary = "write a point-in-time copy of a database to DEST (a new file)",
+  help = "DEST must not exist; it opens as a database of its own. Prints the bytes written.",
+  run = function(c, o)
+    local be <close> = open_read(o.path)
+    local snap <close> = be:snapshot()
+    local bytes = snap:write_to(o.dest, c:progress("snapshot"))
+    if o.json then return c:json { bytes = bytes, path = o.dest } end
+    c:print(fmt("%d bytes written to %s", bytes, o.dest))
+  end,
+})
+
+command("defrag", {
+  args = { "PATH" }, options = { JSON },
+  summary = "compact a database in place; prints its size before and after",
+  help = "Rewrites the file with full pages and no free ones. Needs the database not open for\n"
+    .. "writing elsewhere.",
+  run = function(c, o)
+    local be <close> = open_write(o.path)
+    local before = be:size()
+    be:defrag()
+    local after = be:size()
+    if o.json then return c:json { before = before, after = after } end
+    c:print(fmt("%s: %d → %d bytes (%s → %s)", o.path, before, after,
+      repl.human_bytes(before), repl.human_bytes(after)))
+  end,
+})
+
+command("check", {
+  args = { "PATH" },
+  options = { flag("defrag", "also defragment and check again (opens for writing)"),
+              flag("reopen", "also close, reopen and check again"), JSON },
+  summary = "verify a database (backend.check); exit status 1 if a check fails",
+  help = "Runs every check of backend.check and prints each with its result and findings.",
+  run = function(c, o)
+    local check = require "backend.check"
+    local report
+    do
+      local be <close> = o.defrag and open_write(o.path) or open_read(o.path)
+      report = check.run(be, { defrag = o.defrag, reopen = o.reopen, config = { readonly = not o.defrag } })
+    end
+    if report.backend then   -- reopened by --reopen: nothing more to do with it
+      report.backend:close()
+      report.backend = nil
+    end
+    if o.json then
+      c:json(copy(report, { findings = map(report.findings, function(f)
+        return copy(f, { bucket = f.bucket and json.bytes(f.bucket), key = f.key and json.bytes(f.key) })
+      end) }))
+    else
+      c:print(check.format(report))
+    end
+    return report.ok and OK or NOT_FOUND
+  end,
+})
+
+command("import", {
+  args = { "SRC", "DEST" }, options = { JSON },
+  summary = "copy an etcd data file (bbolt) into a new backend database",
+  help = "SRC: etcd's member/snap/db or the output of `etcdctl snapshot save` (its SHA-256\n"
+    .. "trailer is verified). DEST must not exist. Every bucket is copied byte for byte: the\n"
+    .. "new database has etcd's hash.",
+  run = function(c, o)
+    local r = backend.import_bolt(o.src, o.dest)
+    if o.json then
+      return c:json { buckets = r.buckets, keys = r.keys, bytes = r.bytes, hash = r.hash, path = o.dest }
+    end
+    c:print(fmt("imported %d keys (%s) in %d buckets into %s; hash %08x",
+      r.keys, repl.human_bytes(r.bytes), r.buckets, o.dest, r.hash))
+  end,
+})
+
+-- etcdctl's tables (olekukonko/tablewriter): headers centred, cells right-aligned.
+local function etcdctl_table(header, row)
+  local widths, rule = {}, {}
+  for i, h in ipairs(header) do
+    widths[i] = math.max(#h, #row[i])
+    rule[i] = ("-"):rep(widths[i] + 2)
+  end
+  rule = "+" .. table.concat(rule, "+") .. "+"
+  local function line(cells, centred)
+    local out = {}
+    for i, s in ipairs(cells) do
+      local gap = widths[i] - #s
+      local left = centred and gap // 2 or gap
+      out[i] = " " .. (" "):rep(left) .. s .. (" "):rep(gap - left) .. " "
+    end
+    return "|" .. table.concat(out, "|") .. "|"
+  end
+  return table.concat({ rule, line(header, true), rule, line(row), rule }, "\n")
+end
+
+command("status", {
+  args = { "FILE" },
+  options = { JSON, option("w", "FORMAT", "table (default), json or simple, as etcdctl's -w",
+    one_of { "table", "json", "simple" }) },
+  summary = "what `etcdctl snapshot status` prints, for an etcd file or an imported database",
+  help = "FILE is an etcd data file (bbolt, recognised by its magic number) or a backend\n"
+    .. "database holding etcd data. Prints hash (hex), revision, total keys and total size;\n"
+    .. "--json or -w json prints etcdctl's {\"hash\",\"revision\",\"totalKey\",\"totalSize\"}.",
+  run = function(c, o)
+    local etcd = require "backend.etcd"
+    local st
+    if is_bolt(o.file) then
+      st = etcd.status(o.file)
+    else
+      local be <close> = open_read(o.file)
+      st = etcd.status(be)
+    end
+    local w = o.json and "json" or o.w or "table"
+    if w == "json" then return c:json(st) end   -- sorted keys: etcdctl's order
+    local row = { fmt("%x", st.hash), tostring(st.revision), tostring(st.totalKey),
+                  repl.human_bytes(st.totalSize) }
+    if w == "simple" then return c:print(table.concat(row, ", ")) end
+    c:print(etcdctl_table({ "HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE" }, row))
+  end,
+})
+
+-- A KeyValue as `etcdctl -w json` shows it: bytes in base64, no lease when 0.
+local function kv_json(kv)
+  return { key = json.base64(kv.key), value = json.base64(kv.value), create_revision = kv.create_revision,
+           mod_revision = kv.mod_revision, version = kv.version, lease = kv.lease ~= 0 and kv.lease or nil }
+end
+
+-- `etcd PATH SUBCOMMAND`: each takes KEY (arg "key"), may take one ("prefix") or takes none.
+local etcd_commands = {
+  get = { arg = "key", run = function(c, o, ks)
+    local kvs = ks:range(o.key, { rev = o.rev, prefix = o.prefix })
+    if #kvs == 0 then return c:none(o.prefix and "no key starts with %s" or "no key %s", o.key) end
+    if o.json then
+      c:json { header = { revision = ks.revision }, kvs = map(kvs, kv_json), count = #kvs }
+    else
+      for _, kv in ipairs(kvs) do c:print(repl.escape(kv.key), "\n", repl.escape(kv.value)) end
+    end
+  end },
+  ls = { arg = "prefix", run = function(c, o, ks)
+    local keys = map(ks:range(o.key or "", { rev = o.rev, prefix = true }), function(kv) return kv.key end)
+    if o.json then return c:json { keys = map(keys, json.base64), count = #keys } end
+    for _, k in ipairs(keys) do c:print(repl.escape(k)) end
+  end },
+  history = { arg = "key", run = function(c, o, ks)
+    local history = ks:history(o.key)
+    if #history == 0 then return c:none("no revision of %s", o.key) end
+    if o.json then
+      c:json(map(history, function(h)
+        return { revision = h.main, sub = h.sub, tombstone = h.tombstone, kv = kv_json(h.kv) }
+      end))
+    else
+      local rows = { { "REVISION", "OP", "VERSION", "CREATED", "LEASE", "VALUE" } }
+      for _, h in ipairs(history) do
+        local kv = h.kv
+        rows[#rows + 1] = h.tombstone and { fmt("%d.%d", h.main, h.sub), "delete", "", "", "", "" }
+          or { fmt("%d.%d", h.main, h.sub), "put", tostring(kv.version), tostring(kv.create_revision),
+               kv.lease ~= 0 and fmt("%x", kv.lease) or "", repl.preview(kv.value) }
+      end
+      c:print(repl.columns(rows, "rlrr"))
+    end
+  end },
+  leases = { run = function(c, o, ks)
+    if o.json then
+      return c:json(map(ks.leases, function(l)
+        return { id = l.id, hex = fmt("%x", l.id), ttl = l.ttl, keys = map(l.keys, json.base64) }
+      end))
+    end
+    for _, l in ipairs(ks.leases) do
+      c:print(fmt("%x ttl %ds, %d keys", l.id, l.ttl, #l.keys))
+      for _, k in ipairs(l.keys) do c:print("  ", repl.escape(k)) end
+    end
+  end },
+  meta = { run = function(c, o, ks)
+    local names = {}
+    for k in pairs(ks.meta) do names[#names + 1] = k end
+    table.sort(names)
+    if o.json then
+      local meta = {}
+      for _, k in ipairs(names) do
+        local v = ks.meta[k]
+        meta[k] = type(v) == "string" and json.bytes(v) or v
+      end
+      return c:json { revision = ks.revision, compacted = ks.compacted, keys = #ks.keys,
+                      revisions = ks.revisions, meta = meta }
+    end
+    c:print(tostring(ks))
+    c:print(repl.columns(map(names, function(k)
+      local v = ks.meta[k]
+      return { repl.escape(k), type(v) == "string" and repl.preview(v) or tostring(v) }
+    end)))
+  end },
+}
+
+command("etcd", {
+  args = { "PATH", "SUBCOMMAND", "[KEY]" },
+  options = { option("rev", "N", "as of revision N (get, ls)", count),
+              flag("prefix", "every key starting with KEY (get)"), JSON },
+  summary = "etcd's keyspace: get KEY, ls [PREFIX], history KEY, leases, meta",
+  help = "  get KEY       the key and its value, as `etcdctl get` prints them (--json: like -w json,\n"
+    .. "                keys and values in base64); exit status 1 if there is none\n"
+    .. "  ls [PREFIX]   live keys starting with PREFIX\n"
+    .. "  history KEY   every revision of KEY still stored (puts and deletes)\n"
+    .. "  leases        leases with their TTL and attached keys\n"
+    .. "  meta          the meta bucket (consistent index, compaction revisions)\n"
+    .. "PATH is a backend database holding etcd data, or an etcd data file (imported into a\n"
+    .. "temporary database first). A revision before the compaction or after the last is an error.",
+  run = function(c, o)
+    local sub = etcd_commands[o.subcommand]
+    if not sub then usage_error("unknown etcd subcommand '%s' (get, ls, history, leases, meta)", o.subcommand) end
+    if sub.arg == "key" and not o.key then usage_error("etcd %s wants a KEY", o.subcommand) end
+    if not sub.arg and o.key then usage_error("unexpected argument '%s'", o.key) end
+    -- the keyspace is read into memory: no database stays open
+    return sub.run(c, o, with_database(o.path, require("backend.etcd").open))
+  end,
+})
+
+command("scenario", {
+  args = { "[FILE...]" },
+  options = { option("random", "SEED", "run a random scenario made from SEED instead of files", count),
+              option("ops", "N", "operations in the random scenario", count),
+              flag("dump", "print the scenarios as Lua source instead of running them"), JSON },
+  summary = "run test scenarios (backend.scenario); exit status 1 if one fails",
+  help = "Runs each FILE (or --random SEED) and prints its result: ok, or the failing steps and the\n"
+    .. "steps before the first failure. --dump prints a random scenario as a FILE to replay.",
+  run = function(c, o)
+    local scenario = require "backend.scenario"
+    local list
+    if o.random then
+      if #o.file > 0 then usage_error("give scenario FILEs or --random SEED, not both") end
+      list = { scenario.random { seed = o.random, ops = o.ops } }
+    elseif #o.file == 0 then
+      usage_error("missing FILE (or --random SEED)")
+    else
+      list = map(o.file, scenario.load)
+    end
+    if o.dump then
+      for _, s in ipairs(list) do c.out:write(scenario.dump(s)) end
+      return
+    end
+    local results, failed = map(list, scenario.run), 0
+    for i, r in ipairs(results) do
+      if not r.ok then failed = failed + 1 end
+      if not o.json then c:print(scenario.format(r, list[i])) end
+    end
+    if o.json then
+      c:json(results)
+    else
+      c:print(fmt("%d scenarios, %d failed", #results, failed))
+    end
+    return failed > 0 and NOT_FOUND or OK
+  end,
+})
+
+local WORKLOADS = { w1 = true, w2 = true, w3 = true, w4 = true, w5 = true, w6 = true, w7 = true, w8 = true,
+                    w9 = true, m1 = true }
+
+-- build/bench/lmdb_bench of the tree this module runs from, if there is one.
+local function find_lmdb_bench()
+  local src = package.searchpath("backend.bench", package.path)
+  local root, found = (src or ""):gsub("lua/backend/bench%.lua$", "")
+  local path = root .. "build/bench/lmdb_bench"
+  return found == 1 and exists(path) and path or nil
+end
+
+command("bench", {
+  args = {},
+  options = { option("n", "N", "keys (1000000)", count), option("runs", "R", "runs (3)", count),
+              option("only", "W1,W2", "only these workloads (w1..w9, m1)"),
+              option("lmdb", "PATH", "the plain-LMDB program (default: build/bench/lmdb_bench of this tree)"),
+              option("etcd", "PATH", "etcd's backend program (build/bench/etcd_bench), for a third column") },
+  progress = true,
+  summary = "the benchmark suite (lua/backend/bench.lua): ours against plain LMDB in C",
+  help = "Prints a markdown table of medians. Without lmdb_bench the plain-LMDB column stays empty.",
+  run = function(c, o)
+    local bench = require "backend.bench"
+    for _, p in ipairs { o.lmdb or false, o.etcd or false } do
+      if p and not exists(p) then fail("%s: No such file or directory", p) end
+    end
+    local lmdb = o.lmdb or find_lmdb_bench()
+    if not lmdb then
+      c:warn("build/bench/lmdb_bench not found (make build/bench/lmdb_bench, or --lmdb PATH): "
+        .. "no plain-LMDB column")
+    end
+    local only
+    if o.only then
+      only = {}
+      for w in o.only:lower():gmatch("[^,]+") do
+        if not WORKLOADS[w] then usage_error("unknown workload '%s' (w1 to w9, m1)", w) end
+        only[w] = true
+      end
+    end
+    local log = c:progress_on() and function(msg) c.err:write(msg, "\n") end or nil
+    c:print(bench.report(bench.run { n = o.n, runs = o.runs, only = only, lmdb = lmdb, etcd = o.etcd, log = log }))
+  end,
+})
+
+command("repl", {
+  args = { "[PATH]" }, options = { flag("write", "open the database for writing (default: read-only)") },
+  summary = "an interactive Lua session with the database open as `be` and helpers",
+  help = "Reads Lua from stdin (a terminal or a pipe) and prints each result. Helpers: buckets(),\n"
+    .. "get(bucket, key), scan(bucket [, from [, n]]) and more(), hash(), stat(), etcd (the\n"
+    .. "decoded keyspace of etcd data), help(). PATH may be an etcd data file (imported into a\n"
+    .. "temporary database first); without PATH: an empty temporary database.\n"
+    .. "Exit status 3 if a piped input raised an error.",
+  run = function(c, o)
+    local interactive = c.terminal(0)
+    local function session(be, mode)
+      local banner = interactive and fmt("backend %s (LMDB %s, %s): %s (%s); help() lists the helpers",
+        backend.version, backend.lmdb_version, _VERSION, o.path or be:path(), mode)
+      local errors = repl.run(be, c.input, c.out, { prompt = interactive, banner = banner or nil, err = c.err })
+      collectgarbage()   -- closes (and commits) what the session opened and left open
+      return (errors > 0 and not interactive) and FAILED or OK
+    end
+    if not o.path then
+      local be <close> = backend.open_tmp()
+      return session(be, "temporary")
+    elseif o.write then
+      local be <close> = open_write(o.path)
+      return session(be, "read-write")
+    end
+    return with_database(o.path, function(be, imported)
+      return session(be, imported and "read-only, imported" or "read-only")
+    end)
+  end,
+})
+
+command("metrics", {
+  args = { "PATH" },
+  summary = "Prometheus metrics of a database (text exposition format)",
+  help = "Prints be:metrics().",
+  run = function(c, o)
+    local be <close> = open_read(o.path)
+    c.out:write(be:metrics())
+  end,
+})
+
+-- Help ------------------------------------------------------------------------------------
+
+local function synopsis(cmd)
+  local words = { "backendctl", cmd.name }
+  for _, a in ipairs(cmd.args) do words[#words + 1] = a end
+  return table.concat(words, " ") .. " [options]"
+end
+
+local function command_help(cmd)
+  local rows = {}
+  for i, o in ipairs(cmd.options) do
+    rows[i] = { "  " .. (o == HELP and "-h, " or "") .. spelled(o), o.help }
+  end
+  return table.concat({
+    "usage: " .. synopsis(cmd), "", (cmd.summary:gsub("^%l", string.upper)) .. ".", "", cmd.help, "",
+    "options:", repl.columns(rows), "",
+  }, "\n")
+end
+
+local function tool_help()
+  local rows = {}
+  for i, name in ipairs(order) do rows[i] = { "  " .. name, commands[name].summary } end
+  return table.concat({
+    "usage: backendctl COMMAND [options] ARGS...",
+    "       backendctl help COMMAND | COMMAND --help | --version",
+    "",
+    "Inspect, edit and check backend databases (etcd's MVCC backend on LMDB) and etcd data files.",
+    "",
+    "commands:",
+    repl.columns(rows),
+    "",
+    "Commands that only read open the database read-only: they work while another process",
+    "writes to it, and see what it has committed. Text output shows bytes that are not",
+    "printable as \\xNN (a backslash as \\\\; valid UTF-8 stays text). In JSON output a key,",
+    "value or bucket name is a string when it is valid UTF-8 (control characters as \\u00XX)",
+    "and otherwise an object {\"base64\": \"...\"}; `etcd` gives keys and values in base64 as",
+    "`etcdctl -w json` does.",
+    "",
+    "Options may come before or after the arguments; `--` ends them (for a key starting with",
+    "`-`). Every command takes -h/--help; snapshot and bench show progress on stderr when it",
+    "is a terminal (--progress, --no-progress to choose).",
+    "",
+    "exit status: 0 ok, 1 not found / check failed, 2 usage error, 3 runtime error",
+    "",
+  }, "\n")
+end
+
+-- main ------------------------------------------------------------------------------------
+
+local function run(c, args)
+  local first = args[1]
+  if first == nil then usage_error("no command") end
+  if first == "--version" then
+    return c:print(fmt("backendctl %s (LMDB %s, %s)", backend.version, backend.lmdb_version, _VERSION))
+  end
+  if first == "help" and args[2] == nil or first == "--help" or first == "-h" then
+    return c.out:write(tool_help())
+  end
+  if first == "help" then
+    c.cmd = commands[args[2]]
+    if not c.cmd or args[3] then usage_error("help wants one COMMAND, got '%s'", table.concat(args, " ", 2)) end
+    return c.out:write(command_help(c.cmd))
+  end
+  -- flags may come before the command too: `backendctl --no-progress snapshot ...`
+  local at = 1
+  while args[at] and args[at]:sub(1, 1) == "-" do at = at + 1 end
+  local name = args[at]
+  c.cmd = commands[name]
+  if not c.cmd then
+    if name == nil then usage_error("no command") end
+    usage_error("unknown command '%s'", name)
+  end
+  local rest = table.move(args, 1, at - 1, 1, {})
+  table.move(args, at + 1, #args, #rest + 1, rest)
+  local opts, positional = parse_options(c.cmd, rest)
+  c.opts = opts
+  if opts.help then return c.out:write(command_help(c.cmd)) end
+  bind(c.cmd, opts, positional)
+  return c.cmd.run(c, opts)
+end
+
+--- Runs `backendctl args...`; returns the exit code.
+function ctl.main(args, streams)
+  local c = context(streams)
+  local ok, result = pcall(run, c, args)
+  if ok then return math.type(result) == "integer" and result or OK end
+  if getmetatable(result) == Usage then
+    c.err:write("backendctl: ", result.msg, "\n")
+    c.err:write("usage: ", c.cmd and synopsis(c.cmd) or "backendctl COMMAND [options] ARGS...", "\n",
+      "Try 'backendctl ", c.cmd and "help " .. c.cmd.name or "--help", "'.\n")
+    return USAGE
+  end
+  c.err:write("backendctl: ", (tostring(result):gsub("^backend: ", "")), "\n")
+  return FAILED
+end
+
+return ctl

@@ -1,0 +1,428 @@
+-- backendctl (bin/backendctl, lua/backend/ctl.lua) run as a process, the way a
+-- user or a script runs it: every command, its exit codes (0 ok, 1 not found,
+-- 2 usage, 3 runtime error), its --help, and its JSON parsed back. A few tests
+-- call ctl.main and repl.run in this process, with modules replaced.
+local H = require "spec.helper"
+local backend = require "backend"
+local ctl = require "backend.ctl"
+local json = require "backend.json"
+local repl = require "backend.repl"
+local dkjson = require "dkjson"
+
+local COMMANDS = { "stat", "buckets", "get", "dump", "put", "delete", "hash", "snapshot", "defrag", "check",
+                   "import", "status", "etcd", "scenario", "bench", "repl", "metrics" }
+
+-- Runs `backendctl args...` with `stdin` (default empty) and TMPDIR `tmpdir`
+-- (default: as it is): exit code, stdout, stderr.
+local function run(args, stdin, tmpdir)
+  local dir = H.tmpdir()
+  local infile, errfile = dir .. "/stdin", dir .. "/stderr"
+  H.write_file(infile, stdin or "")
+  local words = {}
+  for i, a in ipairs(args) do words[i] = H.q(a) end
+  local env = H.lua_env() .. (tmpdir and "export TMPDIR=" .. H.q(tmpdir) .. "; " or "")
+  local p = assert(io.popen(env .. "exec timeout -s KILL 60 lua5.4 " .. H.q(H.root() .. "/bin/backendctl")
+    .. " " .. table.concat(words, " ") .. " <" .. H.q(infile) .. " 2>" .. H.q(errfile)))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return code, out, H.read_file(errfile)
+end
+
+-- run(), asserting the exit code; returns stdout, stderr.
+local function expect(code, args, stdin, tmpdir)
+  local got, out, err = run(args, stdin, tmpdir)
+  assert(got == code, string.format("backendctl %s: exit %s, want %d; stdout %q; stderr %q",
+    table.concat(args, " "), tostring(got), code, out:sub(1, 300), err))
+  return out, err
+end
+
+local function decode(s)
+  local v, _, err = dkjson.decode(s)
+  assert(v ~= nil, "not JSON: " .. tostring(err) .. ": " .. s)
+  return v
+end
+
+-- A stream collecting what is written to it (for ctl.main in this process).
+local function sink()
+  local parts = {}
+  return { write = function(self, ...)
+    for _, s in ipairs { ... } do parts[#parts + 1] = s end
+    return self
+  end, text = function() return table.concat(parts) end }
+end
+
+-- ctl.main in this process: exit code, stdout, stderr.
+local function main(args)
+  local out, err = sink(), sink()
+  local code = ctl.main(args, { input = io.tmpfile(), out = out, err = err })
+  return code, out.text(), err.text()
+end
+
+-- A database with bucket "b" holding `data` (key -> value), closed.
+local function database(data)
+  local path = H.tmppath()
+  local be <close> = backend.open(path)
+  be:update(function(tx)
+    tx:create_bucket("b")
+    for k, v in pairs(data) do tx:put("b", k, v) end
+  end)
+  return path
+end
+
+local function recorded(name)
+  return (H.read_file(H.fixture(name .. ".status.json")):gsub("\n$", ""))
+end
+
+describe("backendctl", function()
+  after_each(H.cleanup)
+
+  it("--help, --version, help COMMAND and COMMAND --help for every command", function()
+    local out = expect(0, { "--help" })
+    for _, name in ipairs(COMMANDS) do assert.truthy(out:find("\n  " .. name .. " ", 1, true), name) end
+    assert.truthy(expect(0, { "--version" }):find("^backendctl " .. backend.version:gsub("%p", "%%%0")))
+    for _, name in ipairs(COMMANDS) do
+      local help = expect(0, { name, "--help" })
+      assert.truthy(help:find("usage: backendctl " .. name .. " ", 1, true), name)
+      assert.truthy(help:find("-h, --help", 1, true), name)
+      local code, again = main { "help", name }
+      assert.are.same({ 0, help }, { code, again })
+    end
+  end)
+
+  it("usage errors exit 2 with a message and the usage on stderr", function()
+    for _, args in ipairs {
+      {}, { "frobnicate" }, { "get", "db", "b" }, { "get", "db", "b", "k", "extra" }, { "stat", "--bogus", "db" },
+      { "dump", "db", "--limit", "many" }, { "dump", "db", "--format", "xml" }, { "dump", "db", "--limit" },
+      { "get", "--hex", "db", "b", "zz" }, { "status", "-w", "yaml", "f" }, { "etcd", "db", "frob" },
+      { "etcd", "db", "get" }, { "hash", "db", "--ignore", "nocolon" }, { "help", "frobnicate" },
+      { "stat", "--json=yes", "db" }, { "bench", "--only", "w1,w10" },
+    } do
+      local out, err = expect(2, args)
+      assert.are.equal("", out)
+      assert.truthy(err:find("^backendctl: [^\n]+\nusage: backendctl "), err)
+    end
+  end)
+
+  it("runtime errors exit 3 with the library's message after 'backendctl: '", function()
+    local dir = H.tmpdir()
+    local _, err = expect(3, { "get", dir .. "/none", "b", "k" })
+    assert.are.equal("backendctl: " .. dir .. "/none: No such file or directory\n", err)
+    H.write_file(dir .. "/text", "not a database at all, just some text to be refused clearly")
+    _, err = expect(3, { "status", dir .. "/text" })
+    assert.truthy(err:find("^backendctl: "), err)
+    assert.falsy(err:find("backend: ", 1, true), err)
+    _, err = expect(3, { "buckets", H.fixture("tiny.db") })
+    assert.truthy(err:find("bbolt file", 1, true), err)
+  end)
+
+  describe("status", function()
+    for _, name in ipairs { "tiny", "mixed" } do
+      it(name .. ".db: JSON byte for byte as etcdctl printed it, and etcdctl's table", function()
+        local file, want = H.fixture(name .. ".db"), recorded(name)
+        assert.are.equal(want .. "\n", expect(0, { "status", "--json", file }))
+        assert.are.equal(want .. "\n", expect(0, { "status", "-w", "json", file }))
+        local st = decode(want)
+        local notes = H.read_file(H.fixture(name .. ".notes.txt"))
+        local table_text = expect(0, { "status", file })
+        assert.truthy(table_text:find(string.format("| %x |", st.hash), 1, true))
+        -- the very table etcdctl printed, recorded in the notes
+        assert.truthy(notes:find(table_text, 1, true), table_text)
+        assert.are.equal(string.format("%x, %d, %d, %s\n", st.hash, st.revision, st.totalKey,
+          repl.human_bytes(st.totalSize)), expect(0, { "status", "-w", "simple", file }))
+      end)
+
+      it(name .. ".db imported: status has the same hash, revision and keys", function()
+        local dest = H.tmppath()
+        local summary = decode(expect(0, { "import", "--json", H.fixture(name .. ".db"), dest }))
+        local want = decode(recorded(name))
+        assert.are.same({ want.hash, want.totalKey }, { summary.hash, summary.keys })
+        local got = decode(expect(0, { "status", "--json", dest }))
+        assert.are.same({ want.hash, want.revision, want.totalKey }, { got.hash, got.revision, got.totalKey })
+        assert.are.equal(H.file_size(dest), got.totalSize)
+        assert.truthy(expect(0, { "import", H.fixture(name .. ".db"), H.tmppath() }):find("^imported "))
+        local _, err = expect(3, { "import", H.fixture(name .. ".db"), dest })
+        assert.truthy(err:find("^backendctl: .*exists"), err)
+      end)
+    end
+
+    it("humanizes sizes as go-humanize does", function()
+      assert.are.same({ "0 B", "9 B", "10 B", "999 B", "1.0 kB", "20 kB", "12 MB", "1.5 GB" },
+        { repl.human_bytes(0), repl.human_bytes(9), repl.human_bytes(10), repl.human_bytes(999),
+          repl.human_bytes(1000), repl.human_bytes(20480), repl.human_bytes(12414976),
+          repl.human_bytes(1500000000) })
+    end)
+  end)
+
+  describe("etcd", function()
+    local mixed
+    setup(function()
+      mixed = os.tmpname()
+      os.remove(mixed)
+      backend.import_bolt(H.fixture("mixed.db"), mixed)
+    end)
+    teardown(function()
+      os.remove(mixed)
+      os.remove(mixed .. "-lock")
+    end)
+
+    it("get reads an etcd file directly, as etcdctl get prints, through a temporary import", function()
+      local tmp = H.tmpdir()
+      assert.are.equal("/tiny/key3\nvalue-3\n",
+        expect(0, { "etcd", H.fixture("tiny.db"), "get", "/tiny/key3" }, nil, tmp))
+      local damaged = H.tmpdir() .. "/damaged.db"
+      local data = H.read_file(H.fixture("tiny.db"))
+      H.write_file(damaged, data:sub(1, 5000) .. "\255" .. data:sub(5002))
+      local _, err = expect(3, { "etcd", damaged, "get", "/tiny/key3" }, nil, tmp)
+      assert.truthy(err:find("^backendctl: .*SHA%-256 trailer mismatch"), err)
+      local p = assert(io.popen("ls -A " .. H.q(tmp)))
+      assert.are.equal("", p:read("a"), "the temporary import is removed")
+      p:close()
+      assert.are.equal("/mixed/hot/counter\n250\n",
+        expect(0, { "etcd", H.fixture("mixed.db"), "get", "/mixed/hot/counter" }))
+      _, err = expect(1, { "etcd", H.fixture("tiny.db"), "get", "/tiny/key3", "--rev", "4" })
+      assert.truthy(err:find("no key /tiny/key3", 1, true))
+      assert.are.equal("/tiny/key3\nvalue-3\n",
+        expect(0, { "etcd", H.fixture("tiny.db"), "get", "/tiny/key3", "--rev", "5" }))
+    end)
+
+    it("get on an imported database: --rev before the compaction or in the future is an error", function()
+      assert.are.equal("/mixed/hot/counter\n250\n", expect(0, { "etcd", mixed, "get", "/mixed/hot/counter" }))
+      local _, err = expect(3, { "etcd", mixed, "get", "/mixed/hot/counter", "--rev", "100" })
+      assert.are.equal("backendctl: etcd: required revision has been compacted (compacted at 2679)\n", err)
+      _, err = expect(3, { "etcd", mixed, "get", "/mixed/hot/counter", "--rev", "99999" })
+      assert.truthy(err:find("future revision", 1, true))
+      expect(1, { "etcd", mixed, "get", "/no/such/key" })
+    end)
+
+    it("get --json like etcdctl -w json, --prefix, ls, history, leases, meta", function()
+      local r = decode(expect(0, { "etcd", H.fixture("tiny.db"), "get", "--prefix", "/tiny/", "--json" }))
+      assert.are.same({ 10, 11, 10 }, { r.count, r.header.revision, #r.kvs })
+      assert.are.same({ key = json.base64("/tiny/key3"), value = json.base64("value-3"), create_revision = 5,
+                        mod_revision = 5, version = 1 }, r.kvs[4])
+      local ls = expect(0, { "etcd", mixed, "ls", "/mixed/lease/l4/" })
+      assert.are.equal("/mixed/lease/l4/00\n/mixed/lease/l4/01\n/mixed/lease/l4/02\n", ls)
+      assert.are.equal(1951, decode(expect(0, { "etcd", mixed, "ls", "--json" })).count)
+      local history = decode(expect(0, { "etcd", mixed, "history", "/mixed/hot/counter", "--json" }))
+      assert.are.equal(json.base64("250"), history[#history].kv.value)
+      local text = expect(0, { "etcd", mixed, "history", "/mixed/hot/counter" })
+      assert.truthy(text:find("^REVISION +OP +VERSION"))
+      expect(1, { "etcd", mixed, "history", "/no/such/key" })
+      local leases = decode(expect(0, { "etcd", mixed, "leases", "--json" }))
+      local by_hex = {}
+      for _, l in ipairs(leases) do by_hex[l.hex] = l end
+      assert.are.same({ 86400, 9 }, { by_hex["2040a20b0dfff8b6"].ttl, #by_hex["2040a20b0dfff8b6"].keys })
+      assert.truthy(expect(0, { "etcd", mixed, "leases" }):find("2040a20b0dfffece ttl 43200s, 4 keys", 1, true))
+      local meta = decode(expect(0, { "etcd", mixed, "meta", "--json" }))
+      assert.are.same({ 5066, 2679, 2679 }, { meta.revision, meta.compacted, meta.meta.finishedCompactRev })
+      assert.truthy(expect(0, { "etcd", mixed, "meta" }):find("finishedCompactRev +2679"))
+    end)
+  end)
+
+  it("put, get, dump and delete with binary keys and values (--hex), JSON binary-safe", function()
+    local db = H.tmppath()
+    local _, err = expect(3, { "put", db, "b", "k", "v" })   -- no database without --create
+    assert.truthy(err:find("No such file or directory", 1, true))
+    expect(0, { "put", "--create", "--hex", db, "b", "00ff0a5c", "00 ff" })
+    expect(0, { "put", db, "b", "tab\tkey", "-" }, "line 1\nline 2")
+    expect(0, { "put", db, "b", "naïve", "café" })
+    _, err = expect(3, { "put", db, "nob", "k", "v" })
+    assert.are.equal("backendctl: bucket 'nob' does not exist\n", err)
+
+    assert.are.equal("00ff\n", expect(0, { "get", "--hex", db, "b", "00ff0a5c" }))
+    expect(0, { "put", db, "b", "\255x", "-" }, "raw\0value")   -- argv cannot hold a NUL; stdin can
+    assert.are.equal("raw\0value", expect(0, { "get", db, "b", "\255x" }))
+    assert.are.equal("line 1\nline 2", expect(0, { "get", db, "b", "tab\tkey" }))
+    assert.are.same({ bucket = "b", key = { base64 = json.base64("\0\255\n\\") }, value = { base64 = "AP8=" } },
+      decode(expect(0, { "get", "--json", "--hex", db, "b", "00ff0a5c" })))
+    assert.are.same({ bucket = "b", key = "naïve", value = "café" },
+      decode(expect(0, { "get", "--json", db, "b", "naïve" })))
+    _, err = expect(1, { "get", db, "b", "missing\1" })
+    assert.are.equal("backendctl: missing\\x01: not found in bucket b\n", err)
+
+    assert.are.equal("\\x00\\xff\\x0a\\\\\t\\x00\\xff\nnaïve\tcafé\ntab\\x09key\tline 1\\x0aline 2\n"
+      .. "\\xffx\traw\\x00value\n",
+      expect(0, { "dump", db, "b" }))
+    assert.are.equal("b\tnaïve\tcafé\n", expect(0, { "dump", db, "--from", "n", "--to", "o" }))
+    assert.are.equal("00ff0a5c\t00ff\n", expect(0, { "dump", db, "b", "--hex", "--limit", "1" }))
+    assert.are.equal("6e61c3af7665\t636166c3a9\n",
+      expect(0, { "dump", db, "b", "--hex", "--from", "6e", "--to", "7000" }))
+    local lines = {}
+    for line in expect(0, { "dump", "--format", "json", db }):gmatch("[^\n]+") do lines[#lines + 1] = decode(line) end
+    assert.are.same({ bucket = "b", key = "tab\tkey", value = "line 1\nline 2" }, lines[3])
+    assert.are.same({ base64 = json.base64("\0\255\n\\") }, lines[1].key)
+    assert.are.same({ bucket = "b", key = { base64 = json.base64("\255x") }, value = "raw\0value" }, lines[4])
+    expect(1, { "dump", db, "nob" })
+    expect(0, { "put", db, "b", "--", "-dash", "-" }, "d")   -- `--` ends the options
+    assert.are.equal("d", expect(0, { "get", db, "b", "--", "-dash" }))
+
+    expect(0, { "delete", "--hex", db, "b", "00ff0a5c" })
+    _, err = expect(1, { "delete", "--hex", db, "b", "00ff0a5c" })
+    assert.truthy(err:find("not found in bucket b", 1, true))
+    expect(1, { "get", "--hex", db, "b", "00ff0a5c" })
+    expect(3, { "delete", H.tmpdir() .. "/none", "b", "k" })
+    assert.are.same({ "b" }, decode(expect(0, { "buckets", "--json", db })))
+    assert.are.equal("b\n", expect(0, { "buckets", db }))
+  end)
+
+  it("read-only commands work while another process has the database open for writing", function()
+    local path = H.tmppath()
+    local be <close> = backend.open { path = path, batch_interval = 3600 }
+    be:update(function(tx) tx:create_bucket("b"); tx:put("b", "k", "committed") end)
+    be:force_commit()
+    be:update(function(tx) tx:put("b", "k2", "buffered") end)
+    assert.are.equal("committed", expect(0, { "get", path, "b", "k" }))
+    expect(1, { "get", path, "b", "k2" })   -- not committed yet: not on disk
+    assert.are.equal("k\tcommitted\n", expect(0, { "dump", path, "b" }))
+    local _, err = expect(3, { "put", path, "b", "k", "v" })
+    assert.truthy(err:find("open for writing by another process", 1, true), err)
+  end)
+
+  it("hash in decimal and hex, --ignore, --json; snapshot; defrag; stat; metrics", function()
+    local data = {}
+    for i = 1, 2000 do data[string.format("key%05d", i)] = string.rep("v", 200) end
+    local db = database(data)
+    local be = backend.open { path = db, readonly = true }
+    local want, without = be:hash(), be:hash { b = { key00001 = true } }
+    be:close()
+    assert.are.equal(string.format("%d %08x\n", want, want), expect(0, { "hash", db }))
+    assert.are.same({ hash = without, hex = string.format("%08x", without) },
+      decode(expect(0, { "hash", "--json", db, "--ignore", "b:key00001" })))
+
+    local snap = H.tmpdir() .. "/snap"
+    local _, out, err
+    out, err = expect(0, { "snapshot", db, snap })
+    assert.are.equal(string.format("%d bytes written to %s\n", H.file_size(snap), snap), out)
+    assert.are.equal("", err)   -- stderr is not a terminal: no progress bar
+    assert.are.equal(string.format("%d %08x\n", want, want), expect(0, { "hash", snap }))
+    _, err = expect(0, { "snapshot", "--progress", db, snap .. "2" })
+    assert.truthy(err:find("100%", 1, true), err)
+    _, err = expect(3, { "snapshot", db, snap })
+    assert.truthy(err:find("already exists", 1, true), err)
+
+    local st = decode(expect(0, { "stat", "--json", db }))
+    assert.are.same({ name = "b", entries = 2000 }, { name = st.buckets[1].name, entries = st.buckets[1].entries })
+    assert.are.equal(H.file_size(db), st.size)
+    local text = expect(0, { "stat", db })
+    assert.truthy(text:find("\nBUCKET +ENTRIES +DEPTH"), text)
+    assert.truthy(text:find("\nb +2000 "), text)
+    assert.truthy(expect(0, { "metrics", db }):find("# TYPE ", 1, true))
+
+    local w = backend.open(db)
+    w:update(function(tx) for i = 1, 1900 do tx:delete("b", string.format("key%05d", i)) end end)
+    w:close()
+    local before = H.file_size(db)
+    local r = decode(expect(0, { "defrag", "--json", db }))
+    assert.are.equal(before, r.before)
+    assert.is_true(r.after < before, r.after .. " < " .. before)
+    assert.truthy(expect(0, { "defrag", db }):find(" → ", 1, true))
+    expect(3, { "defrag", H.tmpdir() .. "/none" })
+  end)
+
+  it("check: every check passes on a sound database; --json, --reopen, --defrag", function()
+    local db = database { k1 = "v1", k2 = "v2" }
+    assert.truthy(expect(0, { "check", db }):find("ok: %d+ checks passed"))
+    local report = decode(expect(0, { "check", "--json", "--reopen", db }))
+    assert.is_true(report.ok)
+    local names = {}
+    for _, c in ipairs(report.checks) do names[#names + 1] = c.name end
+    assert.truthy(table.concat(names, " "):find("reopen", 1, true))
+    assert.truthy(expect(0, { "check", "--defrag", db }):find("defrag", 1, true))
+  end)
+
+  it("check and scenario exit 1 when one fails (modules replaced in this process)", function()
+    local saved_check, saved_scenario = package.loaded["backend.check"], package.loaded["backend.scenario"]
+    package.loaded["backend.check"] = {
+      run = function()
+        return { ok = false, checks = { { name = "views", ok = false, detail = "", seconds = 0 } },
+                 findings = { { check = "views", bucket = "b", key = "\255", message = "differs" } } }
+      end,
+      format = function() return "FAILED" end,
+    }
+    package.loaded["backend.scenario"] = {
+      random = function(o) return { seed = o.seed } end,
+      run = function(s) return { ok = false, name = "random " .. s.seed, steps = 3,
+                                 failures = { { step = 2, message = "get differs" } } } end,
+      format = function(r) return r.name .. ": FAILED" end,
+    }
+    local ok, err = pcall(function()
+      local db = database { k = "v" }
+      assert.are.same({ 1, "FAILED\n", "" }, { main { "check", db } })
+      local code, out = main { "check", "--json", db }
+      assert.are.equal(1, code)
+      assert.are.same({ base64 = "/w==" }, decode(out).findings[1].key)
+      code, out = main { "scenario", "--random", "7" }
+      assert.are.same({ 1, "random 7: FAILED\n1 scenarios, 1 failed\n" }, { code, out })
+    end)
+    package.loaded["backend.check"], package.loaded["backend.scenario"] = saved_check, saved_scenario
+    assert(ok, err)
+  end)
+
+  it("scenario: a random one runs, and runs again from its dumped source", function()
+    local out = expect(0, { "scenario", "--random", "42", "--ops", "50" })
+    assert.truthy(out:find(": ok, %d+ steps run\n1 scenarios, 0 failed\n$"), out)
+    local file = H.tmpdir() .. "/s.lua"
+    H.write_file(file, expect(0, { "scenario", "--random", "42", "--ops", "50", "--dump" }))
+    local results = decode(expect(0, { "scenario", "--json", file }))
+    assert.is_true(results[1].ok)
+    expect(2, { "scenario" })
+  end)
+
+  it("bench: a small run prints the table; a missing --lmdb is an error", function()
+    local _, err = expect(3, { "bench", "--lmdb", H.tmpdir() .. "/none" })
+    assert.truthy(err:find("No such file or directory", 1, true))
+    local out = expect(0, { "bench", "--n", "2000", "--runs", "1", "--only", "w6" })
+    assert.truthy(out:find("| workload |", 1, true), out)
+  end)
+
+  describe("repl", function()
+    it("reads piped input: expressions, statements, multi-line chunks, the helpers and etcd", function()
+      -- an etcd file is imported into a temporary database first
+      local out = expect(0, { "repl", H.fixture("tiny.db") }, table.concat({
+        "print(#buckets())",
+        "etcd:get('/tiny/key3').value",
+        "for i = 1, 2 do",
+        "  print(i)",
+        "end",
+        "x = 20",
+        "x + 1",
+        "hash()",
+      }, "\n") .. "\n")
+      assert.are.equal('10\n"value-3"\n1\n2\n21\n682480678\t"28add426"\n', out)
+      local tiny = H.tmppath()
+      backend.import_bolt(H.fixture("tiny.db"), tiny)
+      local err
+      out, err = expect(3, { "repl", tiny }, "be:update(function(tx) tx:put('key', 'k', 'v') end)\nprint('after')\n")
+      assert.are.equal("after\n", out)
+      assert.truthy(err:find("read-only", 1, true), err)
+      assert.are.equal("0\n1\n", expect(0, { "repl", "--write", tiny },
+        "be:update(function(tx) tx:create_bucket('new') end)\nprint(#scan('new'))\n"
+        .. "be:update(function(tx) tx:put('new', 'k', 'v') end)\nprint(#scan('new'))\n"))
+      assert.are.equal("0\n", expect(0, { "repl" }, "print(#buckets())\n"))   -- a temporary database
+    end)
+
+    it("pages through a bucket with scan() and more(), escaping and truncating", function()
+      local be <close> = backend.open_tmp()
+      be:update(function(tx)
+        tx:create_bucket("b")
+        for i = 1, 5 do tx:put("b", "k" .. i, "v" .. i) end
+        tx:put("b", "z\0", string.rep("x", 100))
+      end)
+      local errors, out = repl.run(be, "scan('b', 2)\nmore()\nmore()\nmore()\nmore()\nget('b', 'z\\0')\n")
+      assert.are.equal(0, errors)
+      assert.are.equal(table.concat({
+        "k1  v1\nk2  v2\n-- more() for the next 2",
+        "k3  v3\nk4  v4\n-- more() for the next 2",
+        "k5     v5\nz\\x00  " .. string.rep("x", 60) .. "… (100 bytes)",
+        "(no entries)", "(no entries)",
+        '"' .. string.rep("x", 60) .. '… (100 bytes)"', "",
+      }, "\n"), out)
+      local h = repl.helpers(be)
+      assert.is_nil(h.etcd)   -- no etcd data here
+      assert.are.same({ "k5", "z\0" }, { h.scan("b", "k5")[1].key, h.scan("b", "k5")[2].key })
+      assert.truthy(tostring(h.stat()):find("\nb +6 "))
+      errors, out = repl.run(be, "local t = {\n1,\n2 }  return #t\nnosuch()\n")
+      assert.are.equal(1, errors)
+      assert.truthy(out:find("^2\nstdin:1: attempt to call a nil value %(global 'nosuch'%)\n$"), out)
+    end)
+  end)
+end)
