@@ -718,6 +718,14 @@ command("bench", {
   help = "Prints a markdown table of medians. Without lmdb_bench the plain-LMDB column stays empty.",
   run = function(c, o)
     local bench = require "backend.bench"
+    local only   -- usage first, then what the files say
+    if o.only then
+      only = {}
+      for w in o.only:lower():gmatch("[^,]+") do
+        if not WORKLOADS[w] then usage_error("unknown workload '%s' (w1 to w9, m1)", w) end
+        only[w] = true
+      end
+    end
     for _, p in ipairs { o.lmdb or false, o.etcd or false } do
       if p and not exists(p) then fail("%s: No such file or directory", p) end
     end
@@ -725,14 +733,6 @@ command("bench", {
     if not lmdb then
       c:warn("build/bench/lmdb_bench not found (make build/bench/lmdb_bench, or --lmdb PATH): "
         .. "no plain-LMDB column")
-    end
-    local only
-    if o.only then
-      only = {}
-      for w in o.only:lower():gmatch("[^,]+") do
-        if not WORKLOADS[w] then usage_error("unknown workload '%s' (w1 to w9, m1)", w) end
-        only[w] = true
-      end
     end
     local log = c:progress_on() and function(msg) c.err:write(msg, "\n") end or nil
     c:print(bench.report(bench.run { n = o.n, runs = o.runs, only = only, lmdb = lmdb, etcd = o.etcd, log = log }))
