@@ -82,6 +82,12 @@ local names = {}
 for k in pairs(stats) do names[#names + 1] = k end
 table.sort(names)
 say("stats:")
-for _, k in ipairs(names) do say("  %-22s %s", k, tostring(stats[k])) end
+for _, k in ipairs(names) do
+  local v = stats[k]
+  if type(v) == "table" then   -- a histogram: how many, how long in all
+    v = string.format("%d observed, %.6f s in all", v.count, v.sum)
+  end
+  say("  %-22s %s", k, tostring(v))
+end
 be:close()
 say("closed; temporary file removed: %s", tostring(io.open(path) == nil))
