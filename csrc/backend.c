@@ -59,6 +59,39 @@ int bk_mdb_fail(bk_error *err, int rc, const char *what)
     return bk_fail(err, BK_EIO, "%s: %s", what, mdb_strerror(rc));
 }
 
+int bk_read_full(int fd, char *buf, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pread(fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0) {   /* pages past the end of the file read as zeros */
+            memset(buf, 0, len);
+            return 0;
+        }
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+int bk_write_full(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 double bk_now(void)
 {
     struct timespec ts;

@@ -47,24 +47,6 @@ static int copy_bucket(MDB_env *dst, MDB_txn **tx, MDB_txn *src, MDB_dbi sdbi,
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int io_full(ssize_t (*io)(int, void *, size_t, off_t), int fd, void *buf, size_t len)
-{
-    for (size_t done = 0; done < len;) {
-        ssize_t n = io(fd, (char *)buf + done, len - done, (off_t)done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        done += (size_t)n;
-    }
-    return 0;
-}
-
-static ssize_t pwrite_buf(int fd, void *buf, size_t len, off_t off)
-{
-    return pwrite(fd, buf, len, off);
-}
-
 /* The new file starts its txn ids where the database's left off: another
  * process (a readonly reader) keeps the lock file open, so LMDB reuses the
  * lock's last txn id after the swap instead of the file's, and picks meta
@@ -74,13 +56,14 @@ static int continue_txnids(const char *tmp, size_t psize, uint64_t txnid, bk_err
 {
     char *pair = malloc(2 * psize);
     int fd = open(tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC), rc = -1;
-    if (pair && fd >= 0 && !io_full(pread, fd, pair, 2 * psize)) {
+    if (pair && fd >= 0 && !bk_read_full(fd, pair, 2 * psize, 0)) {
         int newest = bk_meta_newest(pair, psize);
         if (newest < 0) {
             errno = EINVAL;
         } else {
             bk_meta_pair(pair, psize, newest, txnid > 0 ? txnid : 1);
-            rc = io_full(pwrite_buf, fd, pair, 2 * psize) || fdatasync(fd) ? -1 : 0;
+            /* pread left the file offset at 0: the pair goes back in place */
+            rc = bk_write_full(fd, pair, 2 * psize) || fdatasync(fd) ? -1 : 0;
         }
     }
     int saved = pair ? errno : ENOMEM;

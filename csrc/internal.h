@@ -158,6 +158,10 @@ void bk_quote(char *out, size_t size, bk_slice s);
 void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 double bk_now(void);
+/* pread until len bytes are in (zeros past the end of the file) / write all
+ * of buf at the file offset: 0, or -1 and errno. */
+int bk_read_full(int fd, char *buf, size_t len, uint64_t off);
+int bk_write_full(int fd, const char *buf, size_t len);
 void bk_hist_observe(bk_backend *be, bk_hist *h, double seconds);
 /* fsync the directory holding path (defrag.c): -1 and errno on failure. */
 int bk_fsync_dir(const char *path);

@@ -10,25 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int read_full(int fd, char *buf, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pread(fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (n == 0) {   /* pages past the end of the file read as zeros */
-            memset(buf, 0, len);
-            return 0;
-        }
-        buf += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
-}
-
 /* Both meta pages describe txn `txnid` (bk_meta_pair, as bbolt's WriteTo
  * does), so neither can point at pages that later commits reused. */
 static int capture_meta(bk_backend *be, gen *g, bk_snapshot *s, bk_error *err)
@@ -40,7 +21,7 @@ static int capture_meta(bk_backend *be, gen *g, bk_snapshot *s, bk_error *err)
     s->meta = malloc(2 * be->psize);
     if (!s->meta)
         return bk_fail(err, BK_EIO, "out of memory");
-    if (read_full(fd, s->meta, 2 * be->psize, 0))
+    if (bk_read_full(fd, s->meta, 2 * be->psize, 0))
         return bk_fail(err, BK_EIO, "snapshot: reading meta pages: %s", strerror(errno));
     for (int i = 0; i < 2; i++) {
         bk_meta m;
@@ -124,20 +105,6 @@ static int usable(bk_snapshot *s, uint64_t off, size_t len, bk_error *err)
     return BK_OK;
 }
 
-static int write_full(int fd, const char *buf, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* The data file's bytes [off, off+len) to out, fastest way first. */
 static int copy_pages(int in, int out, uint64_t off, size_t len)
 {
@@ -155,7 +122,7 @@ static int copy_pages(int in, int out, uint64_t off, size_t len)
         } else {
             char buf[1 << 16];
             size_t want = len < sizeof buf ? len : sizeof buf;
-            if (read_full(in, buf, want, off) || write_full(out, buf, want))
+            if (bk_read_full(in, buf, want, off) || bk_write_full(out, buf, want))
                 return -1;
             n = (ssize_t)want;
         }
@@ -186,7 +153,7 @@ static int transfer(bk_snapshot *s, uint64_t off, size_t len, int fd, char *buf,
         size_t n = (size_t)(meta_end - off) < len ? (size_t)(meta_end - off) : len;
         if (buf)
             memcpy(buf, s->meta + off, n);
-        else if (write_full(fd, s->meta + off, n))
+        else if (bk_write_full(fd, s->meta + off, n))
             rc = bk_fail(err, BK_EIO, "snapshot write: %s", strerror(errno));
         buf = buf ? buf + n : NULL;
         off += n;
@@ -194,7 +161,7 @@ static int transfer(bk_snapshot *s, uint64_t off, size_t len, int fd, char *buf,
     }
     if (!rc && len && (rc = mdb_env_get_fd(be->env, &in)))
         rc = bk_mdb_fail(err, rc, "snapshot");
-    if (!rc && len && (buf ? read_full(in, buf, len, off) : copy_pages(in, fd, off, len)))
+    if (!rc && len && (buf ? bk_read_full(in, buf, len, off) : copy_pages(in, fd, off, len)))
         rc = bk_fail(err, BK_EIO, "snapshot %s: %s", buf ? "read" : "write", strerror(errno));
     pthread_rwlock_unlock(&be->maplock);
     return rc;
