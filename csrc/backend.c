@@ -584,6 +584,7 @@ static void destroy(bk_backend *be)
         next = n->next;
         free(n);
     }
+    free(be->undo);
     pthread_mutex_destroy(&be->hist_mu);
     pthread_mutex_destroy(&be->reg_mu);
     pthread_mutex_destroy(&be->lock_mu);
@@ -786,6 +787,8 @@ int bk_close(bk_backend *be, int force, bk_error *err)
             rc = bk_fail(err, BK_EIO, "backend failed (its database could not be "
                          "reopened): %llu writes lost", (unsigned long long)bk_pending(be));
     } else if (!be->cfg.readonly && !be->stopped) {
+        if (bk_locked_by_me(be))
+            bk_rollback(be, "closing the backend", err);   /* cannot fail here */
         rc = bk_force_commit(be, err);
         if (rc && !force)
             return rc;
@@ -856,6 +859,7 @@ int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err)
     st->size_in_use = __atomic_load_n(&be->size_in_use, __ATOMIC_RELAXED);
     st->open_read_tx_n = __atomic_load_n(&be->open_views, __ATOMIC_RELAXED);
     st->map_grows = __atomic_load_n(&be->map_grows, __ATOMIC_RELAXED);
+    st->rollbacks = __atomic_load_n(&be->rollbacks, __ATOMIC_RELAXED);
     __atomic_load(&be->last_commit_s, &st->last_commit_seconds, __ATOMIC_RELAXED);
     __atomic_load(&be->total_commit_s, &st->total_commit_seconds, __ATOMIC_RELAXED);
     __atomic_load(&be->defrag_s, &st->defrag_seconds, __ATOMIC_RELAXED);

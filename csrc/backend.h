@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BK_VERSION "0.1.0"
+#define BK_VERSION "0.2.0"
 
 typedef struct bk_backend bk_backend;
 typedef struct bk_view bk_view;
@@ -26,7 +26,8 @@ typedef enum bk_code {
     BK_EARG,        /* bad argument: empty or oversized key, bad config */
     BK_ENOBUCKET,   /* write to a bucket that does not exist */
     BK_ENOTLOCKED,  /* batch tx used without holding its lock */
-    BK_ELOCKED,     /* batch tx locked twice by one thread */
+    BK_ELOCKED,     /* batch tx locked twice by one thread, or a commit
+                       asked for by the thread holding its lock */
     BK_ECLOSED,     /* backend (or the object) is closed */
     BK_EREADONLY,   /* write to a read-only backend */
     BK_EINVALID,    /* view or snapshot invalidated by defrag (or
@@ -73,7 +74,7 @@ typedef struct bk_hist {
 typedef struct bk_stats {
     uint64_t commits, pending, buffered_writes, buffered_bytes;
     uint64_t queued_batches, map_size, page_size, size, size_in_use;
-    uint64_t open_read_tx_n, map_grows, commit_failures;
+    uint64_t open_read_tx_n, map_grows, commit_failures, rollbacks;
     double last_commit_seconds, total_commit_seconds;
     double defrag_seconds, snapshot_seconds;
     int defrag_inflight;
@@ -123,17 +124,27 @@ int bk_is_closed(const bk_backend *be);
 const char *bk_path(const bk_backend *be);
 size_t bk_max_key_size(const bk_backend *be);
 
-/* The batch tx. */
+/* The batch tx. A section runs from bk_lock to bk_unlock (which makes its
+ * writes visible to every reader at once) or bk_rollback (which discards
+ * them, bucket creates and deletes included: no reader ever sees them).
+ * A locked section is never committed: what commits (bk_commit,
+ * bk_force_commit, snapshots, hash, defrag, close) returns BK_ELOCKED when
+ * the calling thread holds the lock. */
 int bk_lock(bk_backend *be, bk_error *err);
 int bk_unlock(bk_backend *be, bk_error *err);
+/* why: NULL, or the reason, logged as a warning with the writes undone. */
+int bk_rollback(bk_backend *be, const char *why, bk_error *err);
 int bk_locked_by_me(const bk_backend *be);
 int bk_create_bucket(bk_backend *be, bk_slice name, bk_error *err);
 int bk_delete_bucket(bk_backend *be, bk_slice name, bk_error *err);
 int bk_put(bk_backend *be, bk_slice bucket, bk_slice key, bk_slice value,
            bk_error *err);
 int bk_delete(bk_backend *be, bk_slice bucket, bk_slice key, bk_error *err);
-/* Commit while holding the lock; stop also stops the batch tx for good. */
+/* etcd's Commit(): lock, commit every unlocked write, unlock; stop also
+ * stops the batch tx for good. */
 int bk_commit(bk_backend *be, int stop, bk_error *err);
+/* The largest value bk_put takes: what LMDB can commit in one write. */
+size_t bk_max_value_size(const bk_backend *be);
 uint64_t bk_pending(bk_backend *be);
 /* Reads through the batch tx see its own writes; caller holds the lock.
  * to == NULL reads the single key `from`; limit <= 0 means no limit. */

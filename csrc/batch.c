@@ -1,8 +1,11 @@
 /* batch.c: the batch tx, the one writer of a backend. Writes go into the
- * active memtable under the batch lock; unlock() publishes them to readers
- * and queues the batch for the committer once batch_limit writes pend. */
+ * active memtable under the batch lock, as one section: unlock() publishes
+ * them to readers and queues the batch for the committer once batch_limit
+ * writes pend; rollback() unlinks them again, unseen. A locked section is
+ * never queued, so every commit holds whole sections. */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static int usable(bk_backend *be, bk_error *err)
@@ -35,13 +38,24 @@ void bk_lock_drop(bk_backend *be)
     __atomic_store_n(&be->locked, 0, __ATOMIC_RELEASE);
 }
 
+static int not_locked(bk_error *err)
+{
+    return bk_fail(err, BK_ENOTLOCKED, "batch tx is not locked");
+}
+
 static int held(bk_backend *be, bk_error *err)
 {
     int rc = usable(be, err);
     if (rc)
         return rc;
-    if (!bk_locked_by_me(be))
-        return bk_fail(err, BK_ENOTLOCKED, "batch tx is not locked (call lock() first)");
+    return bk_locked_by_me(be) ? BK_OK : not_locked(err);
+}
+
+int bk_not_in_section(bk_backend *be, bk_error *err)
+{
+    if (bk_locked_by_me(be))
+        return bk_fail(err, BK_ELOCKED, "the batch tx is locked by this thread: "
+                       "unlock or rollback first (a locked section is never committed)");
     return BK_OK;
 }
 
@@ -64,8 +78,15 @@ int bk_lock(bk_backend *be, bk_error *err)
     return BK_OK;
 }
 
+/* The section ends: forget its writes (a big log is not kept around). */
 static void release(bk_backend *be)
 {
+    be->nundo = 0;
+    if (be->undo_cap > 4096) {
+        free(be->undo);
+        be->undo = NULL;
+        be->undo_cap = 0;
+    }
     pthread_mutex_lock(&be->lock_mu);
     bk_lock_drop(be);
     pthread_cond_signal(&be->lock_cv);
@@ -81,28 +102,76 @@ static void publish(bk_backend *be)
     pthread_mutex_unlock(&be->ver_mu);
 }
 
+/* Rolled-back writes count too: their memory goes with the memtable, so
+ * a loop of failing sections still ends in a rotation. */
+static int rotation_due(bk_backend *be)
+{
+    const memtable *m = be->active;
+    return __atomic_load_n(&be->active_writes, __ATOMIC_RELAXED) + m->dropped >=
+               be->cfg.batch_limit ||
+           m->dropped_bytes >= BK_DROPPED_MAX ||
+           __atomic_exchange_n(&be->rotate_requested, 0, __ATOMIC_ACQ_REL);
+}
+
+/* Ends the section: queues the batch when due (the writes stay buffered if
+ * that fails), then releases the lock. */
+static int end_section(bk_backend *be, bk_error *err)
+{
+    int rc = rotation_due(be) ? bk_rotate(be, err) : BK_OK;
+    release(be);
+    return rc;
+}
+
 int bk_unlock(bk_backend *be, bk_error *err)
 {
     if (bk_is_closed(be))
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     if (!bk_locked_by_me(be))
-        return bk_fail(err, BK_ENOTLOCKED, "batch tx is not locked (call lock() first)");
-    int rc = BK_OK;
+        return not_locked(err);
     if (__atomic_load_n(&be->visible_seq, __ATOMIC_RELAXED) != be->seq)
         publish(be);
-    if (__atomic_load_n(&be->active_writes, __ATOMIC_RELAXED) >= be->cfg.batch_limit ||
-        __atomic_exchange_n(&be->rotate_requested, 0, __ATOMIC_ACQ_REL))
-        rc = bk_rotate(be, err);   /* the writes stay buffered if this fails */
-    release(be);
-    return rc;
+    return end_section(be, err);
+}
+
+/* Newest first, so each bucket gets back the state before its first event
+ * of the section. The writes were never published: no reader saw them. */
+int bk_rollback(bk_backend *be, const char *why, bk_error *err)
+{
+    if (bk_is_closed(be))
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    if (!bk_locked_by_me(be))
+        return not_locked(err);
+    for (size_t i = be->nundo; i-- > 0;) {
+        const bk_undo *u = &be->undo[i];
+        if (u->node->type == MT_CREATE || u->node->type == MT_DROP)
+            be->buckets[u->node->bucket]->writer_exists = u->existed;
+        mt_unlink(be->active, u->node);
+    }
+    __atomic_sub_fetch(&be->active_writes, be->nundo, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&be->rollbacks, 1, __ATOMIC_RELAXED);
+    if (why)
+        bk_log(be, "warn", "%s: rolled back the batch tx's open section (%zu writes)",
+               why, be->nundo);
+    return end_section(be, err);
 }
 
 static int write_entry(bk_backend *be, bk_bucket *b, uint8_t type, bk_slice key,
                        bk_slice value, bk_error *err)
 {
-    if (mt_insert(be->active, be->seq + 1, b->id, type, key.data, key.len,
-                  value.data, value.len))
+    if (be->nundo == be->undo_cap) {
+        size_t cap = be->undo_cap ? 2 * be->undo_cap : 64;
+        bk_undo *u = realloc(be->undo, cap * sizeof *u);
+        if (!u)
+            return bk_fail(err, BK_EIO, "out of memory");
+        be->undo = u;
+        be->undo_cap = cap;
+    }
+    mt_node *n = mt_insert(be->active, be->seq + 1, b->id, type, key.data, key.len,
+                           value.data, value.len);
+    if (!n)
         return bk_fail(err, BK_EIO, "out of memory");
+    be->undo[be->nundo].node = n;
+    be->undo[be->nundo++].existed = b->writer_exists;
     be->seq++;
     __atomic_add_fetch(&be->active_writes, 1, __ATOMIC_RELEASE);
     return BK_OK;
@@ -149,9 +218,10 @@ static int key_write(bk_backend *be, bk_slice bucket_name, bk_slice key,
     int rc = held(be, err);
     if (rc || (rc = bk_check_key(be, "key", key, err)))
         return rc;
-    if (value.len > 0xFFFFFFFFu)
-        return bk_fail(err, BK_EARG, "value is too long (%zu bytes; the limit is 4294967295)",
-                       value.len);
+    if (value.len > bk_max_value_size(be))
+        return bk_fail(err, BK_EARG, "value is too long (%zu bytes; the limit is %zu, "
+                       "the largest LMDB can write in one piece)", value.len,
+                       bk_max_value_size(be));
     if ((rc = check_bucket_name(be, bucket_name, err)))
         return rc;   /* empty or too long: not "does not exist" */
     bk_bucket *b = bk_bucket_find(be, bucket_name.data, bucket_name.len);
@@ -181,34 +251,39 @@ uint64_t bk_pending(bk_backend *be)
            __atomic_load_n(&be->queued_writes, __ATOMIC_RELAXED);
 }
 
-/* Commit with the lock held: publish, queue, and wait for the committer. */
-int bk_commit(bk_backend *be, int stop, bk_error *err)
+size_t bk_max_value_size(const bk_backend *be)
 {
-    int rc = held(be, err);
+    return BK_WRITE_MAX / be->psize * be->psize - BK_PAGE_HEADER;
+}
+
+/* Between sections: queue the active batch and wait for the committer. */
+static int commit_locked(bk_backend *be, int stop, bk_error *err)
+{
+    int rc = bk_lock(be, err);
     if (rc)
         return rc;
-    publish(be);
-    if ((rc = bk_rotate(be, err)) || (rc = bk_wait_committed(be, err)))
-        return rc;
-    if (stop)
+    if (!(rc = bk_rotate(be, err)) && !(rc = bk_wait_committed(be, err)) && stop)
         be->stopped = 1;
-    return BK_OK;
+    release(be);
+    return rc;
+}
+
+int bk_commit(bk_backend *be, int stop, bk_error *err)
+{
+    int rc = usable(be, err);
+    if (rc || (rc = bk_not_in_section(be, err)))
+        return rc;
+    return commit_locked(be, stop, err);
 }
 
 int bk_force_commit(bk_backend *be, bk_error *err)
 {
     if (bk_is_closed(be))
         return bk_fail(err, BK_ECLOSED, "backend is closed");
-    if (be->cfg.readonly || be->stopped)
-        return BK_OK;   /* nothing of ours can be pending */
-    if (bk_locked_by_me(be))
-        return bk_commit(be, 0, err);
-    int rc = bk_lock(be, err);
-    if (rc)
-        return rc;
-    rc = bk_commit(be, 0, err);
-    release(be);
-    return rc;
+    int rc = bk_not_in_section(be, err);
+    if (rc || be->cfg.readonly || be->stopped)
+        return rc;   /* read-only or stopped: nothing of ours can be pending */
+    return commit_locked(be, 0, err);
 }
 
 /* Reads through the batch tx: the current version, all of it. */

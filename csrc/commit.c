@@ -563,6 +563,17 @@ static void env_check(bk_backend *be)
     pthread_rwlock_unlock(&be->maplock);
 }
 
+static void count_commit(bk_backend *be, double dt)
+{
+    __atomic_add_fetch(&be->commits, 1, __ATOMIC_RELAXED);
+    __atomic_store(&be->last_commit_s, &dt, __ATOMIC_RELAXED);
+    double total;
+    __atomic_load(&be->total_commit_s, &total, __ATOMIC_RELAXED);
+    total += dt;   /* only the committer writes it */
+    __atomic_store(&be->total_commit_s, &total, __ATOMIC_RELAXED);
+    bk_hist_observe(be, &be->commit_hist, dt);
+}
+
 /* Commits the oldest nm queued batches as one LMDB write txn. */
 static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error *err)
 {
@@ -571,8 +582,13 @@ static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error 
         return bk_fail(err, BK_EIO, "out of memory");
     pthread_mutex_lock(&be->txn_mu);
     double t0 = bk_now();
-    int rc;
-    for (int tries = 0;; tries++) {
+    int rc = 0;
+    uint64_t live = 0;
+    for (int i = 0; i < nm; i++)
+        live += ms[i]->writes;
+    /* Batches of rolled-back writes only: no LMDB txn, no commit; a new
+     * version still lets their memory go. */
+    for (int tries = 0; live; tries++) {
         memset(touched, 0, BK_MAX_BUCKETS + 1);
         rc = apply_batches(be, ms, nm, touched);
         if (rc != MDB_MAP_FULL || tries == 40)
@@ -585,14 +601,8 @@ static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error 
         env_check(be);
         goto done;
     }
-    double dt = bk_now() - t0;
-    __atomic_add_fetch(&be->commits, 1, __ATOMIC_RELAXED);
-    __atomic_store(&be->last_commit_s, &dt, __ATOMIC_RELAXED);
-    double total;
-    __atomic_load(&be->total_commit_s, &total, __ATOMIC_RELAXED);
-    total += dt;   /* only the committer writes it */
-    __atomic_store(&be->total_commit_s, &total, __ATOMIC_RELAXED);
-    bk_hist_observe(be, &be->commit_hist, dt);
+    if (live)
+        count_commit(be, bk_now() - t0);
     gen *g;
     bk_error gerr;
     if (gen_new(be, ms[nm - 1]->id, &g, &gerr) == BK_OK) {
@@ -745,8 +755,8 @@ void bk_committer_stop(bk_backend *be, int drop)
 int bk_rotate(bk_backend *be, bk_error *err)
 {
     memtable *old = be->active;
-    if (old->writes == 0)
-        return BK_OK;
+    if (old->writes == 0 && old->dropped == 0)
+        return BK_OK;   /* a memtable of rolled-back writes goes too: its memory */
     memtable *fresh = mt_new(0);
     if (!fresh)
         return bk_fail(err, BK_EIO, "out of memory");

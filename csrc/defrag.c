@@ -199,13 +199,13 @@ int bk_defrag(bk_backend *be, bk_error *err)
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     if (be->cfg.readonly)
         return bk_fail(err, BK_EREADONLY, "backend is read-only");
-    int was_locked = bk_locked_by_me(be), rc;
-    if (!was_locked && (rc = bk_lock(be, err)))
+    int rc = bk_not_in_section(be, err);
+    if (rc || (rc = bk_lock(be, err)))
         return rc;
     /* Writers wait on the lock; everything is in LMDB once this returns. */
-    if ((rc = bk_commit(be, 0, err))) {
-        if (!was_locked)
-            bk_unlock(be, err);
+    if ((rc = bk_rotate(be, err)) || (rc = bk_wait_committed(be, err))) {
+        bk_error uerr;
+        bk_unlock(be, &uerr);
         return rc;
     }
     double t0 = bk_now();
@@ -242,7 +242,7 @@ int bk_defrag(bk_backend *be, bk_error *err)
                (unsigned long long)before,
                (unsigned long long)__atomic_load_n(&be->size, __ATOMIC_RELAXED));
     }
-    if (!was_locked && !bk_is_closed(be)) {
+    if (!bk_is_closed(be)) {
         bk_error uerr;
         bk_unlock(be, &uerr);
     }

@@ -21,6 +21,11 @@
 
 #define BK_QUEUE_MAX 64            /* batches waiting for the committer */
 #define BK_HASH_SLOTS 2048         /* bucket-name hash table, > 2 * max */
+#define BK_DROPPED_MAX (64u << 20) /* rolled-back bytes the active memtable may keep */
+/* The largest value LMDB can write: its overflow pages go out in one
+ * write(2), which Linux caps at 0x7ffff000 bytes (a short write: EIO). */
+#define BK_WRITE_MAX 0x7ffff000u
+#define BK_PAGE_HEADER 16          /* LMDB's PAGEHDRSZ, before an overflow value */
 
 typedef struct bk_bucket {
     char *name;                    /* any bytes */
@@ -74,6 +79,13 @@ struct bk_snapshot {
     double opened;
 };
 
+/* A write of the open section, for rollback: the node, and for a bucket
+ * event whether the bucket existed before it. */
+typedef struct bk_undo {
+    mt_node *node;
+    int existed;
+} bk_undo;
+
 typedef struct log_node {
     bk_log_entry e;
     struct log_node *next;
@@ -108,6 +120,9 @@ struct bk_backend {
     uint64_t visible_seq;          /* atomic: published at unlock */
     uint64_t active_writes;        /* atomic: pending in active */
     int rotate_requested;          /* atomic: committer asks unlock */
+    bk_undo *undo;                 /* the open section's writes (lock held) */
+    size_t nundo, undo_cap;
+    uint64_t rollbacks;            /* atomic */
 
     /* versions */
     pthread_mutex_t ver_mu;
@@ -186,6 +201,9 @@ void bk_meta_pair(void *pair, size_t psize, int newest, uint64_t txnid);
 
 /* buckets (backend.c) */
 bk_bucket *bk_bucket_find(bk_backend *be, const void *name, size_t len);
+/* BK_ELOCKED if the calling thread holds the batch lock: what commits
+ * must not (a locked section is never committed). */
+int bk_not_in_section(bk_backend *be, bk_error *err);
 /* Take and drop the batch lock's flag; caller holds lock_mu. */
 void bk_lock_take(bk_backend *be);
 void bk_lock_drop(bk_backend *be);

@@ -28,8 +28,11 @@
 #define MT_RESULT "backend.Result"
 #define MT_BOLT "backend.BoltFile"
 
-/* Backend user values. */
+/* Backend user values. The BatchTx has the same count: its UV_OWNER holds
+ * a weak table whose [1] is the coroutine that took the lock, and its
+ * UV_LOGGER the backend's logger, so deliver_logs serves both. */
 enum { UV_BATCH = 1, UV_READ, UV_LOGGER, UV_COUNT = UV_LOGGER };
+enum { UV_OWNER = 1 };
 
 typedef struct lbackend { bk_backend *be; } lbackend;
 typedef struct ltx {
@@ -277,13 +280,13 @@ static int l_backend_tostring(lua_State *L)
 }
 
 /* The BatchTx and the ReadTx are one per backend, kept as user values. */
-static int cached_tx(lua_State *L, int uv, const char *mt)
+static int cached_tx(lua_State *L, int uv, const char *mt, int nuv)
 {
     lbackend *lb = check_backend(L, 1);
     if (lua_getiuservalue(L, 1, uv) == LUA_TUSERDATA)
         return 1;
     lua_pop(L, 1);
-    ltx *t = lua_newuserdatauv(L, sizeof *t, 0);
+    ltx *t = lua_newuserdatauv(L, sizeof *t, nuv);
     memset(t, 0, sizeof *t);
     luaL_setmetatable(L, mt);
     t->be = lb->be;
@@ -295,12 +298,23 @@ static int cached_tx(lua_State *L, int uv, const char *mt)
 
 static int l_batch_tx(lua_State *L)
 {
-    return cached_tx(L, UV_BATCH, MT_BATCH);
+    if (cached_tx(L, UV_BATCH, MT_BATCH, UV_COUNT) && lua_getiuservalue(L, -1, UV_OWNER) == LUA_TNIL) {
+        lua_createtable(L, 1, 0);   /* the owner, held weakly */
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "v");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_setiuservalue(L, -3, UV_OWNER);
+        lua_getiuservalue(L, 1, UV_LOGGER);
+        lua_setiuservalue(L, -3, UV_LOGGER);
+    }
+    lua_pop(L, 1);
+    return 1;
 }
 
 static int l_read_tx(lua_State *L)
 {
-    return cached_tx(L, UV_READ, MT_READ);
+    return cached_tx(L, UV_READ, MT_READ, 0);
 }
 
 static int l_concurrent_read_tx(lua_State *L)
@@ -440,6 +454,7 @@ static int l_stats(lua_State *L)
         { "page_size", st.page_size }, { "size", st.size },
         { "size_in_use", st.size_in_use }, { "open_read_tx_n", st.open_read_tx_n },
         { "map_grows", st.map_grows }, { "commit_failures", st.commit_failures },
+        { "rollbacks", st.rollbacks },
     };
     struct { const char *name; double v; } secs[] = {
         { "last_commit_seconds", st.last_commit_seconds },
@@ -641,32 +656,112 @@ static int view_read(ltx *t, const bk_slice *bucket, bk_slice from, const bk_sli
                   : bk_view_buckets(t->view, &t->res, err);
 }
 
+/* ---- the batch tx's section and the coroutine that owns it ---- */
+
+/* Pushes the coroutine that took the lock (nil once collected). */
+static void push_owner(lua_State *L)
+{
+    lua_getiuservalue(L, 1, UV_OWNER);
+    lua_rawgeti(L, -1, 1);
+    lua_remove(L, -2);
+}
+
+static void set_owner(lua_State *L, int self)
+{
+    lua_getiuservalue(L, 1, UV_OWNER);
+    if (self)
+        lua_pushthread(L);
+    else
+        lua_pushnil(L);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 1);
+}
+
+/* A coroutine that can still run (lcorolib's auxstatus, less "dead"). */
+static int alive(lua_State *L, lua_State *co)
+{
+    lua_Debug ar;
+    if (co == L)
+        return 1;
+    switch (lua_status(co)) {
+    case LUA_YIELD:
+        return 1;
+    case LUA_OK:   /* resuming another one, or not started yet */
+        return lua_getstack(co, 0, &ar) || lua_gettop(co) > 0;
+    default:       /* ended by an error */
+        return 0;
+    }
+}
+
+/* This thread's lock, taken by the coroutine running now (the section a
+ * <close> variable or update's guard may end). */
+static int owned_here(lua_State *L, ltx *t)
+{
+    if (!bk_locked_by_me(t->be))
+        return 0;
+    push_owner(L);
+    int here = lua_tothread(L, -1) == L;
+    lua_pop(L, 1);
+    return here;
+}
+
+static int end_section(lua_State *L, ltx *t, int rollback, const char *why)
+{
+    bk_error err;
+    int rc = rollback ? bk_rollback(t->be, why, &err) : bk_unlock(t->be, &err);
+    set_owner(L, 0);
+    deliver_logs(L, t->be, 1);
+    return rc ? raise(L, &err) : 0;
+}
+
 static int l_batch_lock(lua_State *L)
 {
     ltx *t = check_batch(L);
     bk_error err;
+    if (bk_locked_by_me(t->be)) {
+        /* Held by a coroutine that can never end its section: nobody can
+         * commit or lock until it is gone. */
+        push_owner(L);
+        lua_State *owner = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        if (!owner || !alive(L, owner))
+            end_section(L, t, 1, owner ? "the coroutine holding the lock is dead"
+                                       : "the coroutine holding the lock was collected");
+    }
     if (bk_lock(t->be, &err))
         return raise(L, &err);
+    set_owner(L, 1);
     lua_settop(L, 1);
     return 1;
 }
 
 static int l_batch_unlock(lua_State *L)
 {
-    ltx *t = check_batch(L);
-    bk_error err;
-    if (bk_unlock(t->be, &err))
-        return raise(L, &err);
-    return 0;
+    return end_section(L, check_batch(L), 0, NULL);
 }
 
+static int l_batch_rollback(lua_State *L)
+{
+    return end_section(L, check_batch(L), 1, NULL);
+}
+
+/* tx:_held(): whether this coroutine's section is open (update's guard). */
+static int l_batch_held(lua_State *L)
+{
+    ltx *t = check_batch(L);
+    lua_pushboolean(L, owned_here(L, t));
+    return 1;
+}
+
+/* <close>: leaving the scope by an error rolls the section back, leaving
+ * it normally (coroutine.close too) unlocks; a section already ended, or
+ * another coroutine's, is left alone. */
 static int l_batch_close(lua_State *L)
 {
     ltx *t = check_ud(L, 1, MT_BATCH);
-    bk_error err;
-    if (t->be && !bk_is_closed(t->be) && bk_locked_by_me(t->be) && bk_unlock(t->be, &err))
-        return raise(L, &err);
-    return 0;
+    if (!t->be || bk_is_closed(t->be) || !owned_here(L, t))
+        return 0;
+    return end_section(L, t, !lua_isnil(L, 2), NULL);
 }
 
 static int batch_write(lua_State *L, const char *fname, int nargs,
@@ -897,7 +992,7 @@ static int l_batch_check(lua_State *L)
 {
     ltx *t = check_batch(L);
     if (!bk_locked_by_me(t->be))
-        return fail(L, "batch tx is not locked (call lock() first)");
+        return fail(L, "batch tx is not locked");
     return 0;
 }
 
@@ -1273,6 +1368,7 @@ int luaopen_backend_core(lua_State *L)
         { "__tostring", l_backend_tostring }, { NULL, NULL } };
     static const luaL_Reg batch_m[] = {
         { "lock", l_batch_lock }, { "unlock", l_batch_unlock },
+        { "rollback", l_batch_rollback }, { "_held", l_batch_held },
         { "create_bucket", l_create_bucket }, { "delete_bucket", l_delete_bucket },
         { "put", l_put }, { "seq_put", l_seq_put }, { "delete", l_delete },
         { "range", l_batch_range }, { "get", l_batch_get }, { "buckets", l_batch_buckets },

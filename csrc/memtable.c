@@ -144,8 +144,8 @@ static mt_node *find_ge(const memtable *m, uint32_t bucket, const void *key,
     }
 }
 
-int mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
-              const void *key, size_t klen, const void *val, size_t vlen)
+mt_node *mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
+                   const void *key, size_t klen, const void *val, size_t vlen)
 {
     mt_node *prev[MT_MAX_HEIGHT];
     int cur = m->height;
@@ -166,7 +166,7 @@ int mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
     }
     mt_node *n = arena_alloc(m, sizeof *n + (size_t)h * sizeof(mt_node *) + klen + vlen);
     if (!n)
-        return -1;
+        return NULL;
     n->seq = seq;
     n->bucket = bucket;
     n->klen = (uint32_t)klen;
@@ -187,7 +187,23 @@ int mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
     /* Read by stats on other threads. */
     __atomic_add_fetch(&m->writes, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&m->bytes, klen + vlen, __ATOMIC_RELAXED);
-    return 0;
+    return n;
+}
+
+void mt_unlink(memtable *m, mt_node *n)
+{
+    mt_node *prev[MT_MAX_HEIGHT];
+    find_ge(m, n->bucket, mt_key(n), n->klen, n->seq, prev);
+    for (int i = 0; i < n->height; i++) {
+        __atomic_store_n(&prev[i]->next[i], n->next[i], __ATOMIC_RELEASE);
+        if (m->tail[i] == n)
+            m->tail[i] = prev[i] == m->head ? NULL : prev[i];
+    }
+    size_t size = (size_t)n->klen + n->vlen;
+    __atomic_sub_fetch(&m->writes, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&m->bytes, size, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&m->dropped, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&m->dropped_bytes, size, __ATOMIC_RELAXED);
 }
 
 mt_node *mt_seek(const memtable *m, uint32_t bucket, const void *key,

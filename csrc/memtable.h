@@ -29,8 +29,10 @@ typedef struct mt_block mt_block;
 typedef struct memtable {
     int refs;                  /* atomic */
     uint64_t id;               /* creation order; commits go in this order */
-    uint64_t writes;           /* entries inserted */
-    uint64_t bytes;            /* key and value bytes inserted */
+    uint64_t writes;           /* entries linked */
+    uint64_t bytes;            /* their key and value bytes */
+    uint64_t dropped;          /* entries unlinked again (rolled back) */
+    uint64_t dropped_bytes;    /* their key and value bytes, still in the arena */
     uint64_t arena_bytes;      /* memory held */
     int height;                /* atomic: current list height */
     uint32_t rng;
@@ -46,9 +48,14 @@ void mt_unref(memtable *m);
 
 /* Insert an entry (single writer). Bucket events (MT_CREATE, MT_DROP) use
  * an empty key, which sorts before every real key of the bucket. Returns
- * 0, or -1 when out of memory. */
-int mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
-              const void *key, size_t klen, const void *val, size_t vlen);
+ * the new node, or NULL when out of memory. */
+mt_node *mt_insert(memtable *m, uint64_t seq, uint32_t bucket, uint8_t type,
+                   const void *key, size_t klen, const void *val, size_t vlen);
+
+/* Unlink a node mt_insert returned (single writer). A reader standing on
+ * it goes on through its links, which stay as they were; its memory lives
+ * as long as the memtable. */
+void mt_unlink(memtable *m, mt_node *n);
 
 /* First node >= (bucket, key, seq) in list order, or NULL. */
 mt_node *mt_seek(const memtable *m, uint32_t bucket, const void *key,

@@ -12,13 +12,19 @@ describe("crash harness", function()
   teardown(H.cleanup)
 
   -- 40 sections written in this process, then damaged by tamper(tx)
-  local function database(tamper)
+  local function database(tamper, focus)
     local path = H.tmppath()
     local be <close> = backend.open(path)
-    crash.write(be, { sections = 40, window = 16, snapshot = path .. ".snapshot" })
+    crash.write(be, { sections = 40, window = 16, snapshot = path .. ".snapshot", focus = focus })
     if tamper then be:update(tamper) end
-    return path
+    return path, be:stats().rollbacks
   end
+
+  it("sections written in full and rolled back leave nothing behind", function()
+    local path, rollbacks = database(nil, "rollback")   -- one section in 3 rolled back first
+    assert.is_true(rollbacks >= 5, "rollbacks: " .. rollbacks)
+    assert.are.equal(40, crash.verify(path, 40).count)
+  end)
 
   it("its checks pass a whole database and count defrag's leftover files", function()
     local path = database()

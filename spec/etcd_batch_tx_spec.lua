@@ -1,5 +1,7 @@
 -- Ports of etcd v3.4 mvcc/backend/batch_tx_test.go, same assertions. etcd's
--- unexported `tx.commit(false)` (called while holding the lock) is tx:commit();
+-- unexported `tx.commit(false)`, which commits the open section, has no
+-- counterpart here (a locked section is never committed): it becomes
+-- unlock(), commit() (etcd's exported Commit) and lock() again;
 -- raw `b.db.View` reads are be:_committed_get. etcd's "nil slice" is an empty table.
 local H = require "spec.helper"
 local backend = require "backend"
@@ -31,7 +33,9 @@ describe("etcd batch_tx_test.go", function()
     for _ = 1, 2 do
       local _, gv = tx:range("test", "foo", nil, 0)
       assert.are.equal(v, gv[1])
+      tx:unlock()
       tx:commit()
+      tx:lock()
     end
     -- (extra) the commit made it durable
     assert.are.equal("bar", be:_committed_get("test", "foo"))
@@ -89,7 +93,9 @@ describe("etcd batch_tx_test.go", function()
     for _ = 1, 2 do
       local ks = tx:range("test", "foo", nil, 0)
       assert.are.equal(0, #ks)
+      tx:unlock()
       tx:commit()
+      tx:lock()
     end
     assert.is_nil(be:_committed_get("test", "foo"))
   end)
@@ -103,9 +109,13 @@ describe("etcd batch_tx_test.go", function()
     tx:unlock()
 
     -- etcd's exported Commit() = Lock; commit(false); Unlock
-    tx:lock()
     tx:commit()
-    tx:unlock()
+    -- the lock holder cannot commit its open section
+    tx:lock()
+    tx:put("test", "foo", "open")
+    H.raises("unlock or rollback first", tx.commit, tx)
+    tx:rollback()
+    assert.are.equal(0, tx:pending())
 
     -- check whether put happens via db view
     assert.are.equal("bar", be:_committed_get("test", "foo"), "foo key failed to written in backend")
@@ -206,10 +216,12 @@ describe("etcd batch_tx_test.go", function()
       local tx = be:batch_tx():lock()
       tx:create_bucket("t")
       tx:put("t", "k", "v")
+      H.raises("unlock or rollback first", tx.commit_and_stop, tx)
+      tx:unlock()
       tx:commit_and_stop()
       assert.are.equal("v", be:_committed_get("t", "k"))
-      H.raises("", tx.put, tx, "t", "l", "w")
-      pcall(tx.unlock, tx)
+      H.raises("stopped", tx.lock, tx)
+      H.raises("stopped", tx.put, tx, "t", "l", "w")
       local ctx = be:concurrent_read_tx()
       assert.are.equal("v", ctx:get("t", "k"))
       ctx:close()

@@ -8,7 +8,7 @@
  *     batch_limit    = 1 + (h0 & 15)
  *     mmap_size      = {32 KiB, 64 KiB, 1 MiB, 16 MiB}[(h0 >> 4) & 3]   (small maps grow)
  *     batch_interval = {0.001, 0.005, 0.05, 1000}[h1 & 3] s   (1000: only limits commit)
- *   then at most 200 ops, each an opcode byte (taken % 17) and its arguments:
+ *   then at most 200 ops, each an opcode byte (taken % 18) and its arguments:
  *     0 lock              1 unlock
  *     2 put B K V         3 delete B K
  *     4 create_bucket B   5 delete_bucket B
@@ -19,7 +19,7 @@
  *     12 hash F [B K]     F & 1: with the pair B K ignored
  *     13 reopen F         bk_close + bk_open; F & 1: the hash must not change
  *     14 snapshot_open    15 snapshot_write (to a file, opened and checked)
- *     16 defrag
+ *     16 defrag           17 rollback
  *   B, a bucket: one byte b; (b & 7) == 7 is the empty name (invalid), else
  *     {"\0\1\xff", "a", "key"}[(b & 7) % 3].
  *   K, a key: one byte t, then
@@ -36,8 +36,9 @@
  *
  * The model is what a reader must see (buffered or committed makes no
  * difference): `cur` is the batch tx's state, `pub` what readers see while
- * the lock is held (as of lock, or of the last commit in the section); each
- * view and the snapshot keep a copy as of their opening.
+ * the lock is held (as of lock: nothing commits an open section, and
+ * rollback returns to it); each view and the snapshot keep a copy as of
+ * their opening.
  */
 #include "backend.h"
 
@@ -61,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 enum {
     OP_LOCK, OP_UNLOCK, OP_PUT, OP_DELETE, OP_CREATE, OP_DROP, OP_TX_RANGE,
     OP_VIEW_OPEN, OP_VIEW_RANGE, OP_VIEW_CLOSE, OP_COMMIT, OP_FORCE_COMMIT,
-    OP_HASH, OP_REOPEN, OP_SNAP_OPEN, OP_SNAP_WRITE, OP_DEFRAG, NOPS
+    OP_HASH, OP_REOPEN, OP_SNAP_OPEN, OP_SNAP_WRITE, OP_DEFRAG, OP_ROLLBACK, NOPS
 };
 
 /* In byte order: hash walks buckets in the order of their names. */
@@ -330,8 +331,6 @@ static uint32_t check_hash(bk_backend *be, const model *m, const bk_slice *ign, 
 /* After a commit of everything written: the section is published too. */
 static void all_committed(const char *what)
 {
-    if (st.locked)
-        model_copy(&st.pub, &st.cur);
     if (bk_pending(st.be)) {
         fprintf(stderr, "ops_fuzz: op %d %s: %llu writes pending after it\n", st.step,
                 what, (unsigned long long)bk_pending(st.be));
@@ -411,6 +410,12 @@ static int key_ok(bk_slice k)
 static int tx_code(void)
 {
     return st.stopped ? BK_ESTOPPED : !st.locked ? BK_ENOTLOCKED : BK_OK;
+}
+
+/* What a call that commits first must return: none runs in an open section. */
+static int commit_code(void)
+{
+    return st.locked ? BK_ELOCKED : BK_OK;
 }
 
 /* ---- ops ---- */
@@ -501,6 +506,11 @@ static void op_hash(input *in)
         ib = read_bucket(in, &ign[0]);
         ign[1] = read_key(in, kb);
     }
+    if (commit_code()) {
+        uint32_t h;
+        expect(bk_hash(st.be, NULL, 0, &h, &st.err), commit_code(), "hash in a section");
+        return;
+    }
     check_hash(st.be, &st.cur, with ? ign : NULL, ib, "hash");
     all_committed("hash");
 }
@@ -516,9 +526,12 @@ static void open_be(void)
     }
 }
 
-/* Close cleanly: everything is committed, views and the snapshot die. */
+/* Close cleanly: an open section is rolled back, everything else is
+ * committed, views and the snapshot die. */
 static void close_be(void)
 {
+    if (st.locked)
+        model_copy(&st.cur, &st.pub);
     expect(bk_close(st.be, 0, &st.err), BK_OK, "close");
     bk_free(st.be);
     st.be = NULL;
@@ -530,7 +543,7 @@ static void close_be(void)
 
 static void op_reopen(input *in)
 {
-    int with_hash = next(in) & 1;
+    int with_hash = (next(in) & 1) && !st.locked;
     uint32_t before = with_hash ? check_hash(st.be, &st.cur, NULL, -1, "hash before reopen") : 0;
     close_be();
     open_be();
@@ -543,6 +556,12 @@ static void op_reopen(input *in)
 
 static void op_snap_open(void)
 {
+    if (commit_code()) {
+        bk_snapshot *s = NULL;
+        expect(bk_snapshot_open(st.be, &s, &st.err), commit_code(), "snapshot_open in a section");
+        bk_snapshot_close(s);
+        return;
+    }
     bk_snapshot_close(st.snap);
     expect(bk_snapshot_open(st.be, &st.snap, &st.err), BK_OK, "snapshot_open");
     all_committed("snapshot_open");
@@ -585,7 +604,7 @@ static void op_snap_write(void)
 static void op_defrag(void)
 {
     int rc = bk_defrag(st.be, &st.err);
-    expect(rc, st.stopped ? BK_ESTOPPED : BK_OK, "defrag");
+    expect(rc, commit_code() ? commit_code() : st.stopped ? BK_ESTOPPED : BK_OK, "defrag");
     if (rc)
         return;
     all_committed("defrag");
@@ -615,6 +634,13 @@ static void op(input *in)
         expect(rc, st.locked ? BK_OK : BK_ENOTLOCKED, "unlock");
         st.locked = 0;
         break;
+    case OP_ROLLBACK:
+        rc = bk_rollback(st.be, NULL, &st.err);
+        expect(rc, st.locked ? BK_OK : BK_ENOTLOCKED, "rollback");
+        if (st.locked)
+            model_copy(&st.cur, &st.pub);
+        st.locked = 0;
+        break;
     case OP_PUT:
     case OP_DELETE:
     case OP_CREATE:
@@ -642,7 +668,7 @@ static void op(input *in)
     case OP_COMMIT: {
         int stop = (next(in) & 15) == 15;
         rc = bk_commit(st.be, stop, &st.err);
-        expect(rc, tx_code(), "commit");
+        expect(rc, st.stopped ? BK_ESTOPPED : commit_code(), "commit");
         if (!rc) {
             all_committed("commit");
             st.stopped = stop;
@@ -650,8 +676,10 @@ static void op(input *in)
         break;
     }
     case OP_FORCE_COMMIT:
-        expect(bk_force_commit(st.be, &st.err), BK_OK, "force_commit");
-        all_committed("force_commit");
+        rc = bk_force_commit(st.be, &st.err);
+        expect(rc, commit_code(), "force_commit");
+        if (!rc)
+            all_committed("force_commit");
         break;
     case OP_HASH:
         op_hash(in);
@@ -665,7 +693,7 @@ static void op(input *in)
     case OP_SNAP_WRITE:
         op_snap_write();
         break;
-    default:
+    case OP_DEFRAG:
         op_defrag();
         break;
     }
@@ -708,6 +736,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (; in.n && st.step < MAX_OPS; st.step++)
         op(&in);
     check_all(st.be, published(), "final contents");
+    if (st.locked) {   /* nothing hashes an open section */
+        expect(bk_unlock(st.be, &st.err), BK_OK, "final unlock");
+        st.locked = 0;
+    }
     check_hash(st.be, &st.cur, NULL, -1, "final hash");
     for (int i = 0; i < NVIEWS; i++) {
         bk_view_close(st.views[i].v);

@@ -466,7 +466,8 @@ static void test_errors(void)
     CHECK_CODE(bk_create_bucket(be, S("b"), &err), BK_ENOTLOCKED);
     CHECK_CODE(bk_delete_bucket(be, S("b"), &err), BK_ENOTLOCKED);
     CHECK_CODE(bk_unlock(be, &err), BK_ENOTLOCKED);
-    CHECK_CODE(bk_commit(be, 0, &err), BK_ENOTLOCKED);
+    CHECK_CODE(bk_rollback(be, NULL, &err), BK_ENOTLOCKED);
+    CHECK_OK(bk_commit(be, 0, &err));   /* etcd's Commit(): takes the lock itself */
     CHECK_CODE(bk_tx_range(be, S("b"), S("k"), NULL, 0, &r, &err), BK_ENOTLOCKED);
     CHECK(!bk_locked_by_me(be));
 
@@ -474,6 +475,18 @@ static void test_errors(void)
     CHECK_OK(bk_lock(be, &err));
     CHECK(bk_locked_by_me(be));
     CHECK_CODE(bk_lock(be, &err), BK_ELOCKED);
+    CHECK(bk_locked_by_me(be));
+    /* a locked section is never committed */
+    CHECK_CODE(bk_commit(be, 0, &err), BK_ELOCKED);
+    CHECK(strstr(err.msg, "unlock or rollback first") != NULL);
+    CHECK_CODE(bk_commit(be, 1, &err), BK_ELOCKED);
+    CHECK_CODE(bk_force_commit(be, &err), BK_ELOCKED);
+    CHECK_CODE(bk_defrag(be, &err), BK_ELOCKED);
+    uint32_t crc;
+    CHECK_CODE(bk_hash(be, NULL, 0, &crc, &err), BK_ELOCKED);
+    bk_snapshot *snap = NULL;
+    CHECK_CODE(bk_snapshot_open(be, &snap, &err), BK_ELOCKED);
+    CHECK(snap == NULL);
     CHECK(bk_locked_by_me(be));
 
     /* missing bucket */
@@ -832,11 +845,13 @@ static void test_model_random(int background)
     if (!be)
         return;
     model *m = calloc(1, sizeof *m), *old = calloc(1, sizeof *old);
+    model *pre = calloc(1, sizeof *pre);   /* as of the section's lock */
     bk_view *oldv = NULL;
     int steps = t_quick() ? 400 : 2000;
     mk_buckets(be, (const char *const[]){ "m", NULL });
     for (int step = 0; step < steps; step++) {
         CHECK_OK(bk_lock(be, &err));
+        *pre = *m;
         int ops = 1 + (int)(rnd() % 8);
         for (int i = 0; i < ops; i++) {
             unsigned char k[6];
@@ -857,9 +872,19 @@ static void test_model_random(int background)
             }
         }
         model_check(be, NULL, m, 2);
+        if (rnd() % 5 == 0) {
+            /* rolled back: a view taken during the section never saw it */
+            bk_view *during;
+            CHECK_OK(bk_view_open(be, &during, &err));
+            CHECK_OK(bk_rollback(be, NULL, &err));
+            *m = *pre;
+            model_check(be, during, m, 2);
+            bk_view_close(during);
+        } else {
+            CHECK_OK(bk_unlock(be, &err));
+        }
         if (rnd() % 20 == 0)
             CHECK_OK(bk_commit(be, 0, &err));
-        CHECK_OK(bk_unlock(be, &err));
         if (rnd() % 25 == 0)
             CHECK_OK(bk_force_commit(be, &err));
         bk_view *v;
@@ -892,6 +917,7 @@ static void test_model_random(int background)
     }
     free(m);
     free(old);
+    free(pre);
 }
 
 static int wait_for(bk_backend *be, const char *bucket, const char *key, double secs)
@@ -952,17 +978,20 @@ static void test_pending_commits(void)
     CHECK_OK(bk_stats_get(be, &st, &err));
     CHECK(st.commits == c0 + 1);
 
-    /* bk_commit while locked */
+    /* bk_commit between sections; none while locked */
     CHECK_OK(bk_lock(be, &err));
     CHECK_OK(bk_put(be, S("b"), S("k4"), S("v4"), &err));
+    CHECK_OK(bk_unlock(be, &err));
     CHECK_OK(bk_commit(be, 0, &err));
-    CHECK(bk_locked_by_me(be));
+    CHECK(!bk_locked_by_me(be));
     CHECK(bk_pending(be) == 0);
+    CHECK_OK(bk_lock(be, &err));
     CHECK_OK(bk_put(be, S("b"), S("k5"), S("v5"), &err));
     CHECK(bk_pending(be) == 1);
-    CHECK_OK(bk_force_commit(be, &err));   /* while locked: commits too */
+    CHECK_CODE(bk_force_commit(be, &err), BK_ELOCKED);
     CHECK(bk_locked_by_me(be));
     CHECK_OK(bk_unlock(be, &err));
+    CHECK_OK(bk_force_commit(be, &err));
     CHECK(bk_pending(be) == 0);
     CHECK_OK(bk_stats_get(be, &st, &err));
     CHECK(st.commits == c0 + 3);
@@ -1026,10 +1055,11 @@ static void test_commit_and_stop(void)
     mk_buckets(be, (const char *const[]){ "b", NULL });
     CHECK_OK(bk_lock(be, &err));
     CHECK_OK(bk_put(be, S("b"), S("k"), S("v"), &err));
+    CHECK_CODE(bk_commit(be, 1, &err), BK_ELOCKED);
+    CHECK_OK(bk_unlock(be, &err));
     CHECK_OK(bk_commit(be, 1, &err));
-    CHECK_CODE(bk_put(be, S("b"), S("k2"), S("v"), &err), BK_ESTOPPED);
-    bk_unlock(be, &err);
     CHECK_CODE(bk_lock(be, &err), BK_ESTOPPED);
+    CHECK_CODE(bk_commit(be, 0, &err), BK_ESTOPPED);
     CHECK_OK(bk_force_commit(be, &err));
     CHECK(has(be, "b", "k", "v"));
     CHECK(hash_of(be) != 0);
@@ -1462,16 +1492,17 @@ static void test_defrag(void)
     CHECK_OK(bk_hash(be, ign, 1, &h2, &err));
     CHECK(h2 == h);
 
-    /* keeps working: writes, commits, growth, a second defrag while locked */
+    /* keeps working: writes, commits, growth, a second defrag (none in a section) */
     put1(be, "d", "k000001", "back");
     CHECK_OK(bk_force_commit(be, &err));
     CHECK(has(be, "d", "k000001", "back"));
     CHECK_OK(bk_lock(be, &err));
     CHECK_OK(bk_put(be, S("d"), S("k000002"), S("locked"), &err));
-    CHECK_OK(bk_defrag(be, &err));
+    CHECK_CODE(bk_defrag(be, &err), BK_ELOCKED);
     CHECK(bk_locked_by_me(be));
-    CHECK_OK(bk_put(be, S("d"), S("k000003"), S("after"), &err));
     CHECK_OK(bk_unlock(be, &err));
+    CHECK_OK(bk_defrag(be, &err));
+    put1(be, "d", "k000003", "after");
     CHECK(has(be, "d", "k000002", "locked"));
     CHECK(has(be, "d", "k000003", "after"));
     populate(be, "more", 2000, 100);
@@ -1766,15 +1797,15 @@ static void test_memtable(void)
         return;
     CHECK(m->id == 7 && mt_first(m) == NULL);
     CHECK(mt_seek(m, 1, "a", 1, UINT64_MAX) == NULL);
-    CHECK(!mt_insert(m, 5, 2, MT_PUT, "a", 1, "x", 1));
-    CHECK(!mt_insert(m, 1, 1, MT_PUT, "b", 1, "b1", 2));
-    CHECK(!mt_insert(m, 2, 1, MT_PUT, "a", 1, "a2", 2));
-    CHECK(!mt_insert(m, 3, 1, MT_PUT, "ab", 2, "ab3", 3));
-    CHECK(!mt_insert(m, 9, 1, MT_DEL, "a", 1, "", 0));
-    CHECK(!mt_insert(m, 4, 1, MT_CREATE, "", 0, "", 0));
-    CHECK(!mt_insert(m, 6, 1, MT_PUT, "a\0", 2, "z", 1));
-    CHECK(!mt_insert(m, 8, 1, MT_PUT, "a", 1, "a8", 2));
-    CHECK(!mt_insert(m, 10, 1, MT_DROP, "", 0, "", 0));
+    CHECK(mt_insert(m, 5, 2, MT_PUT, "a", 1, "x", 1));
+    CHECK(mt_insert(m, 1, 1, MT_PUT, "b", 1, "b1", 2));
+    CHECK(mt_insert(m, 2, 1, MT_PUT, "a", 1, "a2", 2));
+    CHECK(mt_insert(m, 3, 1, MT_PUT, "ab", 2, "ab3", 3));
+    CHECK(mt_insert(m, 9, 1, MT_DEL, "a", 1, "", 0));
+    CHECK(mt_insert(m, 4, 1, MT_CREATE, "", 0, "", 0));
+    CHECK(mt_insert(m, 6, 1, MT_PUT, "a\0", 2, "z", 1));
+    CHECK(mt_insert(m, 8, 1, MT_PUT, "a", 1, "a8", 2));
+    CHECK(mt_insert(m, 10, 1, MT_DROP, "", 0, "", 0));
     CHECK(m->writes == 9);
     CHECK(m->bytes == 1 + 1 + 1 + 2 + 1 + 2 + 2 + 3 + 1 + 2 + 1 + 1 + 2);
 
@@ -1837,9 +1868,9 @@ static void test_memtable(void)
         uint32_t bucket = 1 + (uint32_t)(rnd() % 3);
         uint64_t seq = (uint64_t)i;
         if (i % 5000 == 0)
-            CHECK(!mt_insert(m, seq, bucket, MT_PUT, k, klen, big, bigsz));
+            CHECK(mt_insert(m, seq, bucket, MT_PUT, k, klen, big, bigsz));
         else
-            CHECK(!mt_insert(m, seq, bucket, (uint8_t)(rnd() % 2), k, klen, &seq, sizeof seq));
+            CHECK(mt_insert(m, seq, bucket, (uint8_t)(rnd() % 2), k, klen, &seq, sizeof seq));
     }
     CHECK(m->writes == (uint64_t)count);
     CHECK(m->arena_bytes > bigsz * (size_t)(count / 5000));
@@ -1869,6 +1900,113 @@ static void test_memtable(void)
     mt_unref(m);
 }
 
+/* Rollback's unlinking: a random half of the nodes go, in random order; the
+ * rest stay linked in order at every level, the tails stay right (ordered
+ * inserts take the fast path after them), and a node unlinked still leads
+ * on to the nodes after it. */
+static void test_memtable_unlink(void)
+{
+    memtable *m = mt_new(1);
+    if (!CHECK(m != NULL))
+        return;
+    enum { N = 4000 };
+    mt_node **nodes = calloc(N, sizeof *nodes);
+    for (int i = 0; i < N; i++) {
+        unsigned char k[8];
+        size_t klen = rand_key(k);
+        uint64_t seq = (uint64_t)i + 1;
+        nodes[i] = mt_insert(m, seq, 1 + (uint32_t)(rnd() % 2), MT_PUT, k, klen, &seq, sizeof seq);
+    }
+    int dropped = 0;
+    uint64_t dropped_bytes = 0;
+    for (int i = N - 1; i > 0; i--) {   /* shuffle */
+        int j = (int)(rnd() % (uint32_t)(i + 1));
+        mt_node *t = nodes[i];
+        nodes[i] = nodes[j];
+        nodes[j] = t;
+    }
+    for (int i = 0; i < N / 2; i++) {
+        mt_node *next = mt_next(nodes[i]);
+        mt_unlink(m, nodes[i]);
+        CHECK(mt_next(nodes[i]) == next);   /* a reader standing on it goes on */
+        nodes[i]->type = 0xEE;              /* marks it unlinked */
+        dropped++;
+        dropped_bytes += nodes[i]->klen + nodes[i]->vlen;
+    }
+    CHECK(m->writes == (uint64_t)(N - dropped) && m->dropped == (uint64_t)dropped);
+    CHECK(m->dropped_bytes == dropped_bytes);
+    /* in order after the last node: the tails serve the fast path */
+    for (uint64_t i = 0; i < 100; i++) {
+        uint64_t seq = N + 1 + i;
+        unsigned char k[9] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, (unsigned char)i };
+        CHECK(mt_insert(m, seq, 9, MT_PUT, k, sizeof k, &seq, sizeof seq));
+    }
+    int bad = 0;
+    for (int level = 0; level < MT_MAX_HEIGHT; level++) {
+        size_t count = 0;
+        mt_node *prev = NULL;
+        for (mt_node *n = m->head->next[level]; n; prev = n, n = n->next[level]) {
+            bad += n->type == 0xEE;
+            if (prev)
+                bad += prev->bucket > n->bucket ||
+                       (prev->bucket == n->bucket &&
+                        mt_keycmp(mt_key(prev), prev->klen, mt_key(n), n->klen) > 0);
+            count++;
+        }
+        if (level == 0)
+            CHECK(count == (size_t)(N - dropped + 100));
+    }
+    CHECK(bad == 0);
+    for (int i = N / 2; i < N; i++)   /* every node kept is found */
+        bad += mt_seek(m, nodes[i]->bucket, mt_key(nodes[i]), nodes[i]->klen, nodes[i]->seq) != nodes[i];
+    CHECK(bad == 0);
+    free(nodes);
+    mt_unref(m);
+}
+
+/* Rollback at the core: puts, deletes, bucket events undone; counted; a
+ * value no commit could write refused at put with the limit named. */
+static void test_rollback(void)
+{
+    bk_backend *be = open_path(tmp_path("rollback.db"));
+    bk_error err;
+    if (!be)
+        return;
+    mk_buckets(be, (const char *const[]){ "a", "b", NULL });
+    CHECK_OK(bk_lock(be, &err));
+    CHECK_OK(bk_put(be, S("a"), S("k"), S("1"), &err));
+    CHECK_OK(bk_unlock(be, &err));
+    uint32_t before, after;
+    CHECK_OK(bk_hash(be, NULL, 0, &before, &err));
+    CHECK_OK(bk_lock(be, &err));
+    CHECK_OK(bk_put(be, S("a"), S("k"), S("2"), &err));
+    CHECK_OK(bk_delete_bucket(be, S("b"), &err));
+    CHECK_OK(bk_create_bucket(be, S("c"), &err));
+    CHECK_OK(bk_put(be, S("c"), S("x"), S("y"), &err));
+    CHECK_OK(bk_create_bucket(be, S("b"), &err));
+    CHECK_OK(bk_delete_bucket(be, S("b"), &err));
+    CHECK(bk_pending(be) == 6);
+    CHECK_OK(bk_rollback(be, NULL, &err));
+    CHECK(!bk_locked_by_me(be));
+    CHECK(bk_pending(be) == 0);
+    CHECK_OK(bk_lock(be, &err));
+    CHECK_CODE(bk_put(be, S("c"), S("x"), S("y"), &err), BK_ENOBUCKET);
+    CHECK_OK(bk_put(be, S("b"), S("x"), S("y"), &err));   /* b exists again */
+    /* too large for one write(2): refused before the data are read */
+    bk_stats st;
+    CHECK_OK(bk_stats_get(be, &st, &err));
+    size_t max = bk_max_value_size(be);
+    CHECK(max == 0x7ffff000u / st.page_size * st.page_size - 16);
+    CHECK_CODE(bk_put(be, S("a"), S("big"), B((const void *)1, max + 1), &err), BK_EARG);
+    CHECK(strstr(err.msg, "the limit is") != NULL);
+    CHECK_OK(bk_rollback(be, NULL, &err));
+    CHECK_OK(bk_hash(be, NULL, 0, &after, &err));
+    CHECK(before == after);
+    CHECK_OK(bk_stats_get(be, &st, &err));
+    CHECK(st.rollbacks == 2);
+    close_be(be);
+}
+
 int main(int argc, char **argv)
 {
     argv0 = argv[0];
@@ -1881,10 +2019,12 @@ int main(int argc, char **argv)
 
     test_crc32c();
     test_memtable();
+    test_memtable_unlink();
     test_config();
     test_open_close_reopen();
     test_basic_semantics();
     test_errors();
+    test_rollback();
     test_max_key_roundtrip();
     test_range_long_from();
     test_view_consistency();

@@ -161,6 +161,17 @@ static void *writer_main(void *arg)
     char key[32], val[32];
     bk_result_init(&r);
     while (!stopped(sh)) {
+        if (n % 7 == 0) {
+            /* A section that breaks every invariant, rolled back: no reader
+             * may see any of it, while they read on other threads. */
+            if (!CHECK_OK(bk_lock(be, &err)))
+                break;
+            CHECK_OK(bk_put(be, S("b"), S("counter"), S("999999"), &err));
+            CHECK_OK(bk_put(be, S("b"), S("log/9999999999"), S("stray"), &err));
+            CHECK_OK(bk_delete(be, S("b"), S("total"), &err));
+            CHECK_OK(bk_delete_bucket(be, S("c"), &err));
+            CHECK_OK(bk_rollback(be, NULL, &err));
+        }
         if (!CHECK_OK(bk_lock(be, &err)))
             break;
         n++;
@@ -191,8 +202,10 @@ static void *writer_main(void *arg)
                         r.count ? (const char *)bk_result_value(&r, 0).data : "absent");
         }
         if (n % 97 == 0)
-            CHECK_OK(bk_force_commit(be, &err));   /* locked, at a section's end */
+            CHECK_CODE(bk_force_commit(be, &err), BK_ELOCKED);   /* never a locked section */
         CHECK_OK(bk_unlock(be, &err));
+        if (n % 97 == 0)
+            CHECK_OK(bk_commit(be, 0, &err));
         __atomic_store_n(&sh->total, n, __ATOMIC_RELEASE);
         if (n % 50 == 0)
             CHECK_OK(bk_force_commit(be, &err));

@@ -40,8 +40,9 @@ local function x_value(g, j) return fmt("x%d.%d", g, j) end
 -- The writer ----------------------------------------------------------------
 
 -- One in N sections is followed by each call (by one in FOCUS for the call the
--- parent means to kill in); tx_commit commits at the end of the section itself.
-local ODDS = { tx_commit = 300, commit = 100, snapshot = 500, hash = 500, defrag = 800 }
+-- parent means to kill in); tx_commit is tx:commit() right after the section;
+-- one in `rollback` is first written in full and rolled back (it must vanish).
+local ODDS = { tx_commit = 300, commit = 100, snapshot = 500, hash = 500, defrag = 800, rollback = 20 }
 local FOCUS = 3
 local CALLS = { "commit", "snapshot", "hash", "defrag" }
 local call = {
@@ -126,13 +127,18 @@ function crash.write(be, o)
   for _ = 1, o.sections or math.huge do
     n = n + 1
     tx:lock()
+    if math.random(odds.rollback) == 1 then
+      write_section(tx, { low = st.low }, n, o.window)   -- other random content
+      tx:rollback()
+      tx:lock()
+    end
     write_section(tx, st, n, o.window)
+    tx:unlock()
     if math.random(odds.tx_commit) == 1 then
       tell("phase commit")
       tx:commit()
       tell("ack", n)
     end
-    tx:unlock()
     for _, name in ipairs(CALLS) do
       if math.random(odds[name]) == 1 then
         tell("phase", name)

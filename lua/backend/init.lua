@@ -195,14 +195,23 @@ local function rethrow(ok, ...)
   return ...
 end
 
---- lock(), fn(tx), unlock(): unlocks even when fn raises, then re-raises.
+-- update's guard: rolls the section back unless fn returned, however its
+-- scope is left (an error, or coroutine.close on a suspended fn).
+local Section = { __close = function(guard)
+  if guard.tx and guard.tx:_held() then guard.tx:rollback() end
+end }
+
+--- lock(), fn(tx), unlock() if fn returns: all or nothing. When fn raises
+-- (or its coroutine is closed), the section is rolled back; errors re-raised.
 function methods.Backend.update(be, fn)
   check_self(be, "Backend", "update")
   check_arg(fn, "function", 2, "update")
   local tx = be:batch_tx():lock()
-  local results = table.pack(pcall(fn, tx))
-  tx:unlock()
-  return rethrow(table.unpack(results, 1, results.n))
+  local guard <close> = setmetatable({ tx = tx }, Section)
+  local results = table.pack(fn(tx))
+  guard.tx = nil
+  if tx:_held() then tx:unlock() end   -- fn may have ended its section itself
+  return table.unpack(results, 1, results.n)
 end
 
 --- Prometheus text exposition of the backend's metrics (backend.metrics).

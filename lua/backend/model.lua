@@ -6,7 +6,7 @@
 --
 --   * the BatchTx view (`m:range`, `m:get`, ...): every write at once, deletes included;
 --   * the published view (the shared ReadTx): the state as of the last `m:unlock()`
---     (or `m:commit()` while locked);
+--     (`m:rollback()` goes back to it);
 --   * frozen views: `m:concurrent_read_tx()` and `m:snapshot()` copy the published
 --     state at the moment they are taken and never change;
 --   * the committed view (`m:committed()`): what LMDB holds, as far as the model can
@@ -458,7 +458,21 @@ end
 function Model:lock()
   if self.locked then fail("batch tx is already locked") end
   self.locked = true
+  self.pending_at_lock = self.n_pending
   return self
+end
+
+--- Discards the section's writes: the BatchTx sees the published state again.
+function Model:rollback()
+  if not self.locked then fail("batch tx is not locked") end
+  self.locked = false
+  self.cur = freeze(self.pub)
+  self.n_pending = self.pending_at_lock
+end
+
+-- What commits raises while the section is open (a locked section is never committed).
+local function not_in_section(self)
+  if self.locked then fail("the batch tx is locked by this thread: unlock or rollback first") end
 end
 
 --- Publishes the section's writes; a commit when pending >= batch_limit.
@@ -525,39 +539,32 @@ function Model:delete(bucket, key)
   self.n_pending = self.n_pending + 1
 end
 
---- tx:commit() while locked: publishes the section's writes and commits them.
-function Model:commit()
-  publish(self)
-  do_commit(self)
-end
-Model.commit_and_stop = Model.commit
-
---- be:force_commit(): commits everything published (when unlocked that is every write).
+--- be:force_commit(), and tx:commit() (etcd's exported Commit): commits every
+-- unlocked write; raises while the section is open.
 function Model:force_commit()
+  not_in_section(self)
   do_commit(self)
 end
+Model.commit = Model.force_commit
 
 --- be:snapshot(): commits, then a frozen view of the committed state.
 function Model:snapshot()
-  do_commit(self)
+  Model.force_commit(self)
   return new_view(self.com, "snapshot")
 end
 
 --- be:hash(ignores [, crc]): commits, then hashes the committed state.
 function Model:hash(ignores, crc)
-  do_commit(self)
+  Model.force_commit(self)
   return View.hash(new_view(self.com), ignores, crc)
 end
 
 --- be:defrag(): commits; the data are unchanged.
-function Model:defrag()
-  do_commit(self)
-end
+Model.defrag = Model.force_commit
 
---- be:close() then open again: the section (if any) is ended and everything committed.
+--- be:close() then open again: an open section is rolled back, everything else committed.
 function Model:reopen()
-  self.locked = false
-  publish(self)
+  if self.locked then self:rollback() end
   do_commit(self)
   self.n_commits = 0
 end

@@ -24,8 +24,9 @@
 -- Writes go through the BatchTx: inside { "lock" } ... { "unlock" }, or else
 -- each in a lock section of its own.
 --   create_bucket b | delete_bucket b | put b k v | seq_put b k v | delete b k
---   commit                  tx:commit() (the lock held)
---   lock | unlock
+--   lock | unlock | rollback   (rollback discards the section's writes)
+--   commit                  tx:commit(): etcd's Commit, outside a section (inside
+--                           one it raises "unlock or rollback first")
 -- Reads go through `via = "batch"` (the default: the BatchTx, locked for the read
 -- when no section is open), "read" (the shared ReadTx: the one held by { "rlock" },
 -- else rlocked for the read), "concurrent" (a new ConcurrentReadTx), or through
@@ -290,13 +291,17 @@ local OPS = {
   put = { args = "sss", run = writer("put") },
   seq_put = { args = "sss", run = writer("seq_put") },
   delete = { args = "ss", run = writer("delete") },
-  commit = { args = "", run = writer("commit") },
+  commit = { args = "", run = function(st) st.be:batch_tx():commit() end },
   lock = { args = "", run = function(st)
     st.be:batch_tx():lock()
     st.locked = true
   end },
   unlock = { args = "", run = function(st)
     st.be:batch_tx():unlock()
+    st.locked = false
+  end },
+  rollback = { args = "", run = function(st)
+    st.be:batch_tx():rollback()
     st.locked = false
   end },
   get = { args = "ss", opts = READ, expect = "string or false", run = function(st, step)
@@ -865,11 +870,24 @@ function scenario.random(o)
     check_commits()
     cmp_committed(5)
   end
+  function op.commit_in_section()   -- a locked section is never committed
+    local ok, err = pcall(m.commit, m)
+    assert(not ok, "the model committed a locked section")
+    local call = ({ "commit", "force_commit", "hash", "defrag" })[r.int(4)]
+    emit { "error", { call }, expect = err:match("unlock or rollback first") }
+  end
   function op.unlock()
     emit { "unlock" }
     m:unlock()
     locked = false
     check_pending()
+  end
+  function op.rollback()
+    emit { "rollback" }
+    m:rollback()
+    locked = false
+    check_pending()
+    if r.chance(0.5) then cmp_full({}, m:batch_view()) end
   end
   function op.lock()
     emit { "lock" }
@@ -932,12 +950,12 @@ function scenario.random(o)
     { "put", 30 }, { "seq_put", 5 }, { "delete", 12 }, { "create_bucket", 4 }, { "delete_bucket", 1.2 },
     { "batch_range", 8 }, { "batch_get", 4 }, { "batch_full", 0.5 },
     { "read_tx_range", 2 }, { "ctx_range", 2 }, { "hold_ctx", 1.5 }, { "held_ctx_range", 2 },
-    { "hold_rtx", 0.5 }, { "commit", 1 }, { "unlock", 12 },
+    { "hold_rtx", 0.5 }, { "commit_in_section", 0.5 }, { "unlock", 12 }, { "rollback", 2 },
   }
   local UNLOCKED_OPS = {
     { "lock", 60 }, { "read_tx_range", 8 }, { "ctx_range", 5 }, { "hold_ctx", 4 }, { "held_ctx_range", 6 },
-    { "hold_rtx", 1.5 },
-    { "close_ctx", 3 }, { "force_commit", 4 }, { "hash", 2 }, { "snapshot", 1.2 }, { "write_snapshot", 1.2 },
+    { "hold_rtx", 1.5 }, { "close_ctx", 3 }, { "commit", 1 }, { "force_commit", 4 }, { "hash", 2 },
+    { "snapshot", 1.2 }, { "write_snapshot", 1.2 },
     { "defrag", 0.7 }, { "reopen", 0.7 }, { "readonly_peek", 0.4 }, { "await_commit", quiet and 0 or 1.5 },
     { "check", 0.3 },
   }
