@@ -745,11 +745,12 @@ static int l_batch_rollback(lua_State *L)
     return end_section(L, check_batch(L), 1, NULL);
 }
 
-/* tx:_held(): whether this coroutine's section is open (update's guard). */
+/* tx:_held(): whether this coroutine's section is open (update's guard;
+ * false once the backend is closed, which ended the section). */
 static int l_batch_held(lua_State *L)
 {
-    ltx *t = check_batch(L);
-    lua_pushboolean(L, owned_here(L, t));
+    ltx *t = check_ud(L, 1, MT_BATCH);
+    lua_pushboolean(L, t->be && !bk_is_closed(t->be) && owned_here(L, t));
     return 1;
 }
 

@@ -116,6 +116,17 @@ describe("sections", function()
       assert.are.equal(1, be:stats().rollbacks)
     end)
 
+    it("rolls back when fn raises after a yield, and returns quietly when fn closed the backend", function()
+      local co = coroutine.wrap(function()
+        return be:update(function(tx) tx:put("acct", "alice", "0"); coroutine.yield(1); error("late", 0) end)
+      end)
+      assert.are.equal(1, co())
+      assert.are.same({ false, "late" }, { pcall(co) })
+      assert.are.equal("100", be:view(function(r) return r:get("acct", "alice") end))
+      be:update(function(tx) tx:put("acct", "alice", "1"); be:close() end)   -- close rolled it back
+      assert.is_truthy(table.concat(logs, "\n"):find("closing the backend: rolled back", 1, true))
+    end)
+
     it("nested in a section raises and leaves the section open", function()
       be:update(function(tx)
         tx:put("acct", "alice", "70")
