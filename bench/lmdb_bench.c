@@ -4,7 +4,7 @@
  *
  *   lmdb_bench WORKLOAD DIR N
  *
- * WORKLOAD is w1, w2, w3, w4, w6, w7 or w8; DIR an existing empty directory,
+ * WORKLOAD is w1, w2, w3, w3b, w4, w6, w7 or w8; DIR an existing empty directory,
  * whose files made here are removed at the end; N the number of keys (>= 1).
  * Prints one line of space-separated key=value pairs, always with
  * seconds=<wall clock of the timed part>. Any error: a message on stderr and
@@ -265,7 +265,9 @@ static void w2(size_t n, const unsigned char *val)
     free(keys);
 }
 
-static void w3(size_t n, const unsigned char *val)
+/* The random gets, in one read txn, or (per_lookup) each in a read txn of
+ * its own: begin, get, abort, as a server taking one per request would. */
+static void gets(size_t n, const unsigned char *val, int per_lookup)
 {
     unsigned char *keys = random_keys(n);
     size_t *order = xmalloc(n * sizeof *order);
@@ -276,17 +278,23 @@ static void w3(size_t n, const unsigned char *val)
     MDB_dbi dbi;
     MDB_txn *txn;
     build_w1(&env, &dbi, keys, n, val);
-    mdb_check(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "mdb_txn_begin");
+    if (!per_lookup)
+        mdb_check(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "mdb_txn_begin");
     double t0 = now();
     for (size_t k = 0; k < n; k++) {
         MDB_val key = mval(keys + order[k] * KEY_LEN, KEY_LEN), v;
+        if (per_lookup)
+            mdb_check(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "mdb_txn_begin");
         mdb_check(mdb_get(txn, dbi, &key, &v), "mdb_get");
         if (v.mv_size < 1)
             die("mdb_get: empty value");
         check += ((const unsigned char *)v.mv_data)[0];
+        if (per_lookup)
+            mdb_txn_abort(txn);
     }
     double secs = now() - t0;
-    mdb_txn_abort(txn);
+    if (!per_lookup)
+        mdb_txn_abort(txn);
     /* What the gets spent fetching their keys: no engine can save that. */
     uint64_t key_check = 0;
     t0 = now();
@@ -298,6 +306,16 @@ static void w3(size_t n, const unsigned char *val)
     mdb_env_close(env);
     free(order);
     free(keys);
+}
+
+static void w3(size_t n, const unsigned char *val)
+{
+    gets(n, val, 0);
+}
+
+static void w3b(size_t n, const unsigned char *val)
+{
+    gets(n, val, 1);
 }
 
 /* A growable byte buffer for w4's copies. */
@@ -552,7 +570,7 @@ static const struct {
     const char *name;
     void (*run)(size_t n, const unsigned char *val);
 } workloads[] = {
-    { "w1", w1 }, { "w2", w2 }, { "w3", w3 }, { "w4", w4 },
+    { "w1", w1 }, { "w2", w2 }, { "w3", w3 }, { "w3b", w3b }, { "w4", w4 },
     { "w6", w6 }, { "w7", w7 }, { "w8", w8 },
 };
 
@@ -564,11 +582,11 @@ int main(int argc, char **argv)
     unsigned char val[VAL_LEN];
 
     if (argc != 4)
-        die("usage: lmdb_bench WORKLOAD DIR N (WORKLOAD: w1 w2 w3 w4 w6 w7 w8)");
+        die("usage: lmdb_bench WORKLOAD DIR N (WORKLOAD: w1 w2 w3 w3b w4 w6 w7 w8)");
     for (w = 0; w < nw && strcmp(argv[1], workloads[w].name); w++)
         ;
     if (w == nw)
-        die("unknown workload '%s' (w1 w2 w3 w4 w6 w7 w8)", argv[1]);
+        die("unknown workload '%s' (w1 w2 w3 w3b w4 w6 w7 w8)", argv[1]);
     errno = 0;
     unsigned long long n = strtoull(argv[3], &end, 10);
     if (errno || end == argv[3] || *end || argv[3][0] == '-' || n < 1 ||

@@ -696,8 +696,8 @@ command("scenario", {
   end,
 })
 
-local WORKLOADS = { w1 = true, w2 = true, w3 = true, w4 = true, w5 = true, w6 = true, w7 = true, w8 = true,
-                    w9 = true, m1 = true }
+local WORKLOADS = { w1 = true, w2 = true, w3 = true, w3b = true, w4 = true, w5 = true, w6 = true, w7 = true,
+                    w8 = true, w9 = true, m1 = true }
 
 -- build/bench/lmdb_bench of the tree this module runs from, if there is one.
 local function find_lmdb_bench()
@@ -715,14 +715,15 @@ command("bench", {
               option("etcd", "PATH", "etcd's backend program (build/bench/etcd_bench), for a third column") },
   progress = true,
   summary = "the benchmark suite (lua/backend/bench.lua): ours against plain LMDB in C",
-  help = "Prints a markdown table of medians. Without lmdb_bench the plain-LMDB column stays empty.",
+  help = "Prints markdown tables of medians, with the suite's own heap and with a loaded one. Without " ..
+    "lmdb_bench the plain-LMDB column stays empty.",
   run = function(c, o)
     local bench = require "backend.bench"
     local only   -- usage first, then what the files say
     if o.only then
       only = {}
       for w in o.only:lower():gmatch("[^,]+") do
-        if not WORKLOADS[w] then usage_error("unknown workload '%s' (w1 to w9, m1)", w) end
+        if not WORKLOADS[w] then usage_error("unknown workload '%s' (w1 to w9, w3b, m1)", w) end
         only[w] = true
       end
     end
