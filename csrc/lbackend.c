@@ -6,6 +6,7 @@
  * reference, so Lua's collection order can never free a backend under them. */
 #include "backend.h"
 #include "bolt.h"
+#include "interrupt.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -1326,6 +1327,61 @@ static int l_mkdtemp(lua_State *L)
     return 1;
 }
 
+/* ---- interrupts (Ctrl-C) ---- */
+
+/* lua.c turns one SIGINT into an "interrupted!" error while it runs a script,
+ * then leaves SIGINT's default action. catch_interrupt() arms the same again
+ * (bk_interrupt_arm: one-shot, reads return), so that a REPL can cancel a line
+ * and go on. The error is raised in the main thread of the state that armed it. */
+static lua_State *volatile interrupt_L;
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted!");
+}
+
+static void on_interrupt(void)   /* in the signal handler: lua.c's laction */
+{
+    lua_sethook(interrupt_L, interrupt_hook,
+                LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+static lua_State *main_thread(lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    lua_State *main = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    return main;
+}
+
+/* The state is closing: a SIGINT must no longer reach it. */
+static int l_interrupt_gc(lua_State *L)
+{
+    if (interrupt_L == main_thread(L))
+        bk_interrupt_disarm();
+    return 0;
+}
+
+#define INTERRUPT_GUARD "backend.interrupt_guard"
+
+static int l_catch_interrupt(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, INTERRUPT_GUARD) == LUA_TNIL) {
+        lua_newuserdatauv(L, 0, 0);   /* in the registry: collected as the state closes */
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, l_interrupt_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, INTERRUPT_GUARD);
+    }
+    interrupt_L = main_thread(L);
+    if (bk_interrupt_arm(on_interrupt) < 0)
+        return fail(L, "catching SIGINT: %s", strerror(errno));
+    return 0;
+}
+
 /* luaL_setfuncs, each function with its name as upvalue 1 (check_ud). */
 static void set_funcs(lua_State *L, const luaL_Reg *l)
 {
@@ -1411,7 +1467,7 @@ int luaopen_backend_core(lua_State *L)
     static const luaL_Reg funcs[] = {
         { "open", l_open }, { "crc32c", l_crc32c }, { "mkdtemp", l_mkdtemp },
         { "open_bolt", l_open_bolt }, { "import_bolt", l_import_bolt },
-        { "monotonic", l_monotonic },
+        { "monotonic", l_monotonic }, { "catch_interrupt", l_catch_interrupt },
         { NULL, NULL } };
 
     luaL_newmetatable(L, MT_RESULT);

@@ -36,6 +36,7 @@ build = {
             "csrc/crc32c.c",
             "csrc/defrag.c",
             "csrc/hash.c",
+            "csrc/interrupt.c",
             "csrc/memtable.c",
             "csrc/meta.c",
             "csrc/read.c",

@@ -12,25 +12,33 @@ local dkjson = require "dkjson"
 local COMMANDS = { "stat", "buckets", "get", "dump", "put", "delete", "hash", "snapshot", "defrag", "check",
                    "import", "status", "etcd", "scenario", "bench", "repl", "metrics" }
 
--- Runs `backendctl args...` with `stdin` (default empty) and TMPDIR `tmpdir`
--- (default: as it is): exit code, stdout, stderr.
-local function run(args, stdin, tmpdir)
+-- `backendctl args...` as a shell command.
+local function command_line(args)
+  local words = {}
+  for i, a in ipairs(args) do words[i] = H.q(a) end
+  return "lua5.4 " .. H.q(H.root() .. "/bin/backendctl") .. " " .. table.concat(words, " ")
+end
+
+local TIMEOUT = "exec timeout -s KILL 60 "   -- before a command that must not hang the suite
+
+-- Runs `backendctl args...` with `stdin` (default empty), TMPDIR `tmpdir`
+-- (default: as it is) and the shell redirections `redirect` (e.g. ">/dev/full";
+-- default: stdout is read): exit code, stdout, stderr.
+local function run(args, stdin, tmpdir, redirect)
   local dir = H.tmpdir()
   local infile, errfile = dir .. "/stdin", dir .. "/stderr"
   H.write_file(infile, stdin or "")
-  local words = {}
-  for i, a in ipairs(args) do words[i] = H.q(a) end
   local env = H.lua_env() .. (tmpdir and "export TMPDIR=" .. H.q(tmpdir) .. "; " or "")
-  local p = assert(io.popen(env .. "exec timeout -s KILL 60 lua5.4 " .. H.q(H.root() .. "/bin/backendctl")
-    .. " " .. table.concat(words, " ") .. " <" .. H.q(infile) .. " 2>" .. H.q(errfile)))
+  local p = assert(io.popen(env .. TIMEOUT .. command_line(args) .. " <" .. H.q(infile) .. " 2>" .. H.q(errfile)
+    .. " " .. (redirect or "")))
   local out = p:read("a")
   local _, _, code = p:close()
   return code, out, H.read_file(errfile)
 end
 
 -- run(), asserting the exit code; returns stdout, stderr.
-local function expect(code, args, stdin, tmpdir)
-  local got, out, err = run(args, stdin, tmpdir)
+local function expect(code, args, stdin, tmpdir, redirect)
+  local got, out, err = run(args, stdin, tmpdir, redirect)
   assert(got == code, string.format("backendctl %s: exit %s, want %d; stdout %q; stderr %q",
     table.concat(args, " "), tostring(got), code, out:sub(1, 300), err))
   return out, err
@@ -56,6 +64,38 @@ local function main(args)
   local out, err = sink(), sink()
   local code = ctl.main(args, { input = io.tmpfile(), out = out, err = err })
   return code, out.text(), err.text()
+end
+
+-- The LUA_INIT of a child to interrupt: ready() says "ready PID" on stdout,
+-- then spins until a SIGINT ends it.
+local READY = [[
+function ready()
+  local stat = assert(io.open("/proc/self/stat"))
+  local pid = stat:read("n")
+  stat:close()
+  io.stdout:write("ready ", pid, "\n")
+  io.stdout:flush()
+  while true do end
+end
+]]
+
+-- Runs `backendctl args...` (stdin: `stdin`) after `hook` (Lua source, run by
+-- LUA_INIT), which makes it call ready(); sends it SIGINT once it said so.
+-- Returns the exit code, stdout after the ready line, stderr.
+local function interrupt(hook, args, stdin)
+  local dir = H.tmpdir()
+  local init, infile, errfile = dir .. "/init.lua", dir .. "/stdin", dir .. "/stderr"
+  H.write_file(init, READY .. hook)
+  H.write_file(infile, stdin or "")
+  local p = assert(io.popen(H.lua_env() .. "export LUA_INIT_5_4=@" .. H.q(init) .. "; " .. TIMEOUT .. command_line(args)
+    .. " <" .. H.q(infile) .. " 2>" .. H.q(errfile)))
+  local line = p:read("l")
+  local pid = math.tointeger(tonumber(line and line:match("^ready (%d+)$")))
+  if pid then H.kill(pid, "INT") end
+  local out = p:read("a")
+  local _, _, code = p:close()
+  assert(pid, string.format("never ready: stdout %q; stderr %q", tostring(line) .. out, H.read_file(errfile)))
+  return code, out, H.read_file(errfile)
 end
 
 -- A database with bucket "b" holding `data` (key -> value), closed.
@@ -152,6 +192,49 @@ describe("backendctl", function()
           repl.human_bytes(1500000000) })
     end)
   end)
+
+  it("import of a backend database says it is one; nothing is made", function()
+    local db, dest = database { k = "v" }, H.tmppath()
+    local _, err = expect(3, { "import", db, dest })
+    assert.are.equal("backendctl: " .. db .. " is a backend database already (LMDB), not an etcd data file: "
+      .. "there is nothing to import\n", err)
+    assert.is_false(H.exists(dest))
+  end)
+
+  for _, name in ipairs { "tiny", "mixed" } do
+    it(name .. ".db: hash, stat and dump read the etcd file directly, as its import reads", function()
+      local file, imported = H.fixture(name .. ".db"), H.tmppath()
+      local tmp = H.tmpdir()
+      local hash = decode(recorded(name)).hash   -- etcdctl's
+      assert.are.equal(hash, backend.import_bolt(file, imported).hash)
+      assert.are.equal(string.format("%d %08x\n", hash, hash), expect(0, { "hash", file }, nil, tmp))
+      local ignore = { "--ignore", "meta:consistent_index", "--ignore", "key:nosuch" }
+      assert.are.equal(expect(0, { "hash", "--json", imported, table.unpack(ignore) }),
+        expect(0, { "hash", "--json", file, table.unpack(ignore) }, nil, tmp))
+      for _, args in ipairs {
+        {}, { "key" }, { "meta", "--format", "json" }, { "--format", "hex", "--limit", "7" },
+        { "key", "--hex", "--from", "00000000000000050000", "--to", "0000000000000008" },
+        { "members", "--limit", "1" },
+      } do
+        assert.are.equal(expect(0, { "dump", imported, table.unpack(args) }),
+          expect(0, { "dump", file, table.unpack(args) }, nil, tmp), table.concat(args, " "))
+      end
+      local _, err = expect(1, { "dump", file, "nosuch" })
+      assert.are.equal("backendctl: no bucket nosuch\n", err)
+      local st = decode(expect(0, { "stat", "--json", file }, nil, tmp))
+      local want = decode(expect(0, { "stat", "--json", imported }))
+      assert.are.same({ "bbolt", H.file_size(file), decode(recorded(name)).totalSize },
+        { st.format, st.file_size, st.total_size })
+      for i, b in ipairs(want.buckets) do
+        assert.are.same({ b.name, b.entries }, { st.buckets[i].name, st.buckets[i].entries })
+      end
+      assert.are.equal(#want.buckets, #st.buckets)
+      assert.truthy(expect(0, { "stat", file }):find("\nformat +etcd data file %(bbolt%)"))
+      local p = assert(io.popen("ls -A " .. H.q(tmp)))
+      assert.are.equal("", p:read("a"), "no temporary import")
+      p:close()
+    end)
+  end
 
   describe("etcd", function()
     local mixed
@@ -374,6 +457,97 @@ describe("backendctl", function()
     assert.truthy(out:find("| workload |", 1, true), out)
   end)
 
+  it("a failed write to stdout or stderr is an error (exit 3), for every command", function()
+    local db, dir = database { k = "v" }, H.tmpdir()
+    local scenario = dir .. "/s.lua"
+    H.write_file(scenario, 'return { steps = { { "create_bucket", "b" } } }')
+    for _, args in ipairs {
+      { "--version" }, { "--help" }, { "help", "dump" }, { "stat", "--help" },
+      { "stat", db }, { "buckets", db }, { "get", db, "b", "k" }, { "dump", db }, { "hash", db },
+      { "snapshot", db, dir .. "/snap" }, { "snapshot", db, "-" }, { "defrag", db }, { "check", db },
+      { "import", H.fixture("tiny.db"), dir .. "/imported" }, { "status", H.fixture("tiny.db") },
+      { "etcd", H.fixture("tiny.db"), "ls" }, { "scenario", scenario }, { "metrics", db },
+      { "repl", db, stdin = "print(1)\n" },
+    } do
+      local out, err = expect(3, args, args.stdin, nil, ">/dev/full")
+      assert.are.same({ "", "backendctl: stdout: No space left on device\n" }, { out, err }, table.concat(args, " "))
+    end
+    -- stderr: "not found" (exit 1) could not be said
+    assert.are.same({ "", "" }, { expect(3, { "get", db, "b", "missing" }, nil, nil, "2>/dev/full") })
+  end)
+
+  it("put VALUE - reads stdin, and a failed read is an error that writes nothing", function()
+    local db = database { k = "v" }
+    local input = { read = function() return nil, "Input/output error", 5 end }
+    local err = sink()
+    assert.are.equal(3, ctl.main({ "put", db, "b", "new", "-" }, { input = input, out = sink(), err = err }))
+    assert.are.equal("backendctl: stdin: Input/output error\n", err.text())
+    expect(1, { "get", db, "b", "new" })
+  end)
+
+  it("snapshot DB - writes the snapshot to stdout, byte for byte; not to a terminal", function()
+    local data = { ["\0\r\n\255"] = "\26\0\r\n" }
+    for i = 1, 3000 do data["key" .. i] = string.rep(string.char(i % 256), i % 700) end
+    local db, dir = database(data), H.tmpdir()
+    local piped = dir .. "/piped"
+    assert.are.same({ "", "" }, { expect(0, { "snapshot", db, "-" }, nil, nil, ">" .. H.q(piped)) })
+    expect(0, { "snapshot", db, dir .. "/file" })
+    assert.are.equal(H.read_file(dir .. "/file"), H.read_file(piped))
+    local want, got = backend.open { path = db, readonly = true }, backend.open { path = piped, readonly = true }
+    assert.are.same({ want:hash(), 3001, "\26\0\r\n" },
+      { got:hash(), #got:view(function(rtx) return select(1, rtx:range("b", "", "\255", 0)) end),
+        got:view(function(rtx) return rtx:get("b", "\0\r\n\255") end) })
+    want:close()
+    got:close()
+    local _, err = expect(2, { "snapshot", "--json", db, "-" })
+    assert.truthy(err:find("--json", 1, true), err)
+    local out = sink()
+    err = sink()
+    local streams = { input = io.tmpfile(), out = out, err = err, terminal = true }
+    assert.are.equal(2, ctl.main({ "snapshot", db, "-" }, streams))
+    assert.are.same({ "", true }, { out.text(), err.text():find("terminal", 1, true) ~= nil })
+  end)
+
+  describe("Ctrl-C (a real SIGINT) stops the command at once: exit 130, nothing claimed", function()
+    it("check: no check reported failed", function()
+      local code, out, err = interrupt('require("backend.check").views = function() ready() end',
+        { "check", database { k = "v" } })
+      assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
+    end)
+
+    it("scenario: not a failed step, nor a failure of the model's, nor a bad file", function()
+      local file = H.tmpdir() .. "/s.lua"
+      H.write_file(file, 'return { steps = { { "create_bucket", "b" }, { "put", "b", "k", "v" } } }')
+      local code, out, err = interrupt('require("backend.core").methods.BatchTx.put = function() ready() end',
+        { "scenario", file })
+      assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
+      code, out, err = interrupt('getmetatable(require("backend.model").new {}).__index.put = function() ready() end',
+        { "scenario", "--random", "1", "--ops", "50" })
+      assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
+      H.write_file(file, 'return { steps = { { "create_bucket", "b" }, { "error", { "put", "b", "k", "v" } } } }')
+      code, out, err = interrupt('require("backend.core").methods.BatchTx.put = function() ready() end',
+        { "scenario", file })   -- not the error the step expects
+      assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
+      H.write_file(file, 'return { steps = { { "view", "v" } } }')   -- closed when the run ends
+      code, out, err = interrupt('require("backend.core").methods.ConcurrentReadTx.close = function() ready() end',
+        { "scenario", file })
+      assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
+      H.write_file(file, 'error("interrupted!", 0)')   -- what an interrupt raises, from the file's chunk
+      assert.are.same({ "", "backendctl: interrupted\n" }, { expect(130, { "scenario", file }) })
+    end)
+
+    it("dump of an etcd file, in the bbolt reader's walk", function()
+      local code, out, err = interrupt('require("backend.json").encode = function() ready() end',
+        { "dump", "--format", "json", H.fixture("tiny.db") })
+      assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
+    end)
+
+    it("repl with piped input: not an error of the statement running", function()
+      local code, out, err = interrupt("", { "repl", database { k = "v" } }, "ready()\nprint('after')\n")
+      assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
+    end)
+  end)
+
   describe("repl", function()
     it("reads piped input: expressions, statements, multi-line chunks, the helpers and etcd", function()
       -- an etcd file is imported into a temporary database first
@@ -423,6 +597,56 @@ describe("backendctl", function()
       errors, out = repl.run(be, "local t = {\n1,\n2 }  return #t\nnosuch()\n")
       assert.are.equal(1, errors)
       assert.truthy(out:find("^2\nstdin:1: attempt to call a nil value %(global 'nosuch'%)\n$"), out)
+    end)
+
+    it("on a terminal, Ctrl-C cancels the line typed or the statement running, and Ctrl-D ends it", function()
+      local dir = H.tmpdir()
+      local pidfile, outfile = dir .. "/pid", dir .. "/out"
+      H.write_file(outfile, "")
+      -- script(1) runs the REPL on a terminal of its own: what is written to it is typed.
+      -- Under ASan (make asan) script's own leaks are not ours: only the REPL's count.
+      local asan = os.getenv("ASAN_OPTIONS")
+      local inner = (asan and "export ASAN_OPTIONS=" .. H.q(asan) .. "; " or "") .. "echo $$ >" .. H.q(pidfile)
+        .. "; exec " .. command_line { "repl", database { k = "v" } }
+      local term = assert(io.popen(H.lua_env() .. "export ASAN_OPTIONS=detect_leaks=0; " .. TIMEOUT
+        .. "script -q -e -c " .. H.q(inner) .. " /dev/null >" .. H.q(outfile), "w"))
+      term:setvbuf("no")
+      local seen = 0   -- the output is read up to here
+      local function wait_for(text)
+        local at
+        local found = H.wait_until(function()
+          at = select(2, H.read_file(outfile):find(text, seen + 1, true))
+          return at ~= nil
+        end, 30)
+        assert(found, string.format("no %q after %q", text, H.read_file(outfile):sub(1, seen)))
+        seen = at
+      end
+      wait_for("> ")
+      local pid = math.tointeger(tonumber(H.read_file(pidfile)))
+      H.kill(pid, "INT")                      -- at the prompt
+      wait_for("\r\n> ")
+      term:write("print(6 * 7)\n")
+      wait_for("42\r\n> ")
+      term:write("error('typed')\3")          -- half a line, then Ctrl-C on the terminal
+      wait_for("> ")
+      term:write("for i = 1, 2 do\n")         -- a chunk that wants more
+      wait_for(">> ")
+      term:write("\3")
+      wait_for("> ")
+      term:write("print('spinning') while true do end\n")
+      wait_for("spinning\r\n")
+      H.kill(pid, "INT")                      -- a statement running
+      wait_for("interrupted\r\n> ")
+      H.kill(pid, "INT")                      -- and again: each Ctrl-C is caught
+      wait_for("\r\n> ")
+      term:write("print('still here')\n")
+      wait_for("still here\r\n> ")
+      term:write("\4")                        -- Ctrl-D
+      local _, _, code = term:close()
+      local all = H.read_file(outfile)
+      assert.are.equal(0, code, all)
+      assert.falsy(all:find("stdin:1: typed", 1, true), all)   -- the cancelled lines never ran
+      assert.falsy(all:find("expected", 1, true), all)
     end)
   end)
 end)

@@ -374,8 +374,8 @@ describe("bad input", function()
       if type(v) == "function" then module[#module + 1] = k end
     end
     table.sort(module)
-    assert.are.same({ "crc32c", "default_config", "import_bolt", "monotonic", "open", "open_bolt", "open_tmp" },
-      module)
+    assert.are.same({ "catch_interrupt", "crc32c", "default_config", "import_bolt", "interrupted", "mkdtemp",
+                      "monotonic", "open", "open_bolt", "open_tmp", "pcall" }, module)
     for _, tname in ipairs(TYPES) do
       local recv, cleanup = MAKE[tname](env)
       local mt = getmetatable(recv)
@@ -543,7 +543,8 @@ describe("bad input", function()
     end
   end)
 
-  it("module functions: open, open_tmp, crc32c, default_config, monotonic, open_bolt, import_bolt", function()
+  it("module functions: open, open_tmp, crc32c, default_config, monotonic, open_bolt, import_bolt, mkdtemp, "
+    .. "interrupted, pcall, catch_interrupt", function()
     local cases = {}
     local function add(label, call, want)
       cases[#cases + 1] = { label = label, make = NOP, call = call, want = want }
@@ -600,7 +601,16 @@ describe("bad input", function()
       end
       add("default_config(" .. tostring(v) .. ")", function() assert(backend.default_config(v).batch_limit) end, OK)
       add("monotonic(" .. tostring(v) .. ")", function() assert(backend.monotonic(v) > 0) end, OK)
+      add("mkdtemp(" .. tostring(v) .. ")", function() assert(os.remove(backend.mkdtemp(v))) end, OK)
+      add("interrupted(" .. tostring(v) .. ")", function() assert(backend.interrupted(v) == false) end, OK)
+      add("catch_interrupt(" .. tostring(v) .. ")", function() backend.catch_interrupt(v) end, OK)
+      if type(v) ~= "function" then   -- not callable: pcall's own result
+        add("pcall(" .. tostring(v) .. ")", function() assert(not backend.pcall(v)) end, OK)
+      end
     end
+    add("pcall(error, msg)", function() assert(not backend.pcall(error, "backend: x")) end, OK)
+    add("pcall(error, 'interrupted!')", function() return backend.pcall(error, "interrupted!", 0) end,
+      raises_value("interrupted!"))
     for _, crc in ipairs { -1, 2^32, 2^53, math.maxinteger, math.mininteger } do
       add("crc32c(s, " .. tostring(crc) .. ")", function() return backend.crc32c("s", crc) end,
         exact("bad argument #2 to 'crc32c' (crc out of range)"))

@@ -101,6 +101,43 @@ describe("backend.check", function()
     assert.is_false(H.exists(path))
   end)
 
+  it("run raises an interrupt (a real SIGINT) at once, as no finding", function()
+    local child, errfile = H.spawn([[
+      local backend = require "backend"
+      local check = require "backend.check"
+      local be <close> = backend.open_tmp()
+      local after = 0   -- checks run after the interrupt
+      check.committed = function() after = after + 1; return {}, "" end
+      check.views = function()   -- says it is running, then spins until the SIGINT
+        local stat = assert(io.open("/proc/self/stat"))
+        io.stdout:write(stat:read("n"), "\n")
+        io.stdout:flush()
+        while true do end
+      end
+      local ok, err = pcall(check.run, be)
+      print(ok, backend.interrupted(err), after)
+    ]])
+    local pid = math.tointeger(tonumber(child:read("l")))
+    if pid then H.kill(pid, "INT") end
+    local out = child:read("a")
+    child:close()
+    assert.are.equal("false\ttrue\t0\n", out, H.child_stderr(errfile))
+  end)
+
+  it("run raises an interrupt in reopen's last open, as no finding", function()
+    local be, path = filled { batch_interval = HOUR, keep = true }
+    local open, opens = backend.open, 0
+    backend.open = function(...)   -- check.reopen opens twice, then run opens for report.backend
+      opens = opens + 1
+      if opens == 3 then error("interrupted!", 0) end
+      return open(...)
+    end
+    local ok, err = pcall(check.run, be, { reopen = true, snapshot = false })
+    backend.open = open
+    H.rm_rf(path:match("^(.*)/"))
+    assert.are.same({ false, "interrupted!", 3 }, { ok, err, opens })
+  end)
+
   it("checks a read-only backend through ReadTx and ConcurrentReadTx", function()
     local be, path = filled { batch_interval = HOUR, keep = true }
     be:close()

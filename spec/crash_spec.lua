@@ -26,6 +26,14 @@ describe("crash harness", function()
     assert.are.equal(40, crash.verify(path, 40).count)
   end)
 
+  it("an interrupt while it checks is raised as it is, not as a finding", function()
+    local path, open = database(), backend.open
+    backend.open = function() error("interrupted!", 0) end
+    local ok, err = pcall(crash.verify, path, 40)
+    backend.open = open
+    assert.are.same({ false, "interrupted!" }, { ok, err })
+  end)
+
   it("its checks pass a whole database and count defrag's leftover files", function()
     local path = database()
     H.write_file(path .. ".tmp.AbC123", "a defrag killed midway")

@@ -11,7 +11,8 @@
 -- (bucket and key are the raw strings; `check.describe(finding)` shows them
 -- escaped), and detail says in one line what was checked. A check stops after
 -- `check.max_findings` findings. Misuse (and a backend call that raises) raises
--- an error; `check.run` turns such an error into a failed check.
+-- an error; `check.run` turns such an error into a failed check, except an
+-- interrupt (Ctrl-C, see backend.interrupted), which it raises on at once.
 --
 --   views(be)      BatchTx, ReadTx and a ConcurrentReadTx read the same buckets,
 --                  keys and values (read-only backend: ReadTx and ConcurrentReadTx)
@@ -34,7 +35,6 @@
 -- each of its commits, between one read and the next: findings may then only
 -- mean that it wrote meanwhile (check a snapshot of it instead).
 local backend = require "backend"
-local core = require "backend.core"
 local model = require "backend.model"
 
 local check = { max_findings = 100 }
@@ -169,7 +169,7 @@ end
 
 define("views", function(f, be)
   local tx = be:batch_tx()
-  local locked, err = pcall(tx.lock, tx)
+  local locked, err = backend.pcall(tx.lock, tx)
   if not locked and not tostring(err):find("read-only", 1, true) then error(err, 0) end
   local _ <close> = locked and tx or nil   -- unlocks
   local rtx = rlocked(be)
@@ -279,7 +279,7 @@ local Copy = {
 }
 
 local function temp_copy()
-  local dir = core.mkdtemp()
+  local dir = backend.mkdtemp()
   return setmetatable({ dir = dir, path = dir .. "/copy" }, Copy)
 end
 
@@ -346,12 +346,14 @@ end)
 -- opts (defaults): snapshot (true), defrag (false: it rewrites the file),
 -- reopen (false: be is closed, checked with check.reopen, and opened again with
 -- opts.config plus its path as report.backend; nil if that open failed).
+-- A check that raises is a failed check with the error as its finding, but an
+-- interrupt (Ctrl-C) is raised on at once: it says nothing about the database.
 function check.run(be, opts)
   opts = opts or {}
   local report = { ok = true, checks = {}, findings = {} }
   local function run(name, ...)
     local t0 = backend.monotonic()
-    local ok, findings, detail = pcall(check[name], ...)
+    local ok, findings, detail = backend.pcall(check[name], ...)
     if not ok then
       findings, detail = { { check = name, message = tostring(findings) } }, "raised an error"
     end
@@ -368,7 +370,7 @@ function check.run(be, opts)
     be:close()
     run("reopen", path, opts.config)
     if exists(path) then   -- else open() would make a new, empty database
-      local ok, reopened = pcall(backend.open, with_path(opts.config, path))
+      local ok, reopened = backend.pcall(backend.open, with_path(opts.config, path))
       if ok then
         report.backend = reopened
       else

@@ -244,7 +244,7 @@ local function files(dir, prefix)
 end
 
 local function open(cfg)
-  local ok, be = pcall(backend.open, cfg)
+  local ok, be = backend.pcall(backend.open, cfg)
   return check(ok and be, "the database does not open: %s", be)
 end
 
@@ -395,7 +395,7 @@ function crash.run(opts)
     local rec = { trial = i, fresh = i == 1 or math.random(opts.fresh_every or 10) == 1 }
     rec.config = trial_config(db, dir)
     if rec.fresh then os.execute("rm -f " .. q(db) .. "*") end
-    local ok, err = pcall(function()
+    local ok, err = backend.pcall(function()
       crash_child(rec, killer, opts.lua or "lua5.4", dir .. "/child.stderr")
       os.remove(rec.config.snapshot)
       rec.checks = crash.verify(db, rec.acked, rec.config)

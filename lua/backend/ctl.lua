@@ -4,9 +4,10 @@
 --   local code = require("backend.ctl").main({ "stat", "/var/lib/app/db" })
 --
 -- main(args [, streams]) returns the exit code: 0 ok, 1 not found / check
--- failed, 2 usage error, 3 runtime error. streams = { input, out, err,
--- terminal } replaces io.stdin, io.stdout, io.stderr and the terminal test
--- (prompts, progress bars) for a test.
+-- failed, 2 usage error, 3 runtime error (a failed write to stdout or stderr
+-- too), 130 interrupted (Ctrl-C). streams = { input, out, err, terminal }
+-- replaces io.stdin, io.stdout, io.stderr and the terminal test (prompts,
+-- progress bars) for a test.
 local backend = require "backend"
 local json = require "backend.json"
 local repl = require "backend.repl"
@@ -14,7 +15,7 @@ local repl = require "backend.repl"
 local ctl = {}
 local fmt = string.format
 
-local OK, NOT_FOUND, USAGE, FAILED = 0, 1, 2, 3
+local OK, NOT_FOUND, USAGE, FAILED, INTERRUPTED = 0, 1, 2, 3, 130
 
 -- Errors ------------------------------------------------------------------------
 
@@ -171,14 +172,30 @@ local function is_terminal(fd)
   return terminals[fd]
 end
 
-local function context(streams)
-  local c = setmetatable({}, Context)
-  if streams then
-    c.input, c.out, c.err = streams.input, streams.out, streams.err
-    c.terminal = function() return streams.terminal == true end
-  else
-    c.input, c.out, c.err, c.terminal = io.stdin, io.stdout, io.stderr, is_terminal
+-- An output stream whose write and flush raise on failure ("stdout: No space
+-- left on device"): output that did not arrive must not pass for success.
+local function checked(stream, name)
+  local function check(ok, err)
+    if not ok then fail("%s: %s", name, err) end
   end
+  return {
+    write = function(self, ...)
+      check(stream:write(...))
+      return self
+    end,
+    flush = function(self)
+      if stream.flush then check(stream:flush()) end
+      return self
+    end,
+  }
+end
+
+-- c.raw_err: stderr as it is, for the last message (its failure is not reported).
+local function context(streams)
+  local s = streams or { input = io.stdin, out = io.stdout, err = io.stderr }
+  local c = setmetatable({ input = s.input, raw_err = s.err }, Context)
+  c.out, c.err = checked(s.out, "stdout"), checked(s.err, "stderr")
+  c.terminal = streams and function() return streams.terminal == true end or is_terminal
   return c
 end
 
@@ -241,25 +258,40 @@ local function open_write(path, create)
   return backend.open(path)
 end
 
-local BOLT_MAGIC = 0xED0CDAED   -- in the first meta page, after the 16-byte page header
+-- What the file at path holds, by the magic number of its first meta page
+-- (after the 16-byte page header): "etcd" (bbolt), "backend" (LMDB) or nil.
+-- Only a regular file is opened: opening a FIFO would wait for a writer.
+local MAGIC = { [0xED0CDAED] = "etcd", [0xBEEFC0DE] = "backend" }
 
-local function is_bolt(path)
+local function file_kind(path)
+  if not os.execute("test -f '" .. path:gsub("'", "'\\''") .. "'") then return nil end
   local f, err = io.open(path, "rb")
   if not f then fail("%s", err) end
   local head = f:read(20) or ""
   f:close()
-  return #head == 20 and string.unpack("<I4", head, 17) == BOLT_MAGIC
+  return #head == 20 and MAGIC[string.unpack("<I4", head, 17)] or nil
+end
+
+-- on_etcd(f) on the etcd data file at `path` read directly (a BoltFile), or
+-- on_backend(be) on the database there opened read-only; returns what it returns.
+local function read_either(path, on_etcd, on_backend)
+  if file_kind(path) == "etcd" then
+    local f <close> = backend.open_bolt(path)
+    return on_etcd(f)
+  end
+  local be <close> = open_read(path)
+  return on_backend(be)
 end
 
 -- fn(be, imported) on the database at `path` opened read-only, or, for an
 -- etcd data file, on a temporary import of it (removed afterwards); returns
 -- what fn returns.
 local function with_database(path, fn)
-  if not is_bolt(path) then
+  if file_kind(path) ~= "etcd" then
     local be <close> = open_read(path)
     return fn(be, false)
   end
-  local dir = require("backend.core").mkdtemp()   -- private, in $TMPDIR (or /tmp)
+  local dir = backend.mkdtemp()   -- private, in $TMPDIR (or /tmp)
   local tmp = dir .. "/db"
   local results = table.pack(pcall(function()
     backend.import_bolt(path, tmp)
@@ -289,10 +321,12 @@ command("stat", {
   args = { "PATH" }, options = { JSON },
   summary = "sizes, buckets (entries, depth, pages) and counters of a database",
   help = "Sizes (file, in use, page, map), then every bucket with its entries, B+tree depth\n"
-    .. "and branch, leaf and overflow pages (committed data).",
+    .. "and branch, leaf and overflow pages (committed data). For an etcd data file (bbolt),\n"
+    .. "read directly: sizes, page size, txid, and every bucket with its entries; --json adds\n"
+    .. "\"format\": \"bbolt\".",
   run = function(c, o)
-    local be <close> = open_read(o.path)
-    local st = repl.helpers(be).stat()
+    local st = read_either(o.path, function(f) return repl.bolt_stat(f, o.path) end,
+      function(be) return repl.helpers(be).stat() end)
     if not o.json then return c:print(tostring(st)) end
     c:json(copy(st, { buckets = map(st.buckets, function(b) return copy(b, { name = json.bytes(b.name) }) end) }))
   end,
@@ -345,6 +379,46 @@ local dump_line = {
   end,
 }
 
+-- emit(bucket, key, value) for the entries of `bucket` (nil: every bucket) in
+-- [from, to) of the database be, until it returns false. False if there is no such bucket.
+local function dump_database(be, bucket, from, to, emit)
+  return be:view(function(rtx)
+    local buckets = rtx:buckets()
+    if bucket then
+      local found = false
+      for _, b in ipairs(buckets) do found = found or b == bucket end
+      if not found then return false end
+      buckets = { bucket }
+    end
+    for _, b in ipairs(buckets) do
+      for k, v in rtx:pairs(b, from, to) do
+        if not emit(b, k, v) then return true end
+      end
+    end
+    return true
+  end)
+end
+
+-- Raised from a walk's callback to end the walk early.
+local STOP = setmetatable({}, { __tostring = function() return "walk stopped" end })
+
+-- dump_database for an etcd data file f (a BoltFile), walked from its start.
+local function dump_etcd_file(f, bucket, from, to, emit)
+  local less = require("backend.model").less
+  local found = bucket == nil
+  local ok, err = backend.pcall(f.walk, f, function(b)
+    if found and bucket and b ~= bucket then error(STOP, 0) end   -- past the bucket (name order)
+    found = found or b == bucket
+  end, function(b, k, v)
+    if (bucket == nil or b == bucket) and not (from and less(k, from)) and not (to and not less(k, to))
+        and not emit(b, k, v) then
+      error(STOP, 0)
+    end
+  end)
+  if not ok and err ~= STOP then error(err, 0) end
+  return found
+end
+
 command("dump", {
   args = { "PATH", "[BUCKET]" },
   options = {
@@ -357,33 +431,23 @@ command("dump", {
   summary = "the entries of a bucket or of every bucket, in key order",
   help = "text: escaped key TAB escaped value per line (bytes as \\xNN); hex: the same in hex;\n"
     .. "json: one object per line {\"bucket\",\"key\",\"value\"}. Without BUCKET every bucket is\n"
-    .. "dumped, text and hex lines starting with the bucket.\n"
+    .. "dumped, text and hex lines starting with the bucket. PATH may be an etcd data file\n"
+    .. "(bbolt), read directly.\n"
     .. "Exit status 1 if BUCKET does not exist.",
   run = function(c, o)
     local line = dump_line[o.format or (o.hex and "hex" or "text")]
     local from = o.from and bytes_arg(o, o.from, "--from")
     local to = o.to and bytes_arg(o, o.to, "--to")
-    local limit, n = o.limit or 0, 0
-    local be <close> = open_read(o.path)
-    return be:view(function(rtx)
-      local buckets = rtx:buckets()
-      if o.bucket then
-        local found = false
-        for _, b in ipairs(buckets) do found = found or b == o.bucket end
-        if not found then
-          return c:none("no bucket %s", o.bucket)
-        end
-        buckets = { o.bucket }
-      end
-      local all = o.bucket == nil or o.format == "json"
-      for _, b in ipairs(buckets) do
-        for k, v in rtx:pairs(b, from, to) do
-          if n == limit and limit > 0 then return end
-          n = n + 1
-          c:print(line(all and b or nil, k, v))
-        end
-      end
-    end)
+    local limit, n, all = o.limit or 0, 0, o.bucket == nil or o.format == "json"
+    local function emit(b, k, v)   -- false once --limit entries are printed
+      if n == limit and limit > 0 then return false end
+      n = n + 1
+      c:print(line(all and b or nil, k, v))
+      return true
+    end
+    local found = read_either(o.path, function(f) return dump_etcd_file(f, o.bucket, from, to, emit) end,
+      function(be) return dump_database(be, o.bucket, from, to, emit) end)
+    if not found then return c:none("no bucket %s", o.bucket) end
   end,
 })
 
@@ -395,7 +459,13 @@ command("put", {
   help = "Puts KEY = VALUE in BUCKET and commits (fsync) before exiting.",
   run = function(c, o)
     local key = bytes_arg(o, o.key, "KEY")
-    local value = bytes_arg(o, o.value == "-" and c.input:read("a") or o.value, "VALUE")
+    local value = o.value
+    if value == "-" then
+      local err
+      value, err = c.input:read("a")
+      if not value then fail("stdin: %s", err) end
+    end
+    value = bytes_arg(o, value, "VALUE")
     local be <close> = open_write(o.path, o.create)
     be:update(function(tx)
       if o.create then tx:create_bucket(o.bucket) end
@@ -428,7 +498,8 @@ command("hash", {
   args = { "PATH" },
   options = { option("ignore", "BUCKET:KEY", "leave this key out (repeatable)", nil, true), JSON },
   summary = "etcd's hash (CRC-32C of buckets, keys and values): decimal and hex",
-  help = "Prints the hash in decimal, then in hex (8 digits).",
+  help = "Prints the hash in decimal, then in hex (8 digits). PATH may be an etcd data file\n"
+    .. "(bbolt), read directly: the hash is etcd's own (`etcdctl snapshot status`'s HASH).",
   run = function(c, o)
     local ignores
     for _, spec in ipairs(o.ignore or {}) do
@@ -438,8 +509,8 @@ command("hash", {
       ignores[bucket] = ignores[bucket] or {}
       ignores[bucket][key] = true
     end
-    local be <close> = open_read(o.path)
-    local h = be:hash(ignores)
+    local h = read_either(o.path, function(f) return require("backend.etcd").bolt_hash(f, ignores) end,
+      function(be) return be:hash(ignores) end)
     if o.json then return c:json { hash = h, hex = fmt("%08x", h) } end
     c:print(fmt("%d %08x", h, h))
   end,
@@ -447,11 +518,20 @@ command("hash", {
 
 command("snapshot", {
   args = { "PATH", "DEST" }, options = { JSON }, progress = true,
-  summary = "write a point-in-time copy of a database to DEST (a new file)",
-  help = "DEST must not exist; it opens as a database of its own. Prints the bytes written.",
+  summary = "write a point-in-time copy of a database to DEST (a new file; - for stdout)",
+  help = "DEST must not exist; it opens as a database of its own. Prints the bytes written.\n"
+    .. "DEST - writes the snapshot to stdout instead (not a terminal), and nothing else.",
   run = function(c, o)
+    if o.dest == "-" then
+      if o.json then usage_error("--json prints to stdout, where DEST - writes the snapshot") end
+      if c.terminal(1) then usage_error("stdout is a terminal: redirect it (DEST - writes binary data)") end
+    end
     local be <close> = open_read(o.path)
     local snap <close> = be:snapshot()
+    if o.dest == "-" then
+      snap:write_to(function(chunk) c.out:write(chunk) end, c:progress("snapshot"))
+      return
+    end
     local bytes = snap:write_to(o.dest, c:progress("snapshot"))
     if o.json then return c:json { bytes = bytes, path = o.dest } end
     c:print(fmt("%d bytes written to %s", bytes, o.dest))
@@ -479,7 +559,8 @@ command("check", {
   options = { flag("defrag", "also defragment and check again (opens for writing)"),
               flag("reopen", "also close, reopen and check again"), JSON },
   summary = "verify a database (backend.check); exit status 1 if a check fails",
-  help = "Runs every check of backend.check and prints each with its result and findings.",
+  help = "Runs every check of backend.check and prints each with its result and findings.\n"
+    .. "Ctrl-C stops it (exit status 130): an interrupted check is not a failed one.",
   run = function(c, o)
     local check = require "backend.check"
     local report
@@ -507,8 +588,12 @@ command("import", {
   summary = "copy an etcd data file (bbolt) into a new backend database",
   help = "SRC: etcd's member/snap/db or the output of `etcdctl snapshot save` (its SHA-256\n"
     .. "trailer is verified). DEST must not exist. Every bucket is copied byte for byte: the\n"
-    .. "new database has etcd's hash.",
+    .. "new database has etcd's hash. A SRC that is a backend database already is refused.",
   run = function(c, o)
+    if file_kind(o.src) == "backend" then
+      fail("%s is a backend database already (LMDB), not an etcd data file: there is nothing to import",
+        o.src)
+    end
     local r = backend.import_bolt(o.src, o.dest)
     if o.json then
       return c:json { buckets = r.buckets, keys = r.keys, bytes = r.bytes, hash = r.hash, path = o.dest }
@@ -547,14 +632,8 @@ command("status", {
     .. "database holding etcd data. Prints hash (hex), revision, total keys and total size;\n"
     .. "--json or -w json prints etcdctl's {\"hash\",\"revision\",\"totalKey\",\"totalSize\"}.",
   run = function(c, o)
-    local etcd = require "backend.etcd"
-    local st
-    if is_bolt(o.file) then
-      st = etcd.status(o.file)
-    else
-      local be <close> = open_read(o.file)
-      st = etcd.status(be)
-    end
+    local status = require("backend.etcd").status
+    local st = read_either(o.file, status, status)
     local w = o.json and "json" or o.w or "table"
     if w == "json" then return c:json(st) end   -- sorted keys: etcdctl's order
     local row = { fmt("%x", st.hash), tostring(st.revision), tostring(st.totalKey),
@@ -746,8 +825,9 @@ command("repl", {
   help = "Reads Lua from stdin (a terminal or a pipe) and prints each result. Helpers: buckets(),\n"
     .. "get(bucket, key), scan(bucket [, from [, n]]) and more(), hash(), stat(), etcd (the\n"
     .. "decoded keyspace of etcd data), help(). PATH may be an etcd data file (imported into a\n"
-    .. "temporary database first); without PATH: an empty temporary database.\n"
-    .. "Exit status 3 if a piped input raised an error.",
+    .. "temporary database first); without PATH: an empty temporary database. On a terminal,\n"
+    .. "Ctrl-C cancels the line typed or the statement running, and Ctrl-D ends the session.\n"
+    .. "Exit status 3 if a piped input raised an error, 130 if Ctrl-C stopped it.",
   run = function(c, o)
     local interactive = c.terminal(0)
     local function session(be, mode)
@@ -822,7 +902,11 @@ local function tool_help()
     "`-`). Every command takes -h/--help; snapshot and bench show progress on stderr when it",
     "is a terminal (--progress, --no-progress to choose).",
     "",
-    "exit status: 0 ok, 1 not found / check failed, 2 usage error, 3 runtime error",
+    "stat, hash, dump and status read etcd data files (bbolt) directly, as well as backend",
+    "databases. Ctrl-C stops any command at once (exit status 130).",
+    "",
+    "exit status: 0 ok, 1 not found / check failed, 2 usage error, 3 runtime error (a failed",
+    "write to stdout or stderr too), 130 interrupted",
     "",
   }, "\n")
 end
@@ -861,18 +945,30 @@ local function run(c, args)
   return c.cmd.run(c, opts)
 end
 
+-- run(), then stdout flushed: a write error may only show then.
+local function run_flushed(c, args)
+  local code = run(c, args)
+  c.out:flush()
+  return code
+end
+
 --- Runs `backendctl args...`; returns the exit code.
 function ctl.main(args, streams)
   local c = context(streams)
-  local ok, result = pcall(run, c, args)
+  local ok, result = pcall(run_flushed, c, args)
   if ok then return math.type(result) == "integer" and result or OK end
+  local err = c.raw_err
+  if backend.interrupted(result) then
+    err:write("backendctl: interrupted\n")
+    return INTERRUPTED
+  end
   if getmetatable(result) == Usage then
-    c.err:write("backendctl: ", result.msg, "\n")
-    c.err:write("usage: ", c.cmd and synopsis(c.cmd) or "backendctl COMMAND [options] ARGS...", "\n",
+    err:write("backendctl: ", result.msg, "\n")
+    err:write("usage: ", c.cmd and synopsis(c.cmd) or "backendctl COMMAND [options] ARGS...", "\n",
       "Try 'backendctl ", c.cmd and "help " .. c.cmd.name or "--help", "'.\n")
     return USAGE
   end
-  c.err:write("backendctl: ", (tostring(result):gsub("^backend: ", "")), "\n")
+  err:write("backendctl: ", (tostring(result):gsub("^backend: ", "")), "\n")
   return FAILED
 end
 

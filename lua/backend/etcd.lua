@@ -224,22 +224,38 @@ local function revision_of(last_key)
   return (etcd.decode_revision(last_key)) or 0
 end
 
---- `etcdctl snapshot status` for an etcd data file (a path) or for a Backend
--- (an imported one): { hash, revision, totalKey, totalSize }. hash is CRC-32C
--- over every bucket name, key and value; revision the main revision of the
--- key bucket's last key; totalKey the keys of all buckets; totalSize the
--- bytes the file uses (for a Backend, its own file's size).
+--- etcd's hash of an etcd data file f (a BoltFile, see backend.open_bolt), as
+-- be:hash(ignores) computes it for a Backend: CRC-32C over each bucket name,
+-- then its keys and values, leaving out the keys k with ignores[bucket][k].
+-- on_kv(bucket, key, value), if given, is called for every key on the way.
+function etcd.bolt_hash(f, ignores, on_kv)
+  local crc32c = require("backend").crc32c
+  local crc = 0
+  f:walk(function(bucket) crc = crc32c(bucket, crc) end, function(bucket, k, v)
+    if not (ignores and ignores[bucket] and ignores[bucket][k]) then crc = crc32c(v, crc32c(k, crc)) end
+    if on_kv then on_kv(bucket, k, v) end
+  end)
+  return crc
+end
+
+--- `etcdctl snapshot status` for an etcd data file (a path, or a BoltFile
+-- from backend.open_bolt) or for a Backend (an imported one): { hash,
+-- revision, totalKey, totalSize }. hash is CRC-32C over every bucket name, key
+-- and value; revision the main revision of the key bucket's last key;
+-- totalKey the keys of all buckets; totalSize the bytes the file uses (for a
+-- Backend, its own file's size).
 function etcd.status(source)
-  local backend = require "backend"
-  local crc, keys, last = 0, 0, nil
   if type(source) == "string" then
-    local f <close> = backend.open_bolt(source)
-    f:walk(function(bucket) crc = backend.crc32c(bucket, crc) end, function(bucket, k, v)
-      crc = backend.crc32c(v, backend.crc32c(k, crc))
+    local f <close> = require("backend").open_bolt(source)
+    return etcd.status(f)
+  end
+  local keys, last = 0, nil
+  if source.walk then   -- a BoltFile
+    local crc = etcd.bolt_hash(source, nil, function(bucket, k)
       keys = keys + 1
       if bucket == KEY_BUCKET then last = k end
     end)
-    return { hash = crc, revision = revision_of(last), totalKey = keys, totalSize = f:info().total_size }
+    return { hash = crc, revision = revision_of(last), totalKey = keys, totalSize = source:info().total_size }
   end
   source:view(function(rtx)
     for _, bucket in ipairs(rtx:buckets()) do

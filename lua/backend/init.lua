@@ -120,6 +120,34 @@ function backend.open_tmp(config)
   return be, cfg.path
 end
 
+--- A new private directory (mode 0700) in $TMPDIR (or /tmp): its path.
+backend.mkdtemp = core.mkdtemp
+
+-- Interrupts (Ctrl-C) --------------------------------------------------------
+
+--- Whether err is an interrupt: the "interrupted!" error that the lua
+-- interpreter (and catch_interrupt) raise on SIGINT, with or without its position.
+function backend.interrupted(err)
+  return type(err) == "string" and (err == "interrupted!" or err:find("^[^\n]*:%d+: interrupted!$") ~= nil)
+end
+
+local function pass_interrupt(ok, ...)
+  if not ok and backend.interrupted((...)) then error((...), 0) end
+  return ok, ...
+end
+
+--- pcall(fn, ...), except that an interrupt is raised on, never returned: Ctrl-C
+-- stops a program however many errors it handles on its way.
+function backend.pcall(fn, ...)
+  return pass_interrupt(pcall(fn, ...))
+end
+
+--- Arms SIGINT as the lua interpreter does while it runs a script, again: the
+-- next SIGINT raises "interrupted!" in the main thread at its next Lua
+-- instruction (a blocking read returns first); a second one before that kills
+-- the process. The interpreter disarms after one; call this again to catch the next.
+backend.catch_interrupt = core.catch_interrupt
+
 -- Lua methods on the C types ------------------------------------------------
 
 local methods = core.methods

@@ -12,6 +12,8 @@
 --
 -- Binary keys and values are shown escaped (\xNN) and long values truncated,
 -- with their length.
+local backend = require "backend"
+
 local repl = {}
 local fmt = string.format
 
@@ -124,23 +126,33 @@ function Page:__tostring()
   return text
 end
 
--- What stat() returns: be:stats() fields, path, and buckets = be:bucket_stats().
-local Stat = { __name = "backend.repl.Stat" }
-Stat.__index = Stat
-
 local function sized(n)
   return fmt("%d (%s)", n, repl.human_bytes(n))
 end
 
-function Stat:__tostring()
+-- A stat as text: the `summary` rows (a "buckets" row added), then a table of
+-- the buckets: name, then the fields `columns` (the headings are their names).
+local function stat_text(summary, buckets, columns)
   local entries = 0
-  local rows = { { "BUCKET", "ENTRIES", "DEPTH", "BRANCH PAGES", "LEAF PAGES", "OVERFLOW PAGES" } }
-  for _, b in ipairs(self.buckets) do
+  local heading = { "BUCKET" }
+  for i, c in ipairs(columns) do heading[i + 1] = c:upper():gsub("_", " ") end
+  local rows = { heading }
+  for _, b in ipairs(buckets) do
     entries = entries + b.entries
-    rows[#rows + 1] = { repl.preview(b.name, KEY_WIDTH), tostring(b.entries), tostring(b.depth),
-                        tostring(b.branch_pages), tostring(b.leaf_pages), tostring(b.overflow_pages) }
+    local row = { repl.preview(b.name, KEY_WIDTH) }
+    for i, c in ipairs(columns) do row[i + 1] = tostring(b[c]) end
+    rows[#rows + 1] = row
   end
-  local summary = repl.columns({
+  summary[#summary + 1] = { "buckets", fmt("%d, %d entries", #buckets, entries) }
+  return repl.columns(summary) .. "\n\n" .. repl.columns(rows, "l" .. ("r"):rep(#columns))
+end
+
+-- What stat() returns: be:stats() fields, path, and buckets = be:bucket_stats().
+local Stat = { __name = "backend.repl.Stat" }
+Stat.__index = Stat
+
+function Stat:__tostring()
+  return stat_text({
     { "path", self.path },
     { "size", sized(self.size) },
     { "size in use", sized(self.size_in_use) },
@@ -148,9 +160,35 @@ function Stat:__tostring()
     { "map size", sized(self.map_size) },
     { "commits", fmt("%d by this process (%d failed), %d writes pending, %d read txs open",
                      self.commits, self.commit_failures, self.pending, self.open_read_tx_n) },
-    { "buckets", fmt("%d, %d entries", #self.buckets, entries) },
-  })
-  return summary .. "\n\n" .. repl.columns(rows, "lrrrrr")
+  }, self.buckets, { "entries", "depth", "branch_pages", "leaf_pages", "overflow_pages" })
+end
+
+-- What bolt_stat() returns: an etcd data file's f:info() fields, path, format
+-- ("bbolt") and buckets = { { name, entries }... }.
+local BoltStat = { __name = "backend.repl.BoltStat" }
+BoltStat.__index = BoltStat
+
+function BoltStat:__tostring()
+  return stat_text({
+    { "path", self.path },
+    { "format", "etcd data file (bbolt)" .. (self.sha256_trailer and ", SHA-256 trailer verified" or "") },
+    { "size", sized(self.file_size) },
+    { "size in use", sized(self.total_size) },
+    { "page size", tostring(self.page_size) },
+    { "txid", tostring(self.txid) },
+  }, self.buckets, { "entries" })
+end
+
+--- The sizes and buckets (with their numbers of entries) of the etcd data file
+-- f (a BoltFile, see backend.open_bolt) at `path`; shown as a table by tostring.
+function repl.bolt_stat(f, path)
+  local st, bucket = f:info(), nil
+  st.path, st.format, st.buckets = path, "bbolt", {}
+  f:walk(function(name)
+    bucket = { name = name, entries = 0 }
+    st.buckets[#st.buckets + 1] = bucket
+  end, function() bucket.entries = bucket.entries + 1 end)
+  return setmetatable(st, BoltStat)
 end
 
 -- Help text of the helpers: what help() prints.
@@ -323,7 +361,10 @@ end
 -- results to `output` (a file; nil: collected and returned). opts.prompt
 -- writes prompts, opts.banner a first line, opts.err takes the error messages
 -- (default: output). Returns the number of inputs that raised an error, and
--- the output when `output` was nil.
+-- the output when `output` was nil. An interrupt (Ctrl-C, see
+-- backend.interrupted) is raised on; with opts.prompt (a terminal), it cancels
+-- the line being typed or the statement running instead, and the loop goes on
+-- with a fresh prompt (backend.catch_interrupt, armed for each input).
 function repl.run(be, input, output, opts)
   opts = opts or {}
   local collected
@@ -349,21 +390,39 @@ function repl.run(be, input, output, opts)
       if output.flush then output:flush() end
     end
   end
-  if opts.banner then output:write(opts.banner, "\n") end
   local next_line, errors = line_reader(input), 0
-  while true do
+  -- One input read, run and shown; false at the end of the input.
+  local function step()
     prompt("> ")
     local line = next_line()
-    if line == nil then break end
+    if line == nil then return false end
     local fn, msg = compile(line, next_line, prompt, env)
     local results = fn and table.pack(pcall(fn)) or { false, msg, n = 2 }
     if results[1] then
       local shown = {}
       for i = 2, results.n do shown[i - 1] = repl.show(results[i]) end
       if #shown > 0 then output:write(table.concat(shown, "\t"), "\n") end
+    elseif backend.interrupted(results[2]) then
+      if not opts.prompt then error(results[2], 0) end
+      err:write("interrupted\n")
     else
       errors = errors + 1
       err:write(tostring(results[2]), "\n")
+    end
+    return true
+  end
+  if opts.banner then output:write(opts.banner, "\n") end
+  while true do
+    if not opts.prompt then
+      if not step() then break end
+    else
+      backend.catch_interrupt()
+      local ok, more = pcall(step)
+      if ok and not more then break end
+      if not ok then
+        if not backend.interrupted(more) then error(more, 0) end
+        output:write("\n")   -- Ctrl-C while typing: the line is dropped
+      end
     end
   end
   if opts.prompt then output:write("\n") end

@@ -393,7 +393,7 @@ local OPS = {
 local run_step
 
 OPS.error = { args = "t", expect = "string", run = function(st, step)
-  local ok, err = pcall(run_step, st, step[2])
+  local ok, err = backend.pcall(run_step, st, step[2])
   if ok then failure("did not raise") end
   if getmetatable(err) == Failure then error(err, 0) end
   err = tostring(err)
@@ -486,20 +486,27 @@ end
 -- ---------------------------------------------------------------------------
 -- The runner
 
--- Closes what the steps left open, then the backend; removes its files.
+-- Closes what the steps left open, then the backend; removes its files. An
+-- interrupt on the way is raised once all is closed.
 local function finish(st)
-  for _, v in pairs(st.views) do
-    if not v.closed then pcall(close_view, v) end
+  local interrupt
+  local function close(fn, ...)   -- what a step closed already raises: that is fine
+    local ok, err = pcall(fn, ...)
+    if not ok and backend.interrupted(err) then interrupt = err end
   end
-  for _, snap in pairs(st.snaps) do pcall(snap.close, snap) end
-  if st.rtx then pcall(st.rtx.runlock, st.rtx) end
-  if st.locked then pcall(function() st.be:batch_tx():unlock() end) end
+  for _, v in pairs(st.views) do
+    if not v.closed then close(close_view, v) end
+  end
+  for _, snap in pairs(st.snaps) do close(snap.close, snap) end
+  if st.rtx then close(st.rtx.runlock, st.rtx) end
+  if st.locked then close(function() st.be:batch_tx():unlock() end) end
   local _ <close> = defer(function()
     os.remove(st.path)
     os.remove(st.path .. "-lock")
     os.remove((st.path:match("^(.*)/[^/]+$")))
   end)
   st.be:close()
+  if interrupt then error(interrupt, 0) end
 end
 
 --- Runs scenario s on a new temporary backend (s.config, a backend.open_tmp
@@ -521,16 +528,19 @@ function scenario.run(s, opts)
     result.failures[#result.failures + 1] = { step = i, message = fmt("%s: %s", what,
       getmetatable(err) == Failure and err.message or "raised " .. tostring(err)) }
   end
-  for i = 1, #s.steps do
-    local step = s.steps[i]
-    result.steps = i
-    local ok, err = pcall(run_step, st, step)
-    if not ok then
-      failed(i, scenario.describe(step), err)
-      if #result.failures >= max then break end
+  do   -- an interrupt (Ctrl-C) stops the run at once; the backend is removed all the same
+    local _ <close> = defer(function(_, err) if err then pcall(finish, st) end end)
+    for i = 1, #s.steps do
+      local step = s.steps[i]
+      result.steps = i
+      local ok, err = backend.pcall(run_step, st, step)
+      if not ok then
+        failed(i, scenario.describe(step), err)
+        if #result.failures >= max then break end
+      end
     end
   end
-  local ok, err = pcall(finish, st)
+  local ok, err = backend.pcall(finish, st)
   if not ok then failed(result.steps + 1, "closing the backend", err) end
   return result
 end
@@ -591,9 +601,9 @@ function scenario.load(path)
   f:close()
   local chunk, lerr = load(source, "@" .. path, "t", sandbox())
   if not chunk then misuse("%s", lerr) end
-  local ok, s = pcall(chunk)
+  local ok, s = backend.pcall(chunk)
   if not ok then misuse("%s", tostring(s)) end
-  local vok, verr = pcall(validate, s)
+  local vok, verr = backend.pcall(validate, s)
   if not vok then misuse("%s: %s", path, (tostring(verr):gsub("^backend: scenario: ", ""))) end
   return s
 end
@@ -751,7 +761,7 @@ function scenario.random(o)
 
   -- a write on both; the model's error is the one to expect
   local function write(name, ...)
-    local ok, err = pcall(m[name], m, ...)
+    local ok, err = backend.pcall(m[name], m, ...)
     emit(ok and { name, ... } or { "error", { name, ... }, expect = err })
   end
 

@@ -1,0 +1,19 @@
+/*
+ * interrupt.h: SIGINT (Ctrl-C) delivered once to a callback, for the Lua
+ * binding's catch_interrupt. A file of its own because the binding cannot
+ * include <signal.h> (its raise() is the binding's error helper).
+ */
+#ifndef INTERRUPT_H
+#define INTERRUPT_H
+
+/* The next SIGINT calls on_interrupt() from the signal handler, once: the
+ * handler resets to the default action as it is delivered, so a second
+ * SIGINT kills the process. System calls it interrupts are not restarted
+ * (a blocking read returns EINTR). on_interrupt must be async-signal-safe.
+ * Returns 0, or -1 with errno. */
+int bk_interrupt_arm(void (*on_interrupt)(void));
+
+/* SIGINT's default action again, if an armed handler is still waiting. */
+void bk_interrupt_disarm(void);
+
+#endif
