@@ -190,6 +190,37 @@ local function bucket_root(data, name)
   error("no bucket " .. name)
 end
 
+-- A read-only backend whose file is replaced, as a writer's defrag does, by a
+-- truncated one, then by a whole one: it refuses the first (a signal would
+-- kill the child before "whole again") and follows the second.
+local FOLLOWER = [[
+local backend = require "backend"
+local path = arg[1]
+local be = backend.open(path)
+be:update(function(tx)
+  tx:create_bucket("b")
+  for i = 1, 2000 do tx:put("b", string.format("k%05d", i), string.rep("x", 200)) end
+end)
+be:close()
+local f = assert(io.open(path, "rb"))
+local data = f:read("a")
+f:close()
+local r = backend.open { path = path, readonly = true }
+local function count() return #r:view(function(v) return v:range("b", "", "~") end) end
+local function replace(with)
+  local out = assert(io.open(path .. ".new", "wb"))
+  out:write(with)
+  out:close()
+  assert(os.rename(path .. ".new", path))
+end
+print("before: " .. count())
+replace(data:sub(1, #data // 2))
+print("cut: " .. tostring(select(2, pcall(count))))
+replace(data)
+print("whole again: " .. count())
+r:close()
+]]
+
 describe("files: truncated or damaged", function()
   after_each(H.cleanup)
 
@@ -202,6 +233,15 @@ describe("files: truncated or damaged", function()
     assert.is_falsy(out:find("WRONG", 1, true), out)
     assert.is_falsy(out:find("OTHER", 1, true), out)
     assert.is_true(refused >= 100, out)
+  end)
+
+  it("a read-only backend checks the file a writer renames over its own before it maps it", function()
+    local path = H.tmppath()
+    local child, errfile = H.spawn(FOLLOWER, path)
+    local out = child:read("a")
+    child:close()
+    assert.truthy(out:find("^before: 2000\ncut: backend: " .. path:gsub("%p", "%%%0")
+      .. " is truncated or damaged: [^\n]*\nwhole again: 2000\n$"), out .. H.child_stderr(errfile))
   end)
 
   it("a page whose header is wrong is refused at open, or raises when LMDB finds it", function()
