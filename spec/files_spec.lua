@@ -190,18 +190,23 @@ local function bucket_root(data, name)
   error("no bucket " .. name)
 end
 
+-- A database at path whose bucket "b" holds keys k00001... of 100 bytes each.
+local function filled(path, n)
+  local be = backend.open(path)
+  be:update(function(tx)
+    tx:create_bucket("b")
+    for i = 1, n do tx:put("b", string.format("k%05d", i), string.rep("x", 100)) end
+  end)
+  be:close()
+  return path
+end
+
 -- A read-only backend whose file is replaced, as a writer's defrag does, by a
 -- truncated one, then by a whole one: it refuses the first (a signal would
 -- kill the child before "whole again") and follows the second.
 local FOLLOWER = [[
 local backend = require "backend"
 local path = arg[1]
-local be = backend.open(path)
-be:update(function(tx)
-  tx:create_bucket("b")
-  for i = 1, 2000 do tx:put("b", string.format("k%05d", i), string.rep("x", 200)) end
-end)
-be:close()
 local f = assert(io.open(path, "rb"))
 local data = f:read("a")
 f:close()
@@ -236,7 +241,7 @@ describe("files: truncated or damaged", function()
   end)
 
   it("a read-only backend checks the file a writer renames over its own before it maps it", function()
-    local path = H.tmppath()
+    local path = filled(H.tmppath(), 2000)
     local child, errfile = H.spawn(FOLLOWER, path)
     local out = child:read("a")
     child:close()
@@ -245,13 +250,7 @@ describe("files: truncated or damaged", function()
   end)
 
   it("a page whose header is wrong is refused at open, or raises when LMDB finds it", function()
-    local path = H.tmppath()
-    local be = backend.open(path)
-    be:update(function(tx)
-      tx:create_bucket("b")
-      for i = 1, 3000 do tx:put("b", string.format("k%05d", i), string.rep("x", 100)) end
-    end)
-    be:close()
+    local path = filled(H.tmppath(), 3000)
     local data = H.read_file(path)
     local psize, main, root = bucket_root(data, "b")
     local function with_flags(pages, flags)
