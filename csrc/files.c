@@ -222,9 +222,10 @@ static int check_file(int fd, const char *path, int ro, bk_error *err)
     bk_meta_parse(head, &m);
     if (m.magic == BK_LMDB_MAGIC) {
         char why[200];
+        /* an unborn file is no damage: reset_unborn empties it */
         if ((!ro && is_unborn(&m, (uint64_t)st.st_size)) ||
             !bk_pages_check(fd, (uint64_t)st.st_size, why, sizeof why))
-            return BK_OK;   /* an unborn file: reset_unborn empties it */
+            return BK_OK;
         return bk_fail(err, BK_EFORMAT, "%s is truncated or damaged: %s", path, why);
     }
     if (m.magic == BOLT_MAGIC)
