@@ -2,20 +2,14 @@
  * statistics. */
 #include "internal.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-
-#define BOLT_MAGIC 0xED0CDAEDu
 #define LOG_MAX 1000
 
 /* ---- errors, time, logging ---- */
@@ -56,7 +50,30 @@ void bk_quote(char *out, size_t size, bk_slice s)
 
 int bk_mdb_fail(bk_error *err, int rc, const char *what)
 {
-    return bk_fail(err, BK_EIO, "%s: %s", what, mdb_strerror(rc));
+    int damaged = rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND;
+    return bk_fail(err, BK_EIO, "%s: %s%s", what, mdb_strerror(rc),
+                   damaged ? " (the database file is damaged)" : "");
+}
+
+/* LMDB turns a short write into EIO (mdb_page_flush): the kernel writes what
+ * fits on a disk that fills up mid-write, and fails only the next write
+ * with ENOSPC. So an EIO on a file system with (all but) no room left is
+ * reported as what it most likely is. */
+#define FULL_BYTES ((uint64_t)1 << 20)
+
+int bk_write_fail(const bk_backend *be, bk_error *err, int rc, const char *what)
+{
+    struct statvfs sv;
+    if (rc == EIO && be->datafd >= 0 && fstatvfs(be->datafd, &sv) == 0) {
+        /* root may write into the blocks reserved for it */
+        uint64_t room = (uint64_t)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+        if (room < FULL_BYTES)
+            return bk_fail(err, BK_EIO, "%s: %s (LMDB: %s, a short write; %llu bytes free)",
+                           what, strerror(ENOSPC), mdb_strerror(rc), (unsigned long long)room);
+    }
+    if (rc == ENOSPC)   /* the same words whichever way it came */
+        return bk_fail(err, BK_EIO, "%s: %s", what, strerror(ENOSPC));
+    return bk_mdb_fail(err, rc, what);
 }
 
 int bk_read_full(int fd, char *buf, size_t len, uint64_t off)
@@ -334,69 +351,6 @@ int bk_check_key(const bk_backend *be, const char *what, bk_slice s,
     return BK_OK;
 }
 
-/* ---- one open per path per process ---- */
-
-/* LMDB's locks are per process: a second open of one file in a process
- * would corrupt the first. This list is process state by nature. */
-static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
-typedef struct open_path { char *path; struct open_path *next; } open_path;
-static open_path *open_paths;
-
-static int open_paths_add(const char *real, bk_error *err)
-{
-    int rc = BK_OK;
-    pthread_mutex_lock(&open_mu);
-    for (open_path *p = open_paths; p; p = p->next)
-        if (!strcmp(p->path, real)) {
-            rc = bk_fail(err, BK_EBUSY, "%s is already open in this process", real);
-            goto out;
-        }
-    open_path *p = malloc(sizeof *p);
-    if (!p || !(p->path = strdup(real))) {
-        free(p);
-        rc = bk_fail(err, BK_EIO, "out of memory");
-        goto out;
-    }
-    p->next = open_paths;
-    open_paths = p;
-out:
-    pthread_mutex_unlock(&open_mu);
-    return rc;
-}
-
-static void open_paths_remove(const char *real)
-{
-    pthread_mutex_lock(&open_mu);
-    for (open_path **pp = &open_paths; *pp; pp = &(*pp)->next)
-        if (!strcmp((*pp)->path, real)) {
-            open_path *p = *pp;
-            *pp = p->next;
-            free(p->path);
-            free(p);
-            break;
-        }
-    pthread_mutex_unlock(&open_mu);
-}
-
-/* The canonical path (symlinks resolved), whether or not the file exists. */
-static char *absolute_path(const char *path)
-{
-    char buf[PATH_MAX], *dir, *base, *out = NULL;
-    if (realpath(path, buf))
-        return strdup(buf);
-    dir = strdup(path);
-    base = strdup(path);
-    if (dir && base && realpath(dirname(dir), buf)) {
-        const char *b = basename(base);
-        size_t n = strlen(buf) + strlen(b) + 2;
-        if ((out = malloc(n)))
-            snprintf(out, n, "%s/%s", strcmp(buf, "/") ? buf : "", b);
-    }
-    free(dir);
-    free(base);
-    return out;
-}
-
 /* ---- opening ---- */
 
 void bk_config_default(bk_config *cfg)
@@ -406,125 +360,6 @@ void bk_config_default(bk_config *cfg)
     cfg->batch_limit = 10000;
     cfg->mmap_size = (uint64_t)10 << 30;   /* etcd's initial mmap size */
     cfg->max_readers = 126;
-}
-
-/* Says what an existing file is, if it is not an LMDB database. */
-/* A file LMDB began to create and never committed to (see reset_unborn). */
-static int is_unborn(const bk_meta *m, uint64_t file_size)
-{
-    return m->magic == BK_LMDB_MAGIC && file_size == m->psize && m->last_pg == 1 && m->txnid == 0;
-}
-
-static int root_inside(uint64_t root, uint64_t pages)
-{
-    return root == UINT64_MAX || root < pages;
-}
-
-/* LMDB maps the file and trusts its meta pages: root pages past the end of a
- * truncated file would kill the process with SIGBUS on first touch. (Not
- * last_pg: a commit may allocate pages it frees again and never writes.) */
-static int check_complete(const char *path, int readonly, bk_error *err)
-{
-    unsigned char head[2][BK_META_HEAD];
-    bk_meta m[2];
-    struct stat st = { 0 };
-    int fd = open(path, O_RDONLY | O_CLOEXEC), ok = 0;
-    if (fd < 0)
-        return bk_fail(err, BK_EIO, "%s: %s", path, strerror(errno));
-    if (fstat(fd, &st) == 0 && pread(fd, head[0], BK_META_HEAD, 0) == BK_META_HEAD) {
-        bk_meta_parse(head[0], &m[0]);
-        uint64_t psize = m[0].psize, size = (uint64_t)st.st_size;
-        if (!readonly && is_unborn(&m[0], size)) {
-            ok = 1;   /* reset_unborn empties it */
-        } else if (psize >= BK_META_HEAD && psize <= (1u << 16) && size >= 2 * psize &&
-                   pread(fd, head[1], BK_META_HEAD, (off_t)psize) == BK_META_HEAD) {
-            bk_meta_parse(head[1], &m[1]);
-            int newest = m[1].magic == BK_LMDB_MAGIC && m[1].txnid > m[0].txnid;
-            ok = root_inside(m[newest].free_root, size / psize) &&
-                 root_inside(m[newest].main_root, size / psize);
-        }
-    }
-    close(fd);
-    if (!ok)
-        return bk_fail(err, BK_EFORMAT, "%s is truncated or damaged: its LMDB meta pages "
-                       "name root pages past its end (%lld bytes)", path, (long long)st.st_size);
-    return BK_OK;
-}
-
-static int check_format(const char *path, int readonly, bk_error *err)
-{
-    unsigned char head[32];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT && !readonly)
-            return BK_OK;
-        return bk_fail(err, BK_EIO, "%s: %s", path, strerror(errno));
-    }
-    ssize_t n = read(fd, head, sizeof head);
-    int saved = errno;
-    close(fd);
-    if (n < 0)
-        return bk_fail(err, BK_EIO, "%s: %s", path, strerror(saved));
-    if (n == 0 && !readonly)
-        return BK_OK;   /* empty: LMDB initialises it */
-    uint32_t magic = 0;
-    if (n >= 20)
-        memcpy(&magic, head + 16, 4);
-    if (magic == BK_LMDB_MAGIC)
-        return check_complete(path, readonly, err);
-    if (magic == BOLT_MAGIC)
-        return bk_fail(err, BK_EFORMAT, "%s is a bbolt file (etcd's data format), "
-                       "not a backend database; import it", path);
-    return bk_fail(err, BK_EFORMAT, "%s is not a backend database "
-                   "(no LMDB header: %s)", path, n < 20 ? "file too short" : "unknown format");
-}
-
-/* Defrag's temporary files are "<name>.tmp.XXXXXX" beside the database. */
-static void remove_leftovers(const char *path)
-{
-    char *dcopy = strdup(path), *bcopy = strdup(path);
-    if (!dcopy || !bcopy)
-        goto out;
-    const char *dir = dirname(dcopy), *base = basename(bcopy);
-    size_t blen = strlen(base);
-    DIR *d = opendir(dir);
-    if (!d)
-        goto out;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (!strncmp(e->d_name, base, blen) && !strncmp(e->d_name + blen, ".tmp.", 5)) {
-            char full[PATH_MAX];
-            snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-            unlink(full);
-        }
-    closedir(d);
-out:
-    free(dcopy);
-    free(bcopy);
-}
-
-/* A process killed while LMDB creates the file can leave only its first meta
- * page: LMDB writes both in one pwrite, and Linux may stop a write between
- * pages on SIGKILL. LMDB then refuses the file for good ("not an LMDB file"),
- * though nothing was ever committed to it (a commit writes the second meta
- * page and pages past it). So empty such a file, one page long with a fresh
- * meta (last page 1, txn 0), and LMDB initialises it again. Caller holds the
- * flock. Returns -1 if truncating failed (LMDB then says what the file is). */
-static int reset_unborn(const char *path)
-{
-    unsigned char head[BK_META_HEAD];
-    bk_meta m;
-    struct stat st;
-    int rc = 0, fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    if (fstat(fd, &st) == 0 && pread(fd, head, sizeof head, 0) == (ssize_t)sizeof head) {
-        bk_meta_parse(head, &m);
-        if (is_unborn(&m, (uint64_t)st.st_size))
-            rc = ftruncate(fd, 0);
-    }
-    close(fd);
-    return rc;
 }
 
 static void hist_init(bk_hist *h, double first, int n)
@@ -628,51 +463,13 @@ int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err)
     init_sync(be);
     be->refs = 1;
     be->cfg = *cfg;
-    be->lockfd = -1;
-    be->path = absolute_path(cfg->path);
-    if (!be->path) {
-        rc = bk_fail(err, BK_EIO, "%s: %s", cfg->path, strerror(errno));
+    be->env_flags = MDB_NOSUBDIR | MDB_NOTLS |
+                    (cfg->no_fsync ? MDB_NOSYNC : 0) | (cfg->readonly ? MDB_RDONLY : 0);
+    if ((rc = bk_files_open(be, err))) {
         destroy(be);
         return rc;
     }
     be->cfg.path = be->path;
-    be->lockpath = malloc(strlen(be->path) + 6);
-    if (!be->lockpath || (rc = open_paths_add(be->path, err))) {
-        if (!rc)
-            rc = bk_fail(err, BK_EIO, "out of memory");
-        destroy(be);
-        return rc;
-    }
-    sprintf(be->lockpath, "%s-lock", be->path);
-    be->env_flags = MDB_NOSUBDIR | MDB_NOTLS |
-                    (cfg->no_fsync ? MDB_NOSYNC : 0) | (cfg->readonly ? MDB_RDONLY : 0);
-    if ((rc = check_format(be->path, cfg->readonly, err)))
-        goto fail;
-    /* The lock file's name is predictable: never follow a link planted there
-     * (LMDB would write its reader table through it, into the target). */
-    struct stat lst;
-    if (lstat(be->lockpath, &lst) == 0 && S_ISLNK(lst.st_mode)) {
-        rc = bk_fail(err, BK_EIO, "%s is a symbolic link; refusing to use it as "
-                     "the lock file", be->lockpath);
-        goto fail;
-    }
-    if (!cfg->readonly) {
-        /* flock is per open file, apart from LMDB's fcntl locks: it keeps a
-         * second writing process out for as long as we are open. */
-        be->lockfd = open(be->lockpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (be->lockfd < 0) {
-            rc = bk_fail(err, BK_EIO, "%s: %s", be->lockpath, strerror(errno));
-            goto fail;
-        }
-        if (flock(be->lockfd, LOCK_EX | LOCK_NB) < 0) {
-            rc = errno == EWOULDBLOCK
-                ? bk_fail(err, BK_EBUSY, "%s is open for writing by another process", be->path)
-                : bk_fail(err, BK_EIO, "%s: %s", be->lockpath, strerror(errno));
-            goto fail;
-        }
-        remove_leftovers(be->path);
-        reset_unborn(be->path);
-    }
     be->active = mt_new(++be->next_mt_id);
     if (!be->active) {
         rc = bk_fail(err, BK_EIO, "out of memory");
@@ -688,9 +485,7 @@ int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err)
     return BK_OK;
 fail:
     mt_unref(be->active);
-    if (be->lockfd >= 0)
-        close(be->lockfd);
-    open_paths_remove(be->path);
+    bk_files_close(be);
     destroy(be);
     return rc;
 }
@@ -816,10 +611,7 @@ int bk_close(bk_backend *be, int force, bk_error *err)
     be->active = NULL;
     if (be->cfg.remove_on_close)
         remove_files(be);
-    if (be->lockfd >= 0)
-        close(be->lockfd);
-    be->lockfd = -1;
-    open_paths_remove(be->path);
+    bk_files_close(be);
     return rc;
 }
 

@@ -12,6 +12,7 @@
 #ifndef BACKEND_H
 #define BACKEND_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -189,6 +190,24 @@ int bk_hash(bk_backend *be, const bk_slice *ignores, size_t n,
             uint32_t *out, bk_error *err);
 
 int bk_defrag(bk_backend *be, bk_error *err);
+
+/* A temporary file to be renamed onto `target` (defrag, a snapshot written
+ * to a path, an import): made in a private directory beside the target,
+ * "<target>.backend-tmp.XXXXXX", that holds our marker file, flocked while
+ * its owner lives. Leftovers whose owner died go at the next bk_tmp_create
+ * for the same target and at a writable bk_open of it; nothing else beside
+ * a database is ever removed. */
+typedef struct bk_tmp {
+    char dir[PATH_MAX];
+    char file[PATH_MAX];     /* create the temporary file here */
+    int markfd;
+} bk_tmp;
+int bk_tmp_create(bk_tmp *t, const char *target, bk_error *err);
+/* Renames the file onto target, which must not exist (else BK_EARG,
+ * "... already exists"), and fsyncs target's directory. */
+int bk_tmp_publish(bk_tmp *t, const char *target, bk_error *err);
+/* Removes the directory with what we put in it; idempotent. */
+void bk_tmp_discard(bk_tmp *t);
 int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err);
 
 /* Committed value straight from LMDB, bypassing buffers (for tests). */

@@ -293,20 +293,32 @@ static int check_meta(const bk_bolt *b, bk_error *err)
     return rc;
 }
 
+static int is_lmdb(int fd)
+{
+    unsigned char head[BK_META_HEAD];
+    bk_meta m;
+    if (pread(fd, head, sizeof head, 0) != (ssize_t)sizeof head)
+        return 0;
+    bk_meta_parse(head, &m);
+    return m.magic == BK_LMDB_MAGIC;
+}
+
 /* Opens, locks and maps the file. bbolt takes flock(LOCK_EX) to write and
  * LOCK_SH to read: sharing it keeps a running etcd out of the file while we
  * read (it would reuse pages under us), as its own read-only opens do. */
 static int map_file(bk_bolt *b, bk_error *err)
 {
-    b->fd = open(b->path, O_RDONLY | O_CLOEXEC);
+    b->fd = open(b->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);   /* a FIFO must not hang us */
     if (b->fd < 0)
         return bk_fail(err, BK_EIO, "%s: %s", b->path, strerror(errno));
     struct stat st;
     int rc = BK_OK;
     if (flock(b->fd, LOCK_SH | LOCK_NB) < 0)
-        rc = errno == EWOULDBLOCK
-            ? bk_fail(err, BK_EBUSY, "%s is open for writing (by a running etcd?)", b->path)
-            : bk_fail(err, BK_EIO, "%s: flock: %s", b->path, strerror(errno));
+        rc = errno != EWOULDBLOCK
+            ? bk_fail(err, BK_EIO, "%s: flock: %s", b->path, strerror(errno))
+            : is_lmdb(b->fd)   /* a backend writer flocks its file as etcd does */
+            ? bad(b, err, "a backend database open for writing, not a bbolt file")
+            : bk_fail(err, BK_EBUSY, "%s is open for writing (by a running etcd?)", b->path);
     else if (fstat(b->fd, &st) < 0)
         rc = bk_fail(err, BK_EIO, "%s: %s", b->path, strerror(errno));
     else if (!S_ISREG(st.st_mode))

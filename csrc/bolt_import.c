@@ -6,11 +6,10 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/stat.h>
 
 /* Writes per locked section: short sections let the committer write while
  * the walk goes on. */
@@ -117,19 +116,6 @@ static int copy_all(importer *im, const bk_bolt *b)
     return rc;
 }
 
-/* After a failure: the partial database goes, and a failure to remove it
- * joins the message. */
-static void remove_partial(const char *path, const char *lockpath, bk_error *err)
-{
-    const char *paths[2] = { path, lockpath };
-    for (int i = 0; i < 2; i++)
-        if (unlink(paths[i]) < 0 && errno != ENOENT) {
-            size_t used = strlen(err->msg);
-            snprintf(err->msg + used, sizeof err->msg - used, " (and %s could not be "
-                     "removed: %s)", paths[i], strerror(errno));
-        }
-}
-
 int bk_bolt_import(const char *src, const bk_config *dst, bk_bolt_import_stats *st,
                    bk_error *err)
 {
@@ -140,40 +126,36 @@ int bk_bolt_import(const char *src, const bk_config *dst, bk_bolt_import_stats *
                        "config.remove_on_close off");
     importer im = { src, NULL, err, { 0, 0, 0, 0 }, 0, 0 };
     bk_bolt *b;
+    struct stat exists;
     int rc = bk_bolt_open(src, &b, err);
     if (rc)
         return rc;
-    char *lockpath = malloc(strlen(dst->path) + sizeof "-lock");
-    if (!lockpath) {
+    if (lstat(dst->path, &exists) == 0)
+        rc = bk_fail(err, BK_EARG, "%s exists: an import makes a new database", dst->path);
+    else if (errno != ENOENT)
+        rc = bk_fail(err, BK_EIO, "%s: %s", dst->path, strerror(errno));
+    if (rc) {
         bk_bolt_close(b);
-        return bk_fail(err, BK_EIO, "out of memory");
+        return rc;
     }
-    sprintf(lockpath, "%s-lock", dst->path);
-    /* Created here, exclusively: what a failure removes is ours alone. */
-    int fd = open(dst->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = errno == EEXIST
-            ? bk_fail(err, BK_EARG, "%s exists: an import makes a new database", dst->path)
-            : bk_fail(err, BK_EIO, "%s: %s", dst->path, strerror(errno));
-        goto out;
-    }
-    if (close(fd) < 0) {
-        rc = bk_fail(err, BK_EIO, "%s: close: %s", dst->path, strerror(errno));
-    } else if (!(rc = bk_open(dst, &im.be, err))) {
-        rc = copy_all(&im, b);
+    /* Built in a temporary directory beside dst and renamed into place once
+     * whole: a failure or a crash never leaves a partial database at dst. */
+    bk_tmp tmp;
+    if (!(rc = bk_tmp_create(&tmp, dst->path, err))) {
+        bk_config cfg = *dst;
+        cfg.path = tmp.file;
+        if (!(rc = bk_open(&cfg, &im.be, err))) {
+            rc = copy_all(&im, b);
+            if (!rc)
+                rc = bk_close(im.be, 0, err);
+            bk_free(im.be);   /* closes it, after a failure too */
+        }
         if (!rc)
-            rc = bk_close(im.be, 0, err);
-        bk_free(im.be);   /* closes it, after a failure too */
+            rc = bk_tmp_publish(&tmp, dst->path, err);
+        bk_tmp_discard(&tmp);
     }
-    if (!rc && bk_fsync_dir(dst->path) < 0)
-        rc = bk_fail(err, BK_EIO, "%s: fsync of its directory: %s", dst->path,
-                     strerror(errno));
-    if (rc)
-        remove_partial(dst->path, lockpath, err);
-    else if (st)
+    if (!rc && st)
         *st = im.st;
-out:
-    free(lockpath);
     bk_bolt_close(b);
     return rc;
 }

@@ -229,8 +229,12 @@ static int gen_new(bk_backend *be, uint64_t last_mt_id, gen **out, bk_error *err
             continue;
         rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
         mdb_cursor_close(c);
-        if (rc == 0 || rc == MDB_NOTFOUND)
+        if (rc == 0 || rc == MDB_NOTFOUND) {
             g->dbis[id] = b->dbi;
+        } else if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND) {
+            bk_gen_unref(g);   /* a damaged bucket is no absent one */
+            return bk_mdb_fail(err, rc, "reading a bucket");
+        }
     }
     *out = g;
     return BK_OK;
@@ -349,7 +353,9 @@ int bk_readonly_refresh(bk_backend *be, bk_error *err)
     MDB_envinfo info;
     int rc = BK_OK;
     pthread_mutex_lock(&be->txn_mu);
-    if (file_replaced(be)) {
+    /* Checked before LMDB maps it, as at open; the old file stays mapped if
+     * the new one is damaged. */
+    if (file_replaced(be) && !(rc = bk_files_check_replaced(be, err))) {
         pthread_rwlock_wrlock(&be->maplock);
         rc = env_reopen(be, "the writer defragmented it", err);
         pthread_rwlock_unlock(&be->maplock);
@@ -597,7 +603,7 @@ static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error 
             goto done;
     }
     if (rc) {
-        rc = bk_mdb_fail(err, rc, "commit");
+        rc = bk_write_fail(be, err, rc, "commit");
         env_check(be);
         goto done;
     }

@@ -1,14 +1,14 @@
 /* defrag.c: rewrite the database compactly. Every bucket is copied in key
- * order with MDB_APPEND into a fresh LMDB file beside the database (a
- * sequential fill leaves pages full, unlike a compacting copy), which is
- * fsynced and renamed over the original. Until the rename nothing of the
- * open backend is touched, so any failure leaves it as it was. */
+ * order with MDB_APPEND into a fresh LMDB file in a temporary directory
+ * beside the database (bk_tmp_create; a sequential fill leaves pages full,
+ * unlike a compacting copy), which is fsynced, flocked and renamed over the
+ * original. Until the rename nothing of the open backend is touched, so any
+ * failure leaves it as it was. */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,8 +121,8 @@ out:
     if (tx)
         mdb_txn_abort(tx);
     mdb_env_close(dst);
-    if (rc)
-        return bk_mdb_fail(err, rc, "defrag: writing the new file");
+    if (rc)   /* the new file is beside the database, on its file system */
+        return bk_write_fail(be, err, rc, "defrag: writing the new file");
     return continue_txnids(tmp, be->psize, mdb_txn_id(src), err);
 }
 
@@ -168,19 +168,25 @@ void bk_closer_join(bk_backend *be)
 }
 
 /* Swap the filled file in: no LMDB txn may live, so views and snapshots are
- * invalidated first. Caller holds txn_mu. */
+ * invalidated first. The new file is flocked before the rename, so that no
+ * other writer can take it; the replaced one's descriptor is closed later.
+ * Caller holds txn_mu. */
 static int swap_in(bk_backend *be, const char *tmp, bk_error *err)
 {
-    int rc = BK_OK;
-    int old = open(be->path, O_RDONLY | O_CLOEXEC);   /* see close_later */
+    int fd, rc = bk_files_lock_new(tmp, &fd, err), old = -1;
+    if (rc)
+        return rc;
     pthread_rwlock_wrlock(&be->maplock);
     bk_invalidate_children(be, BK_EINVALID);
     bk_env_close(be);
     if (rename(tmp, be->path) < 0) {
         rc = bk_fail(err, BK_EIO, "defrag: renaming %s: %s", tmp, strerror(errno));
-        unlink(tmp);   /* a whole copy of the database: not until the next open */
-    } else if (bk_fsync_dir(be->path) < 0)
-        bk_log(be, "warn", "defrag: fsync of the directory failed: %s", strerror(errno));
+        close(fd);
+    } else {
+        old = bk_files_swapped(be, fd);
+        if (bk_fsync_dir(be->path) < 0)
+            bk_log(be, "warn", "defrag: fsync of the directory failed: %s", strerror(errno));
+    }
     bk_error oerr;
     /* Reopen the new file, or the untouched original if the rename failed. */
     if (bk_env_open(be, &oerr)) {
@@ -211,24 +217,19 @@ int bk_defrag(bk_backend *be, bk_error *err)
     double t0 = bk_now();
     uint64_t before = __atomic_load_n(&be->size, __ATOMIC_RELAXED);
     bk_log(be, "info", "defrag started, size %llu bytes", (unsigned long long)before);
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", be->path);
+    bk_tmp tmp;
     __atomic_store_n(&be->defrag_inflight, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&be->txn_mu);   /* the committer waits meanwhile */
-    int fd = mkstemp(tmp);
-    MDB_txn *src = NULL;
-    if (fd < 0) {
-        rc = bk_fail(err, BK_EIO, "defrag: creating %s: %s", tmp, strerror(errno));
-    } else {
-        close(fd);
+    rc = bk_tmp_create(&tmp, be->path, err);
+    if (!rc) {
+        MDB_txn *src = NULL;
         int mrc = bk_read_txn_begin(be, &src);
-        rc = mrc ? bk_mdb_fail(err, mrc, "defrag") : fill(be, tmp, src, err);
+        rc = mrc ? bk_mdb_fail(err, mrc, "defrag") : fill(be, tmp.file, src, err);
         if (src)
             mdb_txn_abort(src);
-        if (rc)
-            unlink(tmp);
-        else
-            rc = swap_in(be, tmp, err);
+        if (!rc)
+            rc = swap_in(be, tmp.file, err);
+        bk_tmp_discard(&tmp);   /* the whole copy, if it is still there */
     }
     pthread_mutex_unlock(&be->txn_mu);
     __atomic_store_n(&be->defrag_inflight, 0, __ATOMIC_RELAXED);

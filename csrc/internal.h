@@ -98,9 +98,12 @@ struct bk_backend {
     char *path, *lockpath;
     MDB_env *env;
     unsigned env_flags;
-    int lockfd;
-    dev_t dev;
-    ino_t ino;
+    int lockfd;                    /* flocked by a writer (files.c) */
+    int datafd;                    /* the data file: flocked by a writer, and
+                                      by a reader of a hard-linked file; else -1 */
+    dev_t dev;                     /* the data file's identity, under files.c's */
+    ino_t ino;                     /* mutex of open files */
+    struct bk_backend *open_next;  /* in that list */
     size_t psize, maxkey;
 
     /* bucket registry: entries never move or die until bk_free */
@@ -169,6 +172,9 @@ struct bk_backend {
 int bk_fail(bk_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int bk_mdb_fail(bk_error *err, int rc, const char *what);
+/* An LMDB failure to write: a short write (EIO) on a full disk is reported
+ * as the disk being full. */
+int bk_write_fail(const bk_backend *be, bk_error *err, int rc, const char *what);
 void bk_quote(char *out, size_t size, bk_slice s);
 void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -195,6 +201,29 @@ void bk_meta_parse(const void *page, bk_meta *m);
 int bk_meta_newest(const void *pair, size_t psize);
 /* Both pages of the pair describe slot `newest`'s state, as txn txnid. */
 void bk_meta_pair(void *pair, size_t psize, int newest, uint64_t txnid);
+/* The LMDB file at fd (size bytes) holds every page its newest state uses,
+ * and the root and freelist pages read on the way are sound: 0, or -1 with
+ * why[] saying what is wrong. */
+int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen);
+
+/* files.c: the data file and its lock file. */
+/* Opens and checks them, takes the locks, registers the file as open in
+ * this process; sets path, lockpath, datafd, lockfd and MDB_NOLOCK when a
+ * read-only file system has no room for a lock file. */
+int bk_files_open(bk_backend *be, bk_error *err);
+/* Releases what bk_files_open took (closes datafd and lockfd). */
+void bk_files_close(bk_backend *be);
+/* Read-only: the writer renamed a new file over ours; check it before it is
+ * mapped. */
+int bk_files_check_replaced(bk_backend *be, bk_error *err);
+/* Defrag: the file at `from` will be renamed over the data file. *fd gets
+ * a descriptor of it, flocked, so that no other writer can take it. */
+int bk_files_lock_new(const char *from, int *fd, bk_error *err);
+/* After that rename: fd holds the data file; returns the old descriptor. */
+int bk_files_swapped(bk_backend *be, int fd);
+/* Removes the temporary directories beside target (bk_tmp_create's) whose
+ * owner died; returns how many. */
+int bk_tmp_sweep(const char *target);
 
 /* LMDB takes non-const pointers for data it only reads. */
 #define BK_UNCONST(p) ((void *)(uintptr_t)(p))

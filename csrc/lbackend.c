@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1052,10 +1053,9 @@ static int call_progress(lua_State *L, int fn, uint64_t done, uint64_t total)
 #define COPY_CHUNK ((size_t)64 << 20)
 #define READ_CHUNK ((size_t)1 << 20)
 
-/* Copy to an fd at its position. The file at `unlink_path`, if given, is
- * ours: on any error (progress's too) it is closed and removed first. */
-static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress,
-                    const char *unlink_path)
+/* Copy to an fd at its position. The file in `tmp`, if given, is ours: on
+ * any error (progress's too) it is closed and removed first. */
+static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress, bk_tmp *tmp)
 {
     uint64_t total = bk_snapshot_size(snap), done = 0;
     bk_error err;
@@ -1069,9 +1069,9 @@ static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress,
             rc = call_progress(L, progress, done, total);
         }
         if (rc) {
-            if (unlink_path) {
+            if (tmp) {
                 close(fd);
-                unlink(unlink_path);
+                bk_tmp_discard(tmp);
             }
             return lua_error(L);
         }
@@ -1092,21 +1092,32 @@ static int l_snap_write_to(lua_State *L)
     if (lua_type(L, 2) == LUA_TSTRING) {
         const char *path = check_path(L, 2, "write_to");
         /* A new file only, never through a link: an existing one may be the
-         * database itself, which truncating would corrupt under its readers. */
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0 && errno == EEXIST)
+         * database itself, which truncating would corrupt under its readers.
+         * Written beside it and renamed into place once whole. */
+        struct stat exists;
+        bk_tmp tmp;
+        bk_error err;
+        if (lstat(path, &exists) == 0)
             return fail(L, "%s already exists (write_to does not overwrite files: "
                         "remove it first, or pass an open file)", path);
-        if (fd < 0)
-            return fail(L, "%s: %s", path, strerror(errno));
-        write_fd(L, s->snap, fd, progress, path);
+        if (bk_tmp_create(&tmp, path, &err))
+            return raise(L, &err);
+        int fd = open(tmp.file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            int e = errno;
+            bk_tmp_discard(&tmp);
+            return fail(L, "%s: %s", tmp.file, strerror(e));
+        }
+        write_fd(L, s->snap, fd, progress, &tmp);
         int saved = fsync(fd) < 0 ? errno : 0;
         if (close(fd) < 0 && !saved)
             saved = errno;
-        if (saved) {
-            unlink(path);
+        int rc = saved ? BK_EIO : bk_tmp_publish(&tmp, path, &err);
+        bk_tmp_discard(&tmp);
+        if (saved)
             return fail(L, "%s: %s", path, strerror(saved));
-        }
+        if (rc)
+            return raise(L, &err);
     } else if ((stream = luaL_testudata(L, 2, LUA_FILEHANDLE))) {
         if (!stream->closef)
             return fail(L, "attempt to use a closed file");

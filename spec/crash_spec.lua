@@ -36,11 +36,11 @@ describe("crash harness", function()
 
   it("its checks pass a whole database and count defrag's leftover files", function()
     local path = database()
-    H.write_file(path .. ".tmp.AbC123", "a defrag killed midway")
+    local leftover = H.dead_leftover(path)
     local checked = crash.verify(path, 40)
     assert.are.equal(40, checked.count)
     assert.are.equal(1, checked.temps)
-    assert.is_false(H.exists(path .. ".tmp.AbC123"))
+    assert.is_false(H.exists(leftover))
   end)
 
   it("its checks catch a lost write, a half section and a stray key", function()

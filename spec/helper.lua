@@ -188,6 +188,52 @@ function H.kill(pid, sig)
   return os.execute(format("kill -%s %d 2>/dev/null", sig or "KILL", pid))
 end
 
+--- The output of the shell command cmd.
+function H.capture(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+--- The names in dir (`ls -A`), sorted; those starting with `prefix` if given.
+function H.ls(dir, prefix)
+  local out = {}
+  local p = assert(io.popen("ls -A " .. H.q(dir)))
+  for name in p:lines() do
+    if not prefix or name:sub(1, #prefix) == prefix then out[#out + 1] = name end
+  end
+  p:close()
+  return out
+end
+
+-- A child that dies (os.exit, no cleanup) in the middle of snap:write_to(target).
+local DYING_WRITER = [[
+local backend = require "backend"
+local be = backend.open(arg[1] .. ".src")
+be:update(function(tx) tx:create_bucket("b"); tx:put("b", "k", "v") end)
+local snap = be:snapshot()
+snap:write_to(arg[1], function() os.exit(0) end)
+]]
+
+--- Leaves beside `target` what a process that died while writing a snapshot to it
+-- leaves: a temporary directory of the module, its owner gone. Returns its path.
+-- (A target that exists is moved aside meanwhile: write_to makes new files only.)
+function H.dead_leftover(target)
+  local before = {}
+  local dir, base = target:match("^(.*)/([^/]+)$")
+  for _, name in ipairs(H.ls(dir, base .. ".backend-tmp.")) do before[name] = true end
+  local aside = H.exists(target) and assert(os.rename(target, target .. ".aside"))
+  local child, errfile = H.spawn(DYING_WRITER, target)
+  child:read("a")
+  child:close()
+  if aside then assert(os.rename(target .. ".aside", target)) end
+  for _, name in ipairs(H.ls(dir, base .. ".backend-tmp.")) do
+    if not before[name] then return dir .. "/" .. name end
+  end
+  error("the dying writer left no temporary directory: " .. H.child_stderr(errfile))
+end
+
 --- The stderr of a spawned child (for failure messages).
 function H.child_stderr(errfile)
   local ok, s = pcall(H.read_file, errfile)

@@ -1,5 +1,5 @@
--- Processes and files: one writer per database, read-only readers beside it,
--- defrag leftovers cleaned at open.
+-- Processes and files: one writer per database, read-only readers beside it
+-- (spec/files_spec.lua: names, damage, temporary files, odd files and media).
 local backend = require "backend"
 local H = require "spec.helper"
 
@@ -75,18 +75,6 @@ end)
 
 describe("files", function()
   after_each(H.cleanup)
-
-  it("defrag's leftover temporary files are removed at the next open", function()
-    local path = H.tmppath()
-    backend.open(path):close()
-    local leftover = path .. ".tmp.Ab12Cd"
-    local unrelated = path .. ".backup"
-    H.write_file(leftover, "half a database")
-    H.write_file(unrelated, "keep me")
-    backend.open(path):close()
-    assert.is_false(H.exists(leftover))
-    assert.is_true(H.exists(unrelated))
-  end)
 
   it("creates the database and its lock file with mode 0600", function()
     local path = H.tmppath()
@@ -354,17 +342,6 @@ describe("files: creation", function()
     assert.are.equal("v", r:view(function(v) return v:get("b", "k") end))
   end)
 
-  it("a link named like a defrag leftover is removed at open, its target kept", function()
-    local path = H.tmppath()
-    backend.open(path):close()
-    local victim = H.tmpdir() .. "/victim"
-    H.write_file(victim, "precious")
-    local leftover = path .. ".tmp.Zz9Yy8"
-    assert(os.execute("ln -s " .. H.q(victim) .. " " .. H.q(leftover)))
-    backend.open(path):close()
-    assert.are.equal("precious", H.read_file(victim))
-    assert.is_false(os.execute("test -L " .. H.q(leftover)) == true, "the link is gone")
-  end)
 end)
 
 local ATTACHED_READER = [[

@@ -1403,7 +1403,7 @@ static void test_hash(void)
     close_be(be);
 }
 
-/* Files "<path>.tmp.*" beside path. */
+/* Temporary directories "<path>.backend-tmp.*" beside path. */
 static int count_leftovers(const char *path)
 {
     char dir[PATH_MAX];
@@ -1416,7 +1416,7 @@ static int count_leftovers(const char *path)
     int n = 0;
     struct dirent *e;
     while (d && (e = readdir(d)))
-        n += !strncmp(e->d_name, base, blen) && !strncmp(e->d_name + blen, ".tmp.", 5);
+        n += !strncmp(e->d_name, base, blen) && !strncmp(e->d_name + blen, ".backend-tmp.", 13);
     if (d)
         closedir(d);
     return n;

@@ -260,12 +260,12 @@ end
 -- hash, snapshot and reopen). Raises what differs; returns what was checked.
 function crash.verify(path, acked, config)
   local dir, base = path:match("^(.*)/([^/]+)$")
-  local temps = #files(dir, base .. ".tmp.")
+  local temps = #files(dir, base .. ".backend-tmp.")
   local cfg = { path = path, mmap_size = config and config.mmap_size }
   local checked
   do
     local be <close> = open(cfg)
-    local left = files(dir, base .. ".tmp.")
+    local left = files(dir, base .. ".backend-tmp.")
     check(#left == 0, "defrag's temporary files are left after reopening: %s", table.concat(left, " "))
     local n, low = check_sections(be:view(read_all), acked)
     for _, name in ipairs { "views", "hash", "snapshot" } do passes(checks[name](be)) end
@@ -394,7 +394,7 @@ function crash.run(opts)
   for i = 1, opts.trials or 200 do
     local rec = { trial = i, fresh = i == 1 or math.random(opts.fresh_every or 10) == 1 }
     rec.config = trial_config(db, dir)
-    if rec.fresh then os.execute("rm -f " .. q(db) .. "*") end
+    if rec.fresh then os.execute("rm -rf " .. q(db) .. "*") end
     local ok, err = backend.pcall(function()
       crash_child(rec, killer, opts.lua or "lua5.4", dir .. "/child.stderr")
       os.remove(rec.config.snapshot)

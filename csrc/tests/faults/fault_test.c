@@ -1,5 +1,6 @@
 /* fault_test.c: the disk fails (ENOSPC, EIO) at every I/O point of a commit,
- * a map growth, a snapshot write and a defrag, and nothing is lost.
+ * a map growth, a snapshot write and a defrag, or fills up mid-write, and
+ * nothing is lost.
  *
  * Run under the shim: LD_PRELOAD=build/tests/faults/faultfs.so
  * build/tests/faults/fault_test (make faults); without it the test skips.
@@ -231,7 +232,7 @@ static void check_commit_fault(db *d, int rc, const bk_error *err, int e,
 /* Which call a fault hit, from the counts before it. */
 static const char *const calls[] = {
     "pwrite@dsync", "pwrite", "writev", "write", "copy_file_range", "fdatasync",
-    "fsync", "open", "mkstemp", "rename", "mmap",
+    "fsync", "open", "mkdtemp", "rename", "mmap",
 };
 #define NCALLS_SEEN (sizeof calls / sizeof calls[0])
 
@@ -543,7 +544,7 @@ static void snapshot_faults(int e)
 
 /* ---- defrag ---- */
 
-/* Defrag's temporary files ("<db>.tmp.*") beside the database. */
+/* Temporary directories ("<db>.backend-tmp.*") beside the database. */
 static int tmp_files(const char *path)
 {
     char *dc = strdup(path), *bc = strdup(path);
@@ -555,7 +556,8 @@ static int tmp_files(const char *path)
         struct dirent *de;
         n = 0;
         while ((de = readdir(dir)))
-            n += !strncmp(de->d_name, base, len) && !strncmp(de->d_name + len, ".tmp.", 5);
+            n += !strncmp(de->d_name, base, len) &&
+                 !strncmp(de->d_name + len, ".backend-tmp.", 13);
         closedir(dir);
     }
     free(dc);
@@ -564,8 +566,8 @@ static int tmp_files(const char *path)
 }
 
 /* Every I/O call of a defrag on its temp file fails once, in turn: its
- * creation (mkstemp), LMDB's opens, page and meta writes and fdatasync, and
- * the rename over the database. Each time bk_defrag fails saying why, the
+ * directory's creation (mkdtemp) and marker, LMDB's opens, page and meta
+ * writes and fdatasync, and the rename over the database. Each time bk_defrag fails saying why, the
  * database is as it was (same hash, every key), no temp file is left, and
  * the backend goes on committing. Then the directory's fsync fails (after
  * the rename: the defrag is done, and only warns). */
@@ -584,7 +586,7 @@ static void defrag_faults(int e)
         uint32_t h = db_hash(&d);
         hits_all(before);
         long hh = hits(NULL);
-        arm("*", ".tmp.", e, s, 1);
+        arm("*", ".backend-tmp.", e, s, 1);
         int rc = bk_defrag(d.be, &err);
         clear_fn();
         if (hits(NULL) == hh) {   /* past the defrag's last call */
@@ -604,7 +606,7 @@ static void defrag_faults(int e)
         CHECK_OK(bk_force_commit(d.be, &err));
     }
     printf("defrag, %s: %d I/O points faulted:%s\n", strerror(e), points, seen);
-    CHECK(strstr(seen, " mkstemp,") && strstr(seen, " open,") && strstr(seen, " pwrite,") &&
+    CHECK(strstr(seen, " mkdtemp,") && strstr(seen, " open,") && strstr(seen, " pwrite,") &&
           strstr(seen, " fdatasync,") && strstr(seen, " rename,"));
 
     char *dc = strdup(d.cfg.path);
@@ -638,7 +640,7 @@ static void defrag_reopen_fails(int e)
     db_write(&d, 0, 500);
     uint32_t h = db_hash(&d);
     snprintf(suffix, sizeof suffix, "%s$", d.cfg.path);
-    arm("open", suffix, e, 1, -1);   /* defrag's own open of the old file passes */
+    arm("open", suffix, e, 1, -1);   /* LMDB's first open passes, of its data fd */
     int rc = bk_defrag(d.be, &err);
     clear_fn();
     check_failure(rc, &err, e, "open (reopening after defrag)");
@@ -654,20 +656,80 @@ static void defrag_reopen_fails(int e)
     db_close(&d);
 }
 
-/* A temp file a crash left behind goes at the next open. */
+/* A temporary directory whose owner died (a crash) goes at the next open;
+ * one whose owner lives stays, and so does a file that only looks like an
+ * older build's leftover ("<db>.tmp.*": it may be anybody's). */
 static void defrag_leftover(void)
 {
     db d;
-    char path[PATH_MAX];
+    bk_error err;
+    bk_tmp live, dead;
+    char foreign[PATH_MAX];
     db_open(&d, "left", 1000, 0);
     db_write(&d, 0, 10);
     db_close(&d);
-    snprintf(path, sizeof path, "%s.tmp.AbC123", d.cfg.path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    snprintf(foreign, sizeof foreign, "%s.tmp.AbC123", d.cfg.path);
+    int fd = open(foreign, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     CHECK(fd >= 0 && write(fd, "x", 1) == 1 && close(fd) == 0);
-    CHECK(tmp_files(d.cfg.path) == 1);
+    CHECK_OK(bk_tmp_create(&live, d.cfg.path, &err));
+    CHECK_OK(bk_tmp_create(&dead, d.cfg.path, &err));
+    CHECK(close(dead.markfd) == 0);   /* its owner died: the flock is gone */
+    CHECK(tmp_files(d.cfg.path) == 2);
     db_reopen(&d);
+    CHECK(tmp_files(d.cfg.path) == 1);
+    CHECK(access(live.dir, F_OK) == 0 && access(dead.dir, F_OK) < 0);
+    CHECK(access(foreign, F_OK) == 0);
+    bk_tmp_discard(&live);
     CHECK(tmp_files(d.cfg.path) == 0);
+    CHECK(unlink(foreign) == 0);
+    db_close(&d);
+}
+
+/* ---- a disk that fills up ---- */
+
+/* The kernel writes what fits on a disk that fills up mid-write and returns
+ * a short count, which LMDB reports as EIO: the backend says the disk is
+ * full. A commit whose data pages (writev for runs of pages, pwrite for
+ * single ones) or meta page (pwrite@dsync) are cut short, and a defrag
+ * whose copy is: each fails saying "No space left on device", nothing is
+ * lost, and it goes through once there is room again. */
+static void disk_full(void)
+{
+    static const char *const writes[] = { "writev", "pwrite", "pwrite@dsync" };
+    bk_error err;
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        db d;
+        db_open(&d, "full", 1000, 0);
+        db_write(&d, 0, 2000);
+        CHECK_OK(bk_force_commit(d.be, &err));
+        for (int k = 0; k < 40; k++)   /* free pages: small commits write single ones */
+            db_write(&d, k * 50, 1);
+        db_write(&d, 100, i == 1 ? 1 : 500);
+        uint64_t failures = STAT(d.be, commit_failures);
+        long h = hits(writes[i]);
+        arm(writes[i], d.cfg.path, FAULTFS_SHORT, 0, 1);
+        int rc = bk_force_commit(d.be, &err);
+        clear_fn();
+        CHECK(hits(writes[i]) > h);
+        check_commit_fault(&d, rc, &err, ENOSPC, failures, writes[i]);
+        db_check(&d);
+        CHECK_OK(bk_force_commit(d.be, &err));
+        db_reopen(&d);
+        db_close(&d);
+    }
+    db d;
+    db_open(&d, "full-defrag", 1000, 0);
+    db_write(&d, 0, NKEYS);
+    uint32_t h = db_hash(&d);
+    arm("writev", ".backend-tmp.", FAULTFS_SHORT, 0, -1);
+    int rc = bk_defrag(d.be, &err);
+    clear_fn();
+    check_failure(rc, &err, ENOSPC, "defrag's writev, cut short");
+    CHECK(tmp_files(d.cfg.path) == 0);
+    CHECK(db_hash(&d) == h);
+    CHECK_OK(bk_defrag(d.be, &err));
+    CHECK(db_hash(&d) == h);
+    db_reopen(&d);
     db_close(&d);
 }
 
@@ -724,6 +786,8 @@ int main(void)
         defrag_faults(errs[i]);
     defrag_leftover();
     long ren = hits("rename") - r, defrag = hits(NULL) - h - ren;
+
+    disk_full();
 
     h = hits(NULL);
     for (size_t i = 0; i < 2; i++) {

@@ -12,9 +12,12 @@
  * Rules are armed through the API, or at load time from the environment,
  * so that child processes (lua, busted) can be faulted too:
  *   FAULTFS="call:path:ERR[:skip[:count]][,...]"   e.g. "fdatasync:db:EIO:0:1"
- * ERR is a name (ENOSPC, EIO, EDQUOT, EFBIG, ENOMEM) or a number; path may
- * be empty (any file) or end with '$' (a suffix). FAULTFS_VERBOSE=1 prints
- * each fault on stderr.
+ * ERR is a name (ENOSPC, EIO, EDQUOT, EFBIG, ENOMEM, SHORT) or a number;
+ * path may be empty (any file) or end with '$' (a suffix). SHORT is what a
+ * disk that fills up mid-write does: the write call writes half of what it
+ * was given (rounded up) and returns that count, and from then on (until cleared)
+ * fstatvfs reports no free blocks; a call that does not write fails with
+ * EIO instead. FAULTFS_VERBOSE=1 prints each fault on stderr.
  *
  * Files are named by path: for an fd, /proc/self/fd/N is read at each call
  * and never cached, since fds are reused. Thread-safe: the backend writes
@@ -35,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -43,16 +47,22 @@ enum {
     C_WRITE, C_PWRITE, C_PWRITE64, C_WRITEV, C_PWRITEV, C_PWRITEV64, C_PWRITEV2,
     C_COPY_FILE_RANGE, C_FSYNC, C_FDATASYNC, C_MSYNC, C_FTRUNCATE, C_FTRUNCATE64,
     C_RENAME, C_RENAMEAT, C_RENAMEAT2, C_OPEN, C_OPEN64, C_OPENAT, C_OPENAT64,
-    C_MKSTEMP, C_MKSTEMPS, C_MKOSTEMP, C_MKOSTEMPS, C_MMAP, NCALLS
+    C_MKSTEMP, C_MKSTEMPS, C_MKOSTEMP, C_MKOSTEMPS, C_MKDTEMP, C_MMAP, C_FSTATVFS, NCALLS
 };
 static const char *const names[NCALLS] = {
     "write", "pwrite", "pwrite64", "writev", "pwritev", "pwritev64", "pwritev2",
     "copy_file_range", "fsync", "fdatasync", "msync", "ftruncate", "ftruncate64",
     "rename", "renameat", "renameat2", "open", "open64", "openat", "openat64",
-    "mkstemp", "mkstemps", "mkostemp", "mkostemps", "mmap"
+    "mkstemp", "mkstemps", "mkostemp", "mkostemps", "mkdtemp", "mmap", "fstatvfs"
 };
-/* "*" leaves mmap out: a mapping failing with ENOSPC is no real failure. */
-#define ALL_CALLS ((UINT64_C(1) << NCALLS) - 1 - (UINT64_C(1) << C_MMAP))
+/* "*" leaves mmap out: a mapping failing with ENOSPC is no real failure.
+ * fstatvfs never fails: it only reports the full disk SHORT leaves. */
+#define ALL_CALLS ((UINT64_C(1) << NCALLS) - 1 - (UINT64_C(1) << C_MMAP) - \
+                   (UINT64_C(1) << C_FSTATVFS))
+#define WRITES(id) ((id) <= C_COPY_FILE_RANGE)   /* the calls SHORT shortens */
+/* What a SHORT write writes: half, rounded up, so that a loop that writes
+ * the rest still gets somewhere. */
+#define HALF(n) ((n) - (n) / 2)
 
 #define MAX_RULES 32
 #define ANY (-1)
@@ -71,6 +81,7 @@ static int nrules;
 static uint64_t armed;              /* atomic: bit per call some live rule names */
 static long hits[NCALLS], dsync_hits[NCALLS];
 static int verbose;
+static int full;                    /* atomic: a SHORT write filled the disk */
 static void *reals[NCALLS];         /* atomic */
 
 /* The real function: its address is the same in every thread, so a race
@@ -158,6 +169,7 @@ void faultfs_clear(void)
 {
     pthread_mutex_lock(&mu);
     nrules = 0;
+    __atomic_store_n(&full, 0, __ATOMIC_RELEASE);
     rearm();
     pthread_mutex_unlock(&mu);
 }
@@ -204,8 +216,10 @@ static int path_match(const char *pat, const char *path)
     return strstr(path, pat) != NULL;
 }
 
-/* Should this call fail? Then errno is set and 1 returned. The call's files
- * are p1 and p2 (either may be NULL); fd is for the O_DSYNC test (or -1). */
+/* Should this call fail? Then the error is returned, and set in errno but
+ * for FAULTFS_SHORT on a write call (which then writes half). The call's
+ * files are p1 and p2 (either may be NULL); fd is for the O_DSYNC test (or
+ * -1). */
 static int fault(int id, const char *p1, const char *p2, int fd)
 {
     int fl = fd < 0 ? -1 : fcntl(fd, F_GETFL);
@@ -233,12 +247,17 @@ static int fault(int id, const char *p1, const char *p2, int fd)
         dsync_hits[id] += dsync;
     }
     pthread_mutex_unlock(&mu);
+    if (err == FAULTFS_SHORT && !WRITES(id))
+        err = EIO;
     if (err && verbose)
         fprintf(stderr, "faultfs: %s(%s%s%s) -> %s\n", names[id], p1 ? p1 : "",
-                p2 ? ", " : "", p2 ? p2 : "", strerror(err));
-    if (err)
+                p2 ? ", " : "", p2 ? p2 : "",
+                err == FAULTFS_SHORT ? "a short write" : strerror(err));
+    if (err == FAULTFS_SHORT)
+        __atomic_store_n(&full, 1, __ATOMIC_RELEASE);
+    else if (err)
         errno = err;
-    return err != 0;
+    return err;
 }
 
 static int armed_for(int id)
@@ -275,46 +294,67 @@ static int fault_path(int id, const char *p1, const char *p2)
 
 ssize_t write(int fd, const void *buf, size_t n)
 {
-    return fault_fd(C_WRITE, fd) ? -1 : REAL(C_WRITE, write)(fd, buf, n);
+    int e = fault_fd(C_WRITE, fd);
+    return e && e != FAULTFS_SHORT ? -1 : REAL(C_WRITE, write)(fd, buf, e ? HALF(n) : n);
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-    return fault_fd(C_PWRITE, fd) ? -1 : REAL(C_PWRITE, pwrite)(fd, buf, n, off);
+    int e = fault_fd(C_PWRITE, fd);
+    return e && e != FAULTFS_SHORT ? -1 : REAL(C_PWRITE, pwrite)(fd, buf, e ? HALF(n) : n, off);
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
 {
-    return fault_fd(C_PWRITE64, fd) ? -1 : REAL(C_PWRITE64, pwrite64)(fd, buf, n, off);
+    int e = fault_fd(C_PWRITE64, fd);
+    return e && e != FAULTFS_SHORT ? -1
+                                   : REAL(C_PWRITE64, pwrite64)(fd, buf, e ? HALF(n) : n, off);
 }
+
+/* A vector write cut short: half of its first buffer. */
+#define SHORT_VECTOR(fd, iov, n, ...) \
+    ((n) > 0 ? REAL(C_PWRITE, pwrite)(fd, (iov)[0].iov_base, HALF((iov)[0].iov_len), __VA_ARGS__) : 0)
 
 ssize_t writev(int fd, const struct iovec *iov, int n)
 {
-    return fault_fd(C_WRITEV, fd) ? -1 : REAL(C_WRITEV, writev)(fd, iov, n);
+    int e = fault_fd(C_WRITEV, fd);
+    if (e == FAULTFS_SHORT)   /* at the file position, which writev moves */
+        return n > 0 ? REAL(C_WRITE, write)(fd, iov[0].iov_base, HALF(iov[0].iov_len)) : 0;
+    return e ? -1 : REAL(C_WRITEV, writev)(fd, iov, n);
 }
 
 ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
 {
-    return fault_fd(C_PWRITEV, fd) ? -1 : REAL(C_PWRITEV, pwritev)(fd, iov, n, off);
+    int e = fault_fd(C_PWRITEV, fd);
+    if (e == FAULTFS_SHORT)
+        return SHORT_VECTOR(fd, iov, n, off);
+    return e ? -1 : REAL(C_PWRITEV, pwritev)(fd, iov, n, off);
 }
 
 ssize_t pwritev64(int fd, const struct iovec *iov, int n, off64_t off)
 {
-    return fault_fd(C_PWRITEV64, fd) ? -1 : REAL(C_PWRITEV64, pwritev64)(fd, iov, n, off);
+    int e = fault_fd(C_PWRITEV64, fd);
+    if (e == FAULTFS_SHORT)
+        return SHORT_VECTOR(fd, iov, n, off);
+    return e ? -1 : REAL(C_PWRITEV64, pwritev64)(fd, iov, n, off);
 }
 
 ssize_t pwritev2(int fd, const struct iovec *iov, int n, off_t off, int flags)
 {
-    return fault_fd(C_PWRITEV2, fd) ? -1
-                                     : REAL(C_PWRITEV2, pwritev2)(fd, iov, n, off, flags);
+    int e = fault_fd(C_PWRITEV2, fd);
+    if (e == FAULTFS_SHORT)
+        return SHORT_VECTOR(fd, iov, n, off);
+    return e ? -1 : REAL(C_PWRITEV2, pwritev2)(fd, iov, n, off, flags);
 }
 
 ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out_off, size_t n,
                         unsigned int flags)
 {
-    return fault_fd2(C_COPY_FILE_RANGE, in, out)
+    int e = fault_fd2(C_COPY_FILE_RANGE, in, out);
+    return e && e != FAULTFS_SHORT
                ? -1
-               : REAL(C_COPY_FILE_RANGE, copy_file_range)(in, in_off, out, out_off, n, flags);
+               : REAL(C_COPY_FILE_RANGE, copy_file_range)(in, in_off, out, out_off,
+                                                          e ? HALF(n) : n, flags);
 }
 
 int fsync(int fd)
@@ -421,6 +461,11 @@ int mkostemps(char *tmpl, int suffixlen, int flags)
                : REAL(C_MKOSTEMPS, mkostemps)(tmpl, suffixlen, flags);
 }
 
+char *mkdtemp(char *tmpl)
+{
+    return fault_path(C_MKDTEMP, tmpl, NULL) ? NULL : REAL(C_MKDTEMP, mkdtemp)(tmpl);
+}
+
 /* Only file mappings can fail: growing LMDB's map is an munmap and an mmap
  * of the data file, and no file write (mdb_env_set_mapsize, 0.9.24). */
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
@@ -430,13 +475,22 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
     return REAL(C_MMAP, mmap)(addr, len, prot, flags, fd, off);
 }
 
+/* A SHORT write filled the disk: no free blocks from then on. */
+int fstatvfs(int fd, struct statvfs *buf)
+{
+    int rc = REAL(C_FSTATVFS, fstatvfs)(fd, buf);
+    if (rc == 0 && __atomic_load_n(&full, __ATOMIC_ACQUIRE))
+        buf->f_bfree = buf->f_bavail = 0;
+    return rc;
+}
+
 /* ---- arming from the environment ---- */
 
 static int parse_err(const char *s)
 {
     static const struct { const char *name; int err; } known[] = {
         { "ENOSPC", ENOSPC }, { "EIO", EIO }, { "EDQUOT", EDQUOT },
-        { "EFBIG", EFBIG }, { "ENOMEM", ENOMEM },
+        { "EFBIG", EFBIG }, { "ENOMEM", ENOMEM }, { "SHORT", FAULTFS_SHORT },
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(s, known[i].name))

@@ -15,6 +15,11 @@
  * NULL) for every interposed call but mmap. Returns 0, or -1 with errno
  * EINVAL (unknown call, bad err) or ENOMEM (too many rules). */
 int faultfs_arm(const char *call, const char *path, int err, long skip, long count);
+/* As err: a write call writes half of what it was given (rounded up) and
+ * returns that count, as on a disk that fills up mid-write, and fstatvfs
+ * reports no free blocks from then on, until faultfs_clear. Any other call
+ * fails with EIO. */
+#define FAULTFS_SHORT 4096
 /* Faults injected so far in this process: by `call` (NAME@dsync: those on
  * O_DSYNC files only), or all of them for NULL or "*". */
 long faultfs_hits(const char *call);
