@@ -1038,9 +1038,11 @@ static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress,
             done += n;
             rc = call_progress(L, progress, done, total);
         }
-        /* Its descriptor may be another file's by now. */
-        if (!rc && stream && !stream->closef)
-            rc = (lua_pushliteral(L, "backend: the file was closed during write_to"), 1);
+        /* Progress closed the file: its descriptor may be another's by now. */
+        if (!rc && stream && !stream->closef) {
+            lua_pushliteral(L, "backend: the file was closed during write_to");
+            rc = 1;
+        }
         if (rc) {
             if (unlink_path) {
                 close(fd);
