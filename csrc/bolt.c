@@ -12,9 +12,10 @@
  * the value. Element positions are relative to the element itself.
  *
  * Nothing read from the file is trusted: every page id is checked against
- * the high-water mark, every element against its page, every page's type,
- * key order and depth, and each page may be reached once (a bitmap), so a
- * cycle is an error and not a loop. */
+ * the high-water mark, every element against its page and its neighbours
+ * (no overlaps), every page's type, key order and depth, and each page may
+ * be reached once (a bitmap), so a cycle is an error and not a loop, and a
+ * walk's work is bounded by the file's size. */
 #include "bolt.h"
 #include "internal.h"
 #include "sha256.h"
@@ -491,6 +492,12 @@ static int walk_node(walker *w, bucket_keys *keys, const page *pg, int depth)
                    (ull)file_offset(b, pg->p), pg->count,
                    pg->count ? "do not fit in the page" : "in a branch page");
     }
+    /* bbolt writes the keys and values after the element array, in element
+     * order, none overlapping another. Holding a file to that bounds a walk
+     * by the file's size: each page is reached once and each of its bytes
+     * delivered or compared about once (an inline bucket's page lies inside
+     * its element's value). Overlaps let a 3 MB file deliver 130 GB. */
+    uint64_t used_to = PAGE_HEADER + (uint64_t)pg->count * ELEMENT_SIZE;
     bk_slice prev = { NULL, 0 };
     for (unsigned i = 0; i < pg->count; i++) {
         const unsigned char *e = pg->p + PAGE_HEADER + (size_t)i * ELEMENT_SIZE;
@@ -502,6 +509,12 @@ static int walk_node(walker *w, bucket_keys *keys, const page *pg, int depth)
             return bad_element(w, pg, i, "its %llu-byte key and %llu-byte value at +%u run "
                                "past the page's %llu bytes", (ull)klen, (ull)vlen,
                                le32(sizes), (ull)pg->len);
+        if (start < used_to)
+            return bad_element(w, pg, i, "its data at page offset %llu overlaps %s (which "
+                               "ends at page offset %llu): the page is damaged", (ull)start,
+                               i ? "the element before it" : "the element array",
+                               (ull)used_to);
+        used_to = start + klen + vlen;
         if (!klen)
             return bad_element(w, pg, i, "an empty key");
         bk_slice key = { pg->p + start, klen }, value = { pg->p + start + klen, vlen };

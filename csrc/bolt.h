@@ -4,10 +4,11 @@
  * them into a new backend database.
  *
  * The file is mapped read-only and checked as it is read: every page id
- * against the meta page's high-water mark, every element against its page,
- * page types, key order, tree depth and cycles. Anything wrong is reported as
- * BK_EFORMAT with a message naming the page and the file offset; a hostile
- * file can make a call fail, never crash, hang or read outside the file.
+ * against the meta page's high-water mark, every element against its page
+ * and its neighbours (no overlaps), page types, key order, tree depth and
+ * cycles. Anything wrong is reported as BK_EFORMAT with a message naming the
+ * page and the file offset; a hostile file can make a call fail, never
+ * crash, hang, read outside the file or deliver more bytes than it holds.
  *
  * A bk_bolt is read-only and may be shared by threads (walks keep their
  * state on their own). It holds a shared flock on the file, as bbolt's

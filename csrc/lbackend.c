@@ -30,21 +30,25 @@
 #define MT_RESULT "backend.Result"
 #define MT_BOLT "backend.BoltFile"
 
-/* Backend user values. The BatchTx has the same count: its UV_OWNER holds
- * a weak table whose [1] is the coroutine that took the lock, and its
- * UV_LOGGER the backend's logger, so deliver_logs serves both. */
+/* Backend user values. The BatchTx has one, UV_TIES: a table with weak
+ * values, [TIE_OWNER] the coroutine that took the lock, [TIE_BACKEND] the
+ * Backend (for its logger; the tx does not keep it alive). */
 enum { UV_BATCH = 1, UV_READ, UV_LOGGER, UV_COUNT = UV_LOGGER };
-enum { UV_OWNER = 1 };
+enum { UV_TIES = 1, TIE_OWNER = 1, TIE_BACKEND = 2 };
 
-typedef struct lbackend { bk_backend *be; } lbackend;
+typedef struct lbackend {
+    bk_backend *be;
+    int delivering;      /* the logger is being called (deliver_logs) */
+} lbackend;
 typedef struct ltx {
     bk_backend *be;      /* own reference */
     bk_view *view;       /* ReadTx between rlock and runlock; CRT until close */
     int rlocks;
     bk_result res;
 } ltx;
-typedef struct lsnap { bk_snapshot *snap; } lsnap;
-typedef struct lbolt { bk_bolt *bolt; } lbolt;
+/* busy: calls running that call back into Lua (busy_call) */
+typedef struct lsnap { bk_snapshot *snap; int busy; } lsnap;
+typedef struct lbolt { bk_bolt *bolt; int busy; } lbolt;
 
 /* ---- errors and arguments ---- */
 
@@ -138,25 +142,84 @@ static int64_t opt_integer(lua_State *L, int i, const char *fname)
     return (int64_t)n;
 }
 
+/* ---- calling back into Lua ---- */
+
+/* Runs body(L) on the first nargs arguments with *busy raised, protected:
+ * while a method's callbacks run, close() on its object raises (it would
+ * free what the body still uses), and however the body ends (a callback's
+ * error, a yield refused across the C call) *busy comes down before the
+ * error goes on. The arguments stay on this frame, keeping the object. */
+static int busy_call(lua_State *L, int nargs, int *busy, lua_CFunction body)
+{
+    lua_settop(L, nargs);
+    lua_pushcfunction(L, body);
+    for (int i = 1; i <= nargs; i++)
+        lua_pushvalue(L, i);
+    ++*busy;
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
+    --*busy;
+    if (rc != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L) - nargs;
+}
+
 /* ---- logging: core messages are delivered here, on the Lua thread ---- */
 
-static void deliver_logs(lua_State *L, bk_backend *be, int backend_idx)
+/* A delivery's backend and the entry it found first. */
+typedef struct delivery {
+    bk_backend *be;
+    bk_log_entry first;
+} delivery;
+
+/* (backend, delivery): takes every queued entry first and only then calls
+ * the logger, so the backend is not touched once the logger has run (it
+ * may close or collect it) and what the logger's own calls log waits for
+ * the next call instead of feeding this one without end. */
+static int deliver_queued(lua_State *L)
 {
-    bk_log_entry e;
-    if (!be || !bk_log_pop(be, &e))
-        return;
-    backend_idx = lua_absindex(L, backend_idx);
+    delivery *d = lua_touserdata(L, 2);
+    int has_logger = lua_getiuservalue(L, 1, UV_LOGGER) == LUA_TFUNCTION;   /* 3 */
+    bk_log_entry e = d->first;
+    lua_newtable(L);   /* 4: level, message, level, message, ... */
+    lua_Integer n = 0;
     do {
-        if (lua_getiuservalue(L, backend_idx, UV_LOGGER) != LUA_TFUNCTION) {
-            lua_pop(L, 1);
-            continue;   /* no logger: drain silently */
-        }
+        if (!has_logger)
+            continue;   /* drained silently */
         lua_pushstring(L, e.level);
+        lua_rawseti(L, 4, ++n);
         lua_pushstring(L, e.message);
+        lua_rawseti(L, 4, ++n);
+    } while (bk_log_pop(d->be, &e));
+    for (lua_Integer i = 1; i < n; i += 2) {
+        lua_pushvalue(L, 3);
+        lua_rawgeti(L, 4, i);
+        lua_rawgeti(L, 4, i + 1);
         lua_newtable(L);   /* fields: the message says it all so far */
         if (lua_pcall(L, 3, 0, 0) != LUA_OK)
             lua_pop(L, 1);   /* a failing logger must not fail storage */
-    } while (bk_log_pop(be, &e));
+    }
+    return 0;
+}
+
+/* Calls the logger with what the core queued, unless a delivery is already
+ * running further up the stack (the logger called the backend): that one
+ * leaves the rest for the next call. */
+static void deliver_logs(lua_State *L, int backend_idx)
+{
+    lbackend *lb = lua_touserdata(L, backend_idx);
+    delivery d;
+    if (!lb->be || lb->delivering || !bk_log_pop(lb->be, &d.first))
+        return;
+    d.be = lb->be;
+    backend_idx = lua_absindex(L, backend_idx);
+    lua_pushcfunction(L, deliver_queued);
+    lua_pushvalue(L, backend_idx);
+    lua_pushlightuserdata(L, &d);
+    lb->delivering = 1;
+    int rc = lua_pcall(L, 2, 0, 0);   /* out of memory: the entries are lost */
+    lb->delivering = 0;
+    if (rc != LUA_OK)
+        lua_pop(L, 1);
 }
 
 /* ---- Backend ---- */
@@ -164,9 +227,9 @@ static void deliver_logs(lua_State *L, bk_backend *be, int backend_idx)
 static lbackend *check_backend(lua_State *L, int i)
 {
     lbackend *lb = check_ud(L, i, MT_BACKEND);
+    deliver_logs(L, i);   /* first: the logger may close the backend */
     if (!lb->be || bk_is_closed(lb->be))
         fail(L, "backend is closed");
-    deliver_logs(L, lb->be, i);
     return lb;
 }
 
@@ -237,6 +300,7 @@ static int l_open(lua_State *L)
 
     lbackend *lb = lua_newuserdatauv(L, sizeof *lb, UV_COUNT);
     lb->be = NULL;   /* closed until the core has opened */
+    lb->delivering = 0;
     luaL_setmetatable(L, MT_BACKEND);
     lua_rotate(L, -2, 1);
     lua_setiuservalue(L, -2, UV_LOGGER);
@@ -252,7 +316,7 @@ static int l_backend_close(lua_State *L)
     if (!lb->be)
         return 0;
     int rc = bk_close(lb->be, 0, &err);
-    deliver_logs(L, lb->be, 1);
+    deliver_logs(L, 1);
     if (rc)
         return raise(L, &err);
     return 0;
@@ -265,7 +329,7 @@ static int l_backend_gc(lua_State *L)
     if (!lb->be)
         return 0;
     bk_close(lb->be, 1, &err);   /* nobody is left to report a failure to */
-    deliver_logs(L, lb->be, 1);
+    deliver_logs(L, 1);
     bk_free(lb->be);
     lb->be = NULL;
     return 0;
@@ -300,15 +364,15 @@ static int cached_tx(lua_State *L, int uv, const char *mt, int nuv)
 
 static int l_batch_tx(lua_State *L)
 {
-    if (cached_tx(L, UV_BATCH, MT_BATCH, UV_COUNT) && lua_getiuservalue(L, -1, UV_OWNER) == LUA_TNIL) {
-        lua_createtable(L, 1, 0);   /* the owner, held weakly */
+    if (cached_tx(L, UV_BATCH, MT_BATCH, 1) && lua_getiuservalue(L, -1, UV_TIES) == LUA_TNIL) {
+        lua_createtable(L, 2, 0);
         lua_createtable(L, 0, 1);
         lua_pushliteral(L, "v");
         lua_setfield(L, -2, "__mode");
         lua_setmetatable(L, -2);
-        lua_setiuservalue(L, -3, UV_OWNER);
-        lua_getiuservalue(L, 1, UV_LOGGER);
-        lua_setiuservalue(L, -3, UV_LOGGER);
+        lua_pushvalue(L, 1);
+        lua_rawseti(L, -2, TIE_BACKEND);
+        lua_setiuservalue(L, -3, UV_TIES);
     }
     lua_pop(L, 1);
     return 1;
@@ -339,9 +403,10 @@ static int l_snapshot(lua_State *L)
     bk_error err;
     lsnap *s = lua_newuserdatauv(L, sizeof *s, 0);
     s->snap = NULL;
+    s->busy = 0;
     luaL_setmetatable(L, MT_SNAP);
     int rc = bk_snapshot_open(lb->be, &s->snap, &err);
-    deliver_logs(L, lb->be, 1);
+    deliver_logs(L, 1);
     if (rc)
         return raise(L, &err);
     return 1;
@@ -485,7 +550,7 @@ static int simple_op(lua_State *L, int (*op)(bk_backend *, bk_error *))
     lbackend *lb = check_backend(L, 1);
     bk_error err;
     int rc = op(lb->be, &err);
-    deliver_logs(L, lb->be, 1);
+    deliver_logs(L, 1);
     if (rc)
         return raise(L, &err);
     return 0;
@@ -660,22 +725,23 @@ static int view_read(ltx *t, const bk_slice *bucket, bk_slice from, const bk_sli
 
 /* ---- the batch tx's section and the coroutine that owns it ---- */
 
-/* Pushes the coroutine that took the lock (nil once collected). */
-static void push_owner(lua_State *L)
+/* Pushes the BatchTx's (at index 1) tie: nil once collected. */
+static int push_tie(lua_State *L, int tie)
 {
-    lua_getiuservalue(L, 1, UV_OWNER);
-    lua_rawgeti(L, -1, 1);
+    lua_getiuservalue(L, 1, UV_TIES);
+    int type = lua_rawgeti(L, -1, tie);
     lua_remove(L, -2);
+    return type;
 }
 
 static void set_owner(lua_State *L, int self)
 {
-    lua_getiuservalue(L, 1, UV_OWNER);
+    lua_getiuservalue(L, 1, UV_TIES);
     if (self)
         lua_pushthread(L);
     else
         lua_pushnil(L);
-    lua_rawseti(L, -2, 1);
+    lua_rawseti(L, -2, TIE_OWNER);
     lua_pop(L, 1);
 }
 
@@ -701,7 +767,7 @@ static int owned_here(lua_State *L, ltx *t)
 {
     if (!bk_locked_by_me(t->be))
         return 0;
-    push_owner(L);
+    push_tie(L, TIE_OWNER);
     int here = lua_tothread(L, -1) == L;
     lua_pop(L, 1);
     return here;
@@ -712,7 +778,9 @@ static int end_section(lua_State *L, ltx *t, int rollback, const char *why)
     bk_error err;
     int rc = rollback ? bk_rollback(t->be, why, &err) : bk_unlock(t->be, &err);
     set_owner(L, 0);
-    deliver_logs(L, t->be, 1);
+    if (push_tie(L, TIE_BACKEND) == LUA_TUSERDATA)
+        deliver_logs(L, -1);
+    lua_pop(L, 1);
     return rc ? raise(L, &err) : 0;
 }
 
@@ -723,7 +791,7 @@ static int l_batch_lock(lua_State *L)
     if (bk_locked_by_me(t->be)) {
         /* Held by a coroutine that can never end its section: nobody can
          * commit or lock until it is gone. */
-        push_owner(L);
+        push_tie(L, TIE_OWNER);
         lua_State *owner = lua_tothread(L, -1);
         lua_pop(L, 1);
         if (!owner || !alive(L, owner))
@@ -1050,12 +1118,15 @@ static int call_progress(lua_State *L, int fn, uint64_t done, uint64_t total)
     return lua_pcall(L, 2, 0, 0);
 }
 
-#define COPY_CHUNK ((size_t)64 << 20)
+/* Progress is reported after each chunk. */
+#define COPY_CHUNK ((size_t)8 << 20)
 #define READ_CHUNK ((size_t)1 << 20)
 
-/* Copy to an fd at its position. The file in `tmp`, if given, is ours: on
- * any error (progress's too) it is closed and removed first. */
-static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress, bk_tmp *tmp)
+/* Copy to an fd at its position: a Lua file's (stream) or, if tmp is
+ * given, a new file of ours that any error (progress's too) closes and
+ * removes first. */
+static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress,
+                    const luaL_Stream *stream, bk_tmp *tmp)
 {
     uint64_t total = bk_snapshot_size(snap), done = 0;
     bk_error err;
@@ -1068,6 +1139,11 @@ static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress, bk_tm
             done += n;
             rc = call_progress(L, progress, done, total);
         }
+        /* Progress closed the file: its descriptor may be another's by now. */
+        if (!rc && stream && !stream->closef) {
+            lua_pushliteral(L, "backend: the file was closed during write_to");
+            rc = 1;
+        }
         if (rc) {
             if (tmp) {
                 close(fd);
@@ -1079,18 +1155,15 @@ static int write_fd(lua_State *L, bk_snapshot *snap, int fd, int progress, bk_tm
     return 0;
 }
 
-static int l_snap_write_to(lua_State *L)
+/* write_to's work, under busy_call (args checked): (snap, dest, progress). */
+static int snap_write(lua_State *L)
 {
-    lsnap *s = check_snap(L);
-    int progress = 0;
-    if (!lua_isnoneornil(L, 3)) {
-        check_type(L, 3, LUA_TFUNCTION, "write_to");
-        progress = 3;
-    }
+    lsnap *s = lua_touserdata(L, 1);
+    int progress = lua_isnil(L, 3) ? 0 : 3;
     uint64_t total = bk_snapshot_size(s->snap);
     luaL_Stream *stream;
     if (lua_type(L, 2) == LUA_TSTRING) {
-        const char *path = check_path(L, 2, "write_to");
+        const char *path = lua_tostring(L, 2);
         /* A new file only, never through a link: an existing one may be the
          * database itself, which truncating would corrupt under its readers.
          * Written beside it and renamed into place once whole. */
@@ -1108,7 +1181,7 @@ static int l_snap_write_to(lua_State *L)
             bk_tmp_discard(&tmp);
             return fail(L, "%s: %s", tmp.file, strerror(e));
         }
-        write_fd(L, s->snap, fd, progress, &tmp);
+        write_fd(L, s->snap, fd, progress, NULL, &tmp);
         int saved = fsync(fd) < 0 ? errno : 0;
         if (close(fd) < 0 && !saved)
             saved = errno;
@@ -1124,9 +1197,9 @@ static int l_snap_write_to(lua_State *L)
         FILE *f = stream->f;
         if (fflush(f) != 0)
             return fail(L, "writing snapshot: %s", strerror(errno));
-        write_fd(L, s->snap, fileno(f), progress, NULL);
+        write_fd(L, s->snap, fileno(f), progress, stream, NULL);
         fseeko(f, 0, SEEK_CUR);   /* the stream learns the new position */
-    } else if (lua_type(L, 2) == LUA_TFUNCTION) {
+    } else {
         char *buf = lua_newuserdatauv(L, READ_CHUNK, 0);
         bk_error err;
         for (uint64_t done = 0; done < total;) {
@@ -1140,16 +1213,28 @@ static int l_snap_write_to(lua_State *L)
             if (call_progress(L, progress, done, total) != LUA_OK)
                 return lua_error(L);
         }
-    } else {
-        return arg_error(L, 2, "write_to", "path, file or function");
     }
     lua_pushinteger(L, (lua_Integer)total);
     return 1;
 }
 
+static int l_snap_write_to(lua_State *L)
+{
+    lsnap *s = check_snap(L);
+    if (!lua_isnoneornil(L, 3))
+        check_type(L, 3, LUA_TFUNCTION, "write_to");
+    if (lua_type(L, 2) == LUA_TSTRING)
+        check_path(L, 2, "write_to");
+    else if (lua_type(L, 2) != LUA_TFUNCTION && !luaL_testudata(L, 2, LUA_FILEHANDLE))
+        return arg_error(L, 2, "write_to", "path, file or function");
+    return busy_call(L, 3, &s->busy, snap_write);
+}
+
 static int l_snap_close(lua_State *L)
 {
     lsnap *s = check_ud(L, 1, MT_SNAP);
+    if (s->busy)
+        return fail(L, "snapshot is busy (write_to in progress)");
     bk_snapshot_close(s->snap);
     s->snap = NULL;
     return 0;
@@ -1184,6 +1269,7 @@ static int l_open_bolt(lua_State *L)
     const char *path = check_path(L, 1, "open_bolt");
     lbolt *f = lua_newuserdatauv(L, sizeof *f, 0);
     f->bolt = NULL;   /* closed until the file is open */
+    f->busy = 0;
     luaL_setmetatable(L, MT_BOLT);
     bk_error err;
     if (bk_bolt_open(path, &f->bolt, &err))
@@ -1212,67 +1298,101 @@ static int l_bolt_info(lua_State *L)
 typedef struct walk_ctx {
     lua_State *L;
     int fn[2];          /* stack slots of on_bucket, on_kv; 0: none */
-    const bk_slice *args;
-    int nargs;
+    int names;          /* stack slot of a table: depth -> that bucket's name */
+    size_t depth;       /* the bucket's, or the key's bucket's */
+    const bk_slice *args;   /* the bucket's name; or the key and its value */
+    int is_kv;
 } walk_ctx;
 
-static int walk_call(lua_State *L)   /* (ctx, fn) */
+/* (ctx, fn or nil, names). A bucket's name becomes a Lua string once and
+ * the calls for its keys share it: a hostile file pairs a long name with
+ * many keys, and a copy per key would cost their product. */
+static int walk_call(lua_State *L)
 {
     walk_ctx *w = lua_touserdata(L, 1);
-    for (int i = 0; i < w->nargs; i++)
-        lua_pushlstring(L, w->args[i].data, w->args[i].len);
-    lua_call(L, w->nargs, 0);   /* fn, at 2 */
+    if (w->is_kv) {
+        if (w->depth)
+            lua_rawgeti(L, 3, (lua_Integer)w->depth);
+        else
+            lua_pushliteral(L, "");   /* a plain key at the top level */
+        for (int i = 0; i < 2; i++)
+            lua_pushlstring(L, w->args[i].data, w->args[i].len);
+    } else {
+        lua_pushlstring(L, w->args[0].data, w->args[0].len);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, 3, (lua_Integer)w->depth);
+    }
+    if (lua_isnil(L, 2))
+        return 0;
+    lua_pushvalue(L, 2);
+    lua_insert(L, 4);
+    lua_call(L, lua_gettop(L) - 4, 0);
     return 0;
 }
 
-static int walk_run(walk_ctx *w, int which, const bk_slice *args, int nargs)
+static int walk_run(walk_ctx *w, int is_kv, size_t depth, const bk_slice *args)
 {
-    if (!w->fn[which])
-        return 0;
+    w->is_kv = is_kv;
+    w->depth = depth;
     w->args = args;
-    w->nargs = nargs;
     lua_pushcfunction(w->L, walk_call);
     lua_pushlightuserdata(w->L, w);
-    lua_pushvalue(w->L, w->fn[which]);
-    return lua_pcall(w->L, 2, 0, 0) != LUA_OK;   /* the error stays on the stack */
+    if (w->fn[is_kv])
+        lua_pushvalue(w->L, w->fn[is_kv]);
+    else
+        lua_pushnil(w->L);
+    lua_pushvalue(w->L, w->names);
+    return lua_pcall(w->L, 3, 0, 0) != LUA_OK;   /* the error stays on the stack */
 }
 
 static int walk_bucket(void *ctx, const bk_slice *path, size_t depth)
 {
-    return walk_run(ctx, 0, &path[depth - 1], 1);
+    walk_ctx *w = ctx;
+    if (!w->fn[0] && !w->fn[1])
+        return 0;
+    return walk_run(w, 0, depth, &path[depth - 1]);
 }
 
 static int walk_kv(void *ctx, const bk_slice *path, size_t depth, bk_slice key, bk_slice value)
 {
-    bk_slice args[3] = { { "", 0 }, key, value };
-    if (depth)
-        args[0] = path[depth - 1];
-    return walk_run(ctx, 1, args, 3);
+    walk_ctx *w = ctx;
+    bk_slice args[2] = { key, value };
+    (void)path;
+    if (!w->fn[1])
+        return 0;
+    return walk_run(w, 1, depth, args);
 }
 
-/* f:walk(on_bucket, on_kv): buckets in name order, each followed by its keys. */
-static int l_bolt_walk(lua_State *L)
+/* walk's work, under busy_call (args checked): (f, on_bucket, on_kv). */
+static int bolt_walk(lua_State *L)
 {
-    lbolt *f = check_bolt(L);
-    walk_ctx w = { L, { 0, 0 }, NULL, 0 };
-    for (int i = 2; i <= 3; i++)
-        if (!lua_isnoneornil(L, i)) {
-            check_type(L, i, LUA_TFUNCTION, "walk");
-            w.fn[i - 2] = i;
-        }
-    lua_settop(L, 3);
+    lbolt *f = lua_touserdata(L, 1);
+    walk_ctx w = { L, { lua_isnil(L, 2) ? 0 : 2, lua_isnil(L, 3) ? 0 : 3 }, 4, 0, NULL, 0 };
+    lua_newtable(L);   /* 4: names */
     bk_error err;
     int rc = bk_bolt_walk(f->bolt, walk_bucket, walk_kv, &w, &err);
-    if (rc && lua_gettop(L) > 3)
+    if (rc && lua_gettop(L) > 4)
         return lua_error(L);   /* a callback's error */
     if (rc)
         return raise(L, &err);
     return 0;
 }
 
+/* f:walk(on_bucket, on_kv): buckets in name order, each followed by its keys. */
+static int l_bolt_walk(lua_State *L)
+{
+    lbolt *f = check_bolt(L);
+    for (int i = 2; i <= 3; i++)
+        if (!lua_isnoneornil(L, i))
+            check_type(L, i, LUA_TFUNCTION, "walk");
+    return busy_call(L, 3, &f->busy, bolt_walk);
+}
+
 static int l_bolt_close(lua_State *L)
 {
     lbolt *f = check_ud(L, 1, MT_BOLT);
+    if (f->busy)
+        return fail(L, "etcd file is busy (walk in progress)");
     bk_bolt_close(f->bolt);
     f->bolt = NULL;
     return 0;

@@ -6,6 +6,33 @@ local etcd = require "backend.etcd"
 
 local FIXTURES = { "tiny", "mixed" }
 
+-- Issue 9's attack (bolt_test.c builds it too): a 3 MB bbolt file whose bucket
+-- "b" has one leaf page of 65535 elements, element i's key the i + 1 bytes
+-- (all 1, so the keys ascend) just before a 2 MiB value they all share. Read
+-- as it says, a walk delivers 137 GB. Its metas have checksum 0, which bbolt
+-- accepts.
+local function overlapping_file()
+  local PS, N = 4096, 65535
+  local keys_end, value = 16 + 16 * N + N, 2 << 20
+  local leaf_pages = (keys_end + value + PS - 1) // PS
+  local function page(id, flags, count, overflow, body)
+    local p = string.pack("<I8I2I2I4", id, flags, count, overflow) .. body
+    return p .. string.rep("\0", -#p % PS)
+  end
+  local function meta(id)   -- root page 2, no freelist, every page in use
+    return page(id, 0x04, 0, 0, string.pack("<I4I4I4I4I8I8I8I8I8I8", 0xED0CDAED, 2, PS, 0, 2, 0, -1,
+      3 + leaf_pages, id + 1, 0))
+  end
+  local elems = {}
+  for i = 0, N - 1 do
+    local key = keys_end - (i + 1)   -- positions are relative to the element
+    elems[i + 1] = string.pack("<I4I4I4I4", 0, key - (16 + 16 * i), i + 1, leaf_pages * PS - keys_end)
+  end
+  return meta(0) .. meta(1)
+    .. page(2, 0x02, 1, 0, string.pack("<I4I4I4I4", 1, 16, 1, 16) .. "b" .. string.pack("<I8I8", 3, 0))
+    .. page(3, 0x02, N, leaf_pages - 1, table.concat(elems) .. string.rep("\1", N) .. string.rep("\0", value))
+end
+
 -- {"hash":1,"revision":2,...}: flat, integers only
 local function recorded(name)
   local t = {}
@@ -57,6 +84,33 @@ describe("etcd data files", function()
     f:walk(function(b) buckets[#buckets + 1] = b end)
     assert.are.same({ "alarm", "auth", "authRoles", "authUsers", "cluster", "key", "lease", "members",
                       "members_removed", "meta" }, buckets)
+  end)
+
+  it("a file whose elements overlap is refused before a walk delivers more than the file holds", function()
+    local path, data = H.tmppath("overlap.db"), overlapping_file()
+    H.write_file(path, data)
+    local f <close> = backend.open_bolt(path)   -- its metas are sound
+    local delivered = 0
+    local err = H.raises("page 3, element 1 of 65535", f.walk, f, nil, function(_, k, v)
+      delivered = delivered + #k + #v
+      assert(delivered <= #data, "the walk delivered more than the file holds")
+    end)
+    assert.is_truthy(err:find("overlaps the element before it", 1, true), err)
+    local dst = H.tmppath("imported.db")
+    H.raises("overlaps the element before it", backend.import_bolt, path, dst)
+    assert.is_false(H.exists(dst), "a refused import leaves nothing")
+    H.raises("overlaps the element before it", etcd.status, path)
+  end)
+
+  it("walk names each key's bucket, back in the parent after a nested bucket", function()
+    local f <close> = backend.open_bolt(H.root() .. "/csrc/fuzz/corpus/bolt/nested512")
+    local seen = {}
+    local function on_kv(b, k, v) seen[#seen + 1] = b .. " " .. k .. "=" .. v end
+    f:walk(function(b) seen[#seen + 1] = "bucket " .. b end, on_kv)
+    assert.are.same({ "bucket a", "bucket b", "bucket c", "c deep=1", "b k=v", "a z=last" }, seen)
+    seen = {}
+    f:walk(nil, on_kv)
+    assert.are.same({ "c deep=1", "b k=v", "a z=last" }, seen)
   end)
 
   it("a damaged file is refused with a clear error", function()

@@ -3,8 +3,9 @@
  * is a whole file: it is written to one temporary file per process (unlinked
  * at once and reopened through /proc/self/fd, so nothing is left behind),
  * opened, and walked with callbacks that read every byte they are given.
- * Any outcome but BK_OK or BK_EFORMAT aborts; sanitizers catch the rest, and
- * -timeout a loop.
+ * Any outcome but BK_OK or BK_EFORMAT aborts, and so does a walk that
+ * delivers more bytes than the file holds (overlapping elements, a page read
+ * twice); sanitizers catch the rest, and -timeout a loop.
  *
  * libFuzzer cannot forge checksums, so before the file is written its meta
  * pages' checksums and any SHA-256 trailer are made right: mutations then
@@ -25,6 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 typedef struct tally {
     uint32_t crc;
     size_t buckets, keys;
+    uint64_t bytes;            /* bucket names, keys and values delivered */
 } tally;
 
 static int on_bucket(void *ctx, const bk_slice *path, size_t depth)
@@ -33,6 +35,7 @@ static int on_bucket(void *ctx, const bk_slice *path, size_t depth)
     for (size_t i = 0; i < depth; i++)
         t->crc = bk_crc32c(t->crc, path[i].data, path[i].len);
     t->buckets++;
+    t->bytes += path[depth - 1].len;
     return 0;
 }
 
@@ -44,6 +47,7 @@ static int on_kv(void *ctx, const bk_slice *path, size_t depth, bk_slice key, bk
     t->crc = bk_crc32c(t->crc, key.data, key.len);
     t->crc = bk_crc32c(t->crc, value.data, value.len);
     t->keys++;
+    t->bytes += key.len + value.len;
     return 0;
 }
 
@@ -129,9 +133,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bk_bolt_info_get(b, &info);
         if (info.total_size > info.file_size || info.file_size != size)
             abort();
-        tally t = { 0, 0, 0 };
+        tally t = { 0, 0, 0, 0 };
         rc = bk_bolt_walk(b, on_bucket, on_kv, &t, &err);
         bk_bolt_close(b);
+        if (t.bytes > size) {
+            fprintf(stderr, "bolt_fuzz: the walk delivered %llu bytes of a %zu-byte file\n",
+                    (unsigned long long)t.bytes, size);
+            abort();
+        }
     }
     if (rc != BK_OK && rc != BK_EFORMAT) {
         fprintf(stderr, "bolt_fuzz: unexpected code %d: %s\n", rc, err.msg);

@@ -5,15 +5,17 @@
 //
 // Seeds: etcd's tiny.db as etcdctl saved it (with its SHA-256 trailer) and
 // without the trailer (as a live member/snap/db), a few hostile variants of
-// it, and small files written here by bbolt itself with 512-byte pages (small
+// it, small files written here by bbolt itself with 512-byte pages (small
 // inputs fuzz faster): etcd's buckets with a branch level and overflow
-// values, nested buckets, and a synced freelist.
+// values, nested buckets, and a synced freelist; and hostile files laid out
+// by hand, whose elements overlap (issue 9).
 package main
 
 import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 
@@ -107,6 +109,107 @@ func nested(tx *bolt.Tx) error {
 	return nil
 }
 
+// Hand-made files of 512-byte pages: metas naming page 2 as the top-level
+// root, each page's header, and leaf and branch elements (bbolt's page.go).
+const (
+	rawPS      = 512
+	leafFlag   = 0x02
+	branchFlag = 0x01
+	bucketFlag = 0x01
+)
+
+var le = binary.LittleEndian
+
+// rawFile is pages pages of rawPS bytes, its two metas written.
+func rawFile(pages int) []byte {
+	f := make([]byte, pages*rawPS)
+	for m := 0; m < 2; m++ {
+		p := f[m*rawPS:]
+		le.PutUint64(p, uint64(m))
+		le.PutUint16(p[8:], 0x04)
+		meta := p[16:]
+		le.PutUint32(meta, 0xED0CDAED)
+		le.PutUint32(meta[4:], 2)
+		le.PutUint32(meta[8:], rawPS)
+		le.PutUint64(meta[16:], 2)             // root
+		le.PutUint64(meta[32:], ^uint64(0))    // no freelist, as etcd writes
+		le.PutUint64(meta[40:], uint64(pages)) // high-water mark
+		le.PutUint64(meta[48:], uint64(m+1))   // txid
+		h := fnv.New64a()
+		h.Write(meta[:56])
+		le.PutUint64(meta[56:], h.Sum64())
+	}
+	return f
+}
+
+// pageHeader writes page id's header and returns the page from its start.
+func pageHeader(f []byte, id, flags, count, overflow int) []byte {
+	p := f[id*rawPS:]
+	le.PutUint64(p, uint64(id))
+	le.PutUint16(p[8:], uint16(flags))
+	le.PutUint16(p[10:], uint16(count))
+	le.PutUint32(p[12:], uint32(overflow))
+	return p
+}
+
+// leafElem sets element i of leaf page p: its key and value at page offset
+// data (positions are relative to the element).
+func leafElem(p []byte, i, flags, data, ksize, vsize int) {
+	e := p[16+16*i:]
+	le.PutUint32(e, uint32(flags))
+	le.PutUint32(e[4:], uint32(data-16-16*i))
+	le.PutUint32(e[8:], uint32(ksize))
+	le.PutUint32(e[12:], uint32(vsize))
+}
+
+// bucketRoot makes page 2 a leaf holding one bucket "b" whose tree is at page 3.
+func bucketRoot(f []byte) {
+	p := pageHeader(f, 2, leafFlag, 1, 0)
+	leafElem(p, 0, bucketFlag, 32, 1, 16)
+	p[32] = 'b'
+	le.PutUint64(p[33:], 3)
+}
+
+// overlapAmplified is issue 9's attack at a seed's size: bucket "b"'s one
+// leaf page (3, with overflow pages to the end of the file) holds n
+// elements, element i's key the i+1 bytes (all 1, so the keys ascend) just
+// before a value they all share, the rest of the page. Read as it says, a
+// walk would deliver the file's size hundreds of times over.
+func overlapAmplified(n, leafPages int) []byte {
+	f := rawFile(3 + leafPages)
+	bucketRoot(f)
+	p := pageHeader(f, 3, leafFlag, n, leafPages-1)
+	keysEnd := 16 + 16*n + n
+	for i := 0; i < n; i++ {
+		key := keysEnd - (i + 1)
+		leafElem(p, i, 0, key, i+1, leafPages*rawPS-keysEnd)
+		p[key] = 1
+	}
+	return f
+}
+
+// overlapBranch: bucket "b"'s root is a branch page whose second key, "b",
+// is the last byte of its first, "ab"; the children are proper leaves.
+func overlapBranch() []byte {
+	f := rawFile(6)
+	bucketRoot(f)
+	p := pageHeader(f, 3, branchFlag, 2, 0)
+	keys := 16 + 2*16
+	copy(p[keys:], "ab")
+	for i, c := range []struct{ data, ksize, child int }{{keys, 2, 4}, {keys + 1, 1, 5}} {
+		e := p[16+16*i:]
+		le.PutUint32(e, uint32(c.data-16-16*i))
+		le.PutUint32(e[4:], uint32(c.ksize))
+		le.PutUint64(e[8:], uint64(c.child))
+	}
+	for i, key := range []string{"ab", "b"} {
+		leaf := pageHeader(f, 4+i, leafFlag, 1, 0)
+		leafElem(leaf, 0, 0, 32, len(key), 1)
+		copy(leaf[32:], key+"v")
+	}
+	return f
+}
+
 func main() {
 	check(os.MkdirAll(out, 0o755))
 	tiny, err := os.ReadFile(fixture)
@@ -120,6 +223,12 @@ func main() {
 	write("tiny-root-branch", patched(live, root+8, 0x01, 2))
 	write("tiny-element-past-page", patched(live, root+16+4, 5000, 4))
 	write("tiny-inline-root", patched(live, root+16+160+5, 3, 8))
+	// Element 1 ("auth") moved onto element 0's key, and element 0 into the
+	// element array.
+	write("tiny-elements-overlap", patched(live, root+16+16+4, 144, 4))
+	write("tiny-element-in-array", patched(live, root+16+4, 0, 4))
+	write("overlap-amplified512", overlapAmplified(1000, 112))
+	write("overlap-branch512", overlapBranch())
 
 	small := bboltFile(true, etcdLike)
 	write("etcd512-live", small)

@@ -162,7 +162,11 @@ typedef struct status {
     uint64_t buckets, keys;
     int64_t revision;          /* main revision of the last key of "key" */
     size_t max_depth;
+    uint64_t bytes;            /* of the keys and values delivered */
+    uint64_t limit;            /* stop past this many bytes (0: never) */
 } status;
+
+#define PAST_LIMIT (-1)        /* status_kv's code: the walk passed st.limit */
 
 static int status_bucket(void *ctx, const bk_slice *path, size_t depth)
 {
@@ -181,6 +185,9 @@ static int status_kv(void *ctx, const bk_slice *path, size_t depth, bk_slice key
     s->hash = bk_crc32c(s->hash, key.data, key.len);
     s->hash = bk_crc32c(s->hash, value.data, value.len);
     s->keys++;
+    s->bytes += key.len + value.len;
+    if (s->limit && s->bytes > s->limit)
+        return PAST_LIMIT;
     /* etcd's bytesToRev: 8 bytes big-endian main revision, '_', 8 bytes sub. */
     if (depth == 1 && path[0].len == 3 && !memcmp(path[0].data, "key", 3) && key.len >= 17) {
         const unsigned char *k = key.data;
@@ -296,8 +303,9 @@ static void test_fixture(const char *name)
     CHECK(info.sha256_trailer == 1);
     CHECK(info.total_size == want_size);
     CHECK(info.file_size == want_size + 32);
-    status st = { 0, 0, 0, -1, 0 };
+    status st = { 0, 0, 0, -1, 0, 0, 0 };
     CHECK_OK(bk_bolt_walk(b, status_bucket, status_kv, &st, &err));
+    CHECK(st.bytes <= info.file_size);
     CHECK(st.hash == want_hash);
     CHECK(st.keys == want_keys);
     CHECK(st.revision >= 0 && (uint64_t)st.revision == want_rev);
@@ -378,15 +386,17 @@ static void expect_bad(const char *name, const void *data, size_t len, const cha
     bk_bolt *b;
     int rc = bk_bolt_open(path, &b, &err);
     if (rc == BK_OK) {
-        status st = { 0, 0, 0, -1, 0 };
+        /* A walk never delivers more than the file holds: past that it is
+         * stopped here, failing the test, rather than run for hours. */
+        status st = { 0, 0, 0, -1, 0, 0, len };
         rc = bk_bolt_walk(b, status_bucket, status_kv, &st, &err);
         bk_bolt_close(b);
     }
     printf("  %-22s %s\n", name, rc ? err.msg : "(no error)");
     snprintf(what, sizeof what, "%s: code %d, message \"%s\" (want EFORMAT, \"%s\")", name, rc,
              rc ? err.msg : "", needle);
-    t_check(rc == BK_EFORMAT && strstr(err.msg, needle), what, __FILE__, line);
-    expect_refused(path, BK_EFORMAT, needle, line);
+    if (t_check(rc == BK_EFORMAT && strstr(err.msg, needle), what, __FILE__, line))
+        expect_refused(path, BK_EFORMAT, needle, line);
 }
 
 /* Byte offsets in tiny.db: page 3 is the root leaf of the top-level bucket;
@@ -432,6 +442,14 @@ static const patch patches[] = {
       "the page id 1 at file offset 12469 is outside the data pages 2..4" },
     { "bucket-root-cycle", ALARM_VALUE, 3, 8, 0, "page 3 (file offset 12288), referenced "
       "at file offset 12469, is reached a second time" },
+    /* "auth"'s key moved onto "alarm"'s ("alar" would fail the key order
+     * after: the overlap is found first), and "alarm"'s into the array. */
+    { "elements-overlap", ELEM(1) + 4, 144, 4, 0, "page 3, element 1 of 10 (file offset "
+      "12320): its data at page offset 176 overlaps the element before it (which ends at "
+      "page offset 213): the page is damaged" },
+    { "element-in-array", ELEM(0) + 4, 0, 4, 0, "page 3, element 0 of 10 (file offset "
+      "12304): its data at page offset 16 overlaps the element array (which ends at page "
+      "offset 176)" },
 };
 
 static void test_hostile_tiny(void)
@@ -472,7 +490,7 @@ static void test_hostile_tiny(void)
     const char *live = tmp_path("tiny-live.db");
     write_all(live, f, TINY_DATA);
     bk_bolt *b;
-    status full = { 0, 0, 0, -1, 0 }, trimmed = { 0, 0, 0, -1, 0 };
+    status full = { 0, 0, 0, -1, 0, 0, 0 }, trimmed = { 0, 0, 0, -1, 0, 0, 0 };
     if (CHECK_OK(bk_bolt_open(live, &b, &err))) {
         bk_bolt_info info;
         bk_bolt_info_get(b, &info);
@@ -526,6 +544,13 @@ static void test_hostile_tiny(void)
     elem unsorted[2] = { { "b", 0, NULL, 0, 4 }, { "a", 0, NULL, 0, 2 } };
     node_write(f + ROOT, 3, BRANCH, unsorted, 2);
     EXPECT_BAD("branch-unsorted", f, TINY_DATA, "branch key \"a\" is not above");
+    /* Element 1's key "b" is the last byte of element 0's "ab". */
+    elem overlapping[2] = { { "ab", 0, NULL, 0, 4 }, { "b", 0, NULL, 0, 2 } };
+    node_write(f + ROOT, 3, BRANCH, overlapping, 2);
+    put(f + ROOT + 32, 49 - 32, 4);
+    EXPECT_BAD("branch-overlap", f, TINY_DATA, "page 3, element 1 of 2 (file offset 12320): "
+               "its data at page offset 49 overlaps the element before it (which ends at "
+               "page offset 50)");
 #undef FRESH
     free(f);
 out:
@@ -716,6 +741,38 @@ static void test_scratch_deep(void)
     free(f);
 }
 
+/* Issue 9's attack: a 3 MB file whose bucket has one leaf page of 65535
+ * elements, element i's key the i + 1 bytes (all 1, so the keys ascend)
+ * before a 2 MiB value they all share. Read as it says, its walk delivers
+ * 137 GB and its import writes as much. */
+static void test_scratch_overlap(void)
+{
+    enum { N = 65535 };
+    const size_t keys_end = 16 + (size_t)N * 16 + N, value = (size_t)2 << 20;
+    const uint64_t leaf_pages = (keys_end + value + PS - 1) / PS;
+    unsigned char *f = scratch(3 + leaf_pages), root[16] = { 0 };
+    put(root, 3, 8);
+    elem top[1] = { { "b", 1, root, sizeof root, 0 } };
+    node_write(f + 2 * PS, 2, LEAF, top, 1);
+    unsigned char *p = f + 3 * PS;
+    put(p, 3, 8);
+    put(p + 8, 0x02, 2);
+    put(p + 10, N, 2);
+    put(p + 12, leaf_pages - 1, 4);   /* overflow */
+    for (size_t i = 0; i < N; i++) {
+        unsigned char *el = p + 16 + i * 16;
+        size_t key = keys_end - (i + 1);
+        put(el + 4, key - (size_t)(el - p), 4);
+        put(el + 8, i + 1, 4);
+        put(el + 12, leaf_pages * PS - keys_end, 4);
+        p[key] = 1;
+    }
+    EXPECT_BAD("overlap-amplified", f, (3 + leaf_pages) * PS, "page 3, element 1 of 65535 "
+               "(file offset 12320): its data at page offset 1114109 overlaps the element "
+               "before it (which ends at page offset 3211264)");
+    free(f);
+}
+
 static void test_misc(void)
 {
     bk_error err;
@@ -751,6 +808,7 @@ int main(void)
     test_scratch_nested();
     test_scratch_freelist();
     test_scratch_deep();
+    test_scratch_overlap();
     struct stat st;
     if (stat(FIXTURES, &st) == 0) {
         test_fixture("tiny");
