@@ -142,10 +142,30 @@ static int read_one(const version *v, uint32_t id, uint64_t seq, uint64_t floor,
     return BK_OK;
 }
 
+static int has_room(const bk_query *q, const bk_result *out)
+{
+    return q->limit <= 0 || (int64_t)out->count < q->limit;
+}
+
+/* The rest of a range once only LMDB has entries left (a scan of
+ * committed data): no merging. 0, -1 (no memory) or the LMDB code. */
+static int read_db(src *db, const bk_query *q, bk_result *out)
+{
+    int rc = 0;
+    while (!rc && db->valid && has_room(q, out)) {
+        if (q->to && mt_keycmp(db->k.mv_data, db->k.mv_size, q->to->data, q->to->len) >= 0)
+            break;
+        if (bk_result_append(out, db->k.mv_data, db->k.mv_size, db->v.mv_data, db->v.mv_size))
+            return -1;
+        rc = db_step(db, MDB_NEXT);
+    }
+    return rc;
+}
+
 static int read_range(const version *v, scan *sc, int use_db, const bk_query *q,
                       bk_result *out, bk_error *err)
 {
-    int rc = 0, nmt = sc->nsrc - use_db;
+    int rc = 0, nmt = sc->nsrc - use_db, mt_left = 0;
     bk_slice from = q->from;
     for (int i = 0; i < nmt; i++) {
         src *s = &sc->s[i];
@@ -153,6 +173,7 @@ static int read_range(const version *v, scan *sc, int use_db, const bk_query *q,
         mt_settle(sc, s);
         if (q->after && s->valid && src_at(s, from))
             mt_advance(sc, s);
+        mt_left += s->valid;
     }
     src *db = use_db ? &sc->s[nmt] : NULL;
     if (db) {
@@ -166,7 +187,11 @@ static int read_range(const version *v, scan *sc, int use_db, const bk_query *q,
         if (!rc && q->after && db->valid && src_at(db, from))
             rc = db_step(db, MDB_NEXT);
     }
-    while (!rc && (q->limit <= 0 || (int64_t)out->count < q->limit)) {
+    while (!rc && has_room(q, out)) {
+        if (!mt_left) {
+            rc = db ? read_db(db, q, out) : 0;
+            break;
+        }
         /* The smallest current key; on a tie the newest source wins. */
         int win = -1;
         const void *wk = NULL;
@@ -201,10 +226,12 @@ static int read_range(const version *v, scan *sc, int use_db, const bk_query *q,
             src *s = &sc->s[i];
             if (!s->valid || (i != win && !src_at(s, at)))
                 continue;
-            if (s->cur)
+            if (s->cur) {
                 rc = db_step(s, MDB_NEXT);
-            else
+            } else {
                 mt_advance(sc, s);
+                mt_left -= !s->valid;
+            }
         }
     }
     if (db) {
