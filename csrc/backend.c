@@ -130,7 +130,7 @@ void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
     if (be->log_len >= LOG_MAX) {   /* bounded: drop the oldest */
         log_node *old = be->log_head;
         be->log_head = old->next;
-        be->log_len--;
+        __atomic_store_n(&be->log_len, be->log_len - 1, __ATOMIC_RELAXED);
         free(old);
         if (!be->log_head)
             be->log_tail = NULL;
@@ -140,19 +140,22 @@ void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
     else
         be->log_head = n;
     be->log_tail = n;
-    be->log_len++;
+    __atomic_store_n(&be->log_len, be->log_len + 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&be->log_mu);
 }
 
 int bk_log_pop(bk_backend *be, bk_log_entry *out)
 {
+    /* Every call of the binding asks: nothing queued takes no lock. */
+    if (!__atomic_load_n(&be->log_len, __ATOMIC_RELAXED))
+        return 0;
     pthread_mutex_lock(&be->log_mu);
     log_node *n = be->log_head;
     if (n) {
         be->log_head = n->next;
         if (!be->log_head)
             be->log_tail = NULL;
-        be->log_len--;
+        __atomic_store_n(&be->log_len, be->log_len - 1, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&be->log_mu);
     if (!n)
@@ -419,6 +422,10 @@ static void destroy(bk_backend *be)
         next = n->next;
         free(n);
     }
+    for (bk_view *v = be->view_pool, *next; v; v = next) {
+        next = (bk_view *)v->link.next;
+        free(v);
+    }
     free(be->undo);
     pthread_mutex_destroy(&be->hist_mu);
     pthread_mutex_destroy(&be->reg_mu);
@@ -525,32 +532,43 @@ void bk_invalidate_children(bk_backend *be, int code)
     pthread_mutex_unlock(&be->views_mu);
 }
 
-/* A child holds a reference to its backend until it is freed. */
-void bk_child_attach(bk_backend *be, bk_child *c, int is_snapshot)
+/* A child holds a reference to its backend until it is freed; it counts
+ * as an open read tx while listed. Caller holds views_mu. */
+void bk_child_link(bk_backend *be, bk_child *c, int is_snapshot)
 {
     bk_ref(be);
     c->is_snapshot = is_snapshot;
     c->prev = NULL;
-    pthread_mutex_lock(&be->views_mu);
     c->next = be->children;
     if (be->children)
         be->children->prev = c;
     be->children = c;
-    pthread_mutex_unlock(&be->views_mu);
-    __atomic_add_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&be->open_views, be->open_views + 1, __ATOMIC_RELAXED);
 }
 
-void bk_child_detach(bk_backend *be, bk_child *c)
+void bk_child_unlink(bk_backend *be, bk_child *c)
 {
-    pthread_mutex_lock(&be->views_mu);
     if (c->prev)
         c->prev->next = c->next;
     else
         be->children = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    __atomic_store_n(&be->open_views, be->open_views - 1, __ATOMIC_RELAXED);
+}
+
+void bk_child_attach(bk_backend *be, bk_child *c, int is_snapshot)
+{
+    pthread_mutex_lock(&be->views_mu);
+    bk_child_link(be, c, is_snapshot);
     pthread_mutex_unlock(&be->views_mu);
-    __atomic_sub_fetch(&be->open_views, 1, __ATOMIC_RELAXED);
+}
+
+void bk_child_detach(bk_backend *be, bk_child *c)
+{
+    pthread_mutex_lock(&be->views_mu);
+    bk_child_unlink(be, c);
+    pthread_mutex_unlock(&be->views_mu);
 }
 
 static void remove_files(const bk_backend *be)

@@ -93,13 +93,25 @@ typedef struct bk_bucket_stat {
     uint64_t entries, depth, branch_pages, leaf_pages, overflow_pages;
 } bk_bucket_stat;
 
-/* Result of a read: entries copied out of LMDB and the buffers. */
+/* Result of a read: entries copied out of LMDB and the buffers. The bytes
+ * lie in data in entry order, each key followed by its value. */
 typedef struct bk_result {
     size_t count, cap;       /* entries */
     size_t *offs;            /* 4 per entry: key off, key len, val off, val len */
     char *data;
     size_t used, size;       /* bytes of data */
 } bk_result;
+
+/* What a read through a tx or view returns, in key order. to == NULL is
+ * etcd's Range of the key `from` alone, unless open_end: then every key
+ * from `from` on. after: start past `from` instead of at it (iteration in
+ * chunks resumes after the last key it returned). */
+typedef struct bk_query {
+    bk_slice bucket, from;
+    const bk_slice *to;      /* exclusive */
+    int open_end, after;
+    int64_t limit;           /* <= 0: no limit */
+} bk_query;
 
 void bk_result_init(bk_result *r);
 void bk_result_clear(bk_result *r);
@@ -152,6 +164,8 @@ uint64_t bk_pending(bk_backend *be);
 int bk_tx_range(bk_backend *be, bk_slice bucket, bk_slice from,
                 const bk_slice *to, int64_t limit, bk_result *out,
                 bk_error *err);
+/* Any query (q NULL: as bk_tx_buckets). */
+int bk_tx_read(bk_backend *be, const bk_query *q, bk_result *out, bk_error *err);
 
 /* The names of the buckets that exist, in byte order, as the keys of out
  * (values empty): through the batch tx (its own writes included; caller
@@ -163,11 +177,14 @@ int bk_view_buckets(bk_view *v, bk_result *out, bk_error *err);
  * the calling thread holds the batch lock. */
 int bk_force_commit(bk_backend *be, bk_error *err);
 
-/* A consistent view as of the call: every unlocked write, nothing later. */
+/* A consistent view as of the call: every unlocked write, nothing later.
+ * Closed views are kept for reuse: opening one allocates nothing. */
 int bk_view_open(bk_backend *be, bk_view **out, bk_error *err);
 int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
                   const bk_slice *to, int64_t limit, bk_result *out,
                   bk_error *err);
+/* Any query (q NULL: as bk_view_buckets). */
+int bk_view_read(bk_view *v, const bk_query *q, bk_result *out, bk_error *err);
 /* BK_OK while the view can be read; BK_EINVALID or BK_ECLOSED after. */
 int bk_view_check(bk_view *v, bk_error *err);
 void bk_view_close(bk_view *v);

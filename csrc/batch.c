@@ -286,17 +286,17 @@ int bk_force_commit(bk_backend *be, bk_error *err)
     return commit_locked(be, 0, err);
 }
 
-/* Reads through the batch tx: the current version, all of it. */
-static int tx_read(bk_backend *be, const bk_slice *bucket, bk_slice from,
-                   const bk_slice *to, int64_t limit, bk_result *out, bk_error *err)
+/* Reads through the batch tx: the current version, all of it; q NULL
+ * lists the buckets. */
+int bk_tx_read(bk_backend *be, const bk_query *q, bk_result *out, bk_error *err)
 {
     int rc = held(be, err);
     if (rc)
         return rc;
     pthread_rwlock_rdlock(&be->maplock);
     version *v = bk_version_get(be);
-    rc = bucket ? bk_read(be, v, UINT64_MAX, *bucket, from, to, limit, out, err)
-                : bk_list_buckets(be, v, UINT64_MAX, out, err);
+    rc = q ? bk_read(be, v, UINT64_MAX, q, out, err)
+           : bk_list_buckets(be, v, UINT64_MAX, out, err);
     bk_version_unref(v);
     pthread_rwlock_unlock(&be->maplock);
     return rc;
@@ -306,11 +306,11 @@ int bk_tx_range(bk_backend *be, bk_slice bucket, bk_slice from,
                 const bk_slice *to, int64_t limit, bk_result *out,
                 bk_error *err)
 {
-    return tx_read(be, &bucket, from, to, limit, out, err);
+    bk_query q = { bucket, from, to, 0, 0, limit };
+    return bk_tx_read(be, &q, out, err);
 }
 
 int bk_tx_buckets(bk_backend *be, bk_result *out, bk_error *err)
 {
-    bk_slice none = { "", 0 };
-    return tx_read(be, NULL, none, NULL, 0, out, err);
+    return bk_tx_read(be, NULL, out, err);
 }

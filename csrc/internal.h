@@ -151,7 +151,9 @@ struct bk_backend {
     /* views and snapshots, for invalidation */
     pthread_mutex_t views_mu;
     bk_child *children;
-    uint64_t open_views;
+    uint64_t open_views;           /* atomic loads; changed under views_mu */
+    bk_view *view_pool;            /* closed views, linked by link.next */
+    int npool;
 
     /* stats (atomics) */
     uint64_t commits, size, size_in_use, map_size, map_grows;
@@ -165,7 +167,7 @@ struct bk_backend {
     /* log queue */
     pthread_mutex_t log_mu;
     log_node *log_head, *log_tail;
-    int log_len;
+    int log_len;                   /* atomic loads; changed under log_mu */
 };
 
 /* errors and logging (backend.c) */
@@ -266,10 +268,12 @@ void bk_set_failed(bk_backend *be);
 void bk_invalidate_children(bk_backend *be, int code);
 void bk_child_attach(bk_backend *be, bk_child *c, int is_snapshot);
 void bk_child_detach(bk_backend *be, bk_child *c);
+/* The same, for a caller holding views_mu. */
+void bk_child_link(bk_backend *be, bk_child *c, int is_snapshot);
+void bk_child_unlink(bk_backend *be, bk_child *c);
 
 /* reading (read.c) */
-int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
-            bk_slice from, const bk_slice *to, int64_t limit,
+int bk_read(bk_backend *be, const version *v, uint64_t seq, const bk_query *q,
             bk_result *out, bk_error *err);
 /* Commit (or, read-only, catch up), then fn(be, g, ctx) on a gen holding
  * everything committed, with g->mu held: fn's non-zero LMDB code is

@@ -29,6 +29,32 @@
 #define MT_SNAP "backend.Snapshot"
 #define MT_RESULT "backend.Result"
 #define MT_BOLT "backend.BoltFile"
+#define MT_ROWS "backend.Rows"
+
+/* The upvalues of every method (set_funcs): its name, the metatables of
+ * the types below by their place in TYPES, and an lshared. No string is
+ * made or hashed to find a metatable. */
+enum { UP_NAME = 1, UP_TYPES, UP_SHARED };
+static const char *const TYPES[] = { MT_BACKEND, MT_BATCH, MT_READ, MT_CRT, MT_ROWS };
+#define NTYPES ((int)(sizeof TYPES / sizeof TYPES[0]))
+
+/* One per Lua state. A read fills the scratch buffer, and the binding
+ * makes Lua values of it before it returns (first member: MT_RESULT's
+ * __gc frees it). check_ud compares metatables by address, with mts:
+ * they live as long as the registry. */
+typedef struct lshared {
+    bk_result scratch;
+    const void *mts[NTYPES + 1];
+} lshared;
+
+/* mt's place in TYPES, from 1; 0 if it has none. */
+static int type_index(const char *mt)
+{
+    for (int i = 0; i < NTYPES; i++)
+        if (TYPES[i] == mt)
+            return i + 1;
+    return 0;
+}
 
 /* Backend user values. The BatchTx has one, UV_TIES: a table with weak
  * values, [TIE_OWNER] the coroutine that took the lock, [TIE_BACKEND] the
@@ -41,11 +67,16 @@ typedef struct lbackend {
     int delivering;      /* the logger is being called (deliver_logs) */
 } lbackend;
 typedef struct ltx {
-    bk_backend *be;      /* own reference */
+    bk_backend *be;      /* own reference; NULL in a CRT (its view has one) */
     bk_view *view;       /* ReadTx between rlock and runlock; CRT until close */
     int rlocks;
-    bk_result res;
 } ltx;
+/* Rows: the result of one read, in one block: key i (from 0) is
+ * data[bounds[2i], bounds[2i + 1]), its value runs to bounds[2i + 2]. */
+typedef struct lrows {
+    size_t n;
+    size_t bounds[];     /* 2n + 1, then the data */
+} lrows;
 /* busy: calls running that call back into Lua (busy_call) */
 typedef struct lsnap { bk_snapshot *snap; int busy; } lsnap;
 typedef struct lbolt { bk_bolt *bolt; int busy; } lbolt;
@@ -99,9 +130,40 @@ static const char *check_path(lua_State *L, int i, const char *fname)
     return path;
 }
 
+/* The metatable named mt, pushed: from the method's upvalue when it has
+ * one (no string made or hashed), else from the registry. */
+static void push_metatable(lua_State *L, const char *mt)
+{
+    int types = lua_upvalueindex(UP_TYPES), i = type_index(mt);
+    if (i && lua_type(L, types) == LUA_TTABLE) {
+        if (lua_rawgeti(L, types, i) == LUA_TTABLE)
+            return;
+        lua_pop(L, 1);
+    }
+    luaL_getmetatable(L, mt);
+}
+
+/* A new userdata of type mt, pushed. */
+static void *new_ud(lua_State *L, size_t size, int nuv, const char *mt)
+{
+    void *p = lua_newuserdatauv(L, size, nuv);
+    push_metatable(L, mt);
+    lua_setmetatable(L, -2);
+    return p;
+}
+
 static void *check_ud(lua_State *L, int i, const char *mt)
 {
-    void *p = luaL_testudata(L, i, mt);
+    const lshared *sh = lua_touserdata(L, lua_upvalueindex(UP_SHARED));
+    void *p = lua_touserdata(L, i);
+    int t = type_index(mt);
+    if (p && sh && t && lua_getmetatable(L, i)) {
+        int same = lua_topointer(L, -1) == sh->mts[t];
+        lua_pop(L, 1);
+        if (same)
+            return p;
+    }
+    p = luaL_testudata(L, i, mt);
     if (!p) {
         /* Methods carry their name as upvalue 1 (set_funcs): called through
          * pcall, a C function has no call-site name. */
@@ -387,13 +449,10 @@ static int l_concurrent_read_tx(lua_State *L)
 {
     lbackend *lb = check_backend(L, 1);
     bk_error err;
-    ltx *t = lua_newuserdatauv(L, sizeof *t, 0);
+    ltx *t = new_ud(L, sizeof *t, 0, MT_CRT);
     memset(t, 0, sizeof *t);
-    luaL_setmetatable(L, MT_CRT);
     if (bk_view_open(lb->be, &t->view, &err))
         return raise(L, &err);
-    t->be = lb->be;
-    bk_ref(t->be);
     return 1;
 }
 
@@ -573,14 +632,21 @@ static int l_path(lua_State *L)
     return 1;
 }
 
-/* A result buffer owned by a userdata: freed by the collector even if a
- * push raises before the caller is done with it. */
-static bk_result *new_result(lua_State *L)
+/* ---- reads: the core fills the scratch buffer (with its locks held),
+ * the binding makes Lua values of it afterwards (with none held: making a
+ * value can run the collector, whose __gc may close a view) ---- */
+
+static bk_result *scratch(lua_State *L)
 {
-    bk_result *r = lua_newuserdatauv(L, sizeof *r, 0);
-    bk_result_init(r);
-    luaL_setmetatable(L, MT_RESULT);
-    return r;
+    lshared *sh = lua_touserdata(L, lua_upvalueindex(UP_SHARED));
+    return &sh->scratch;
+}
+
+/* The scratch buffer's memory goes back once a read made it big. */
+static void scratch_done(bk_result *r)
+{
+    if (r->size > ((size_t)4 << 20))
+        bk_result_free(r);
 }
 
 static int l_result_gc(lua_State *L)
@@ -591,20 +657,26 @@ static int l_result_gc(lua_State *L)
     return 0;
 }
 
-static int l_committed_get(lua_State *L)
+/* The value of the first entry of r, or nil. */
+static void push_first_value(lua_State *L, bk_result *r)
 {
-    lbackend *lb = check_backend(L, 1);
-    bk_slice bucket = check_str(L, 2, "_committed_get"), key = check_str(L, 3, "_committed_get");
-    bk_error err;
-    bk_result *r = new_result(L);
-    if (bk_committed_get(lb->be, bucket, key, r, &err))
-        return raise(L, &err);
     if (r->count) {
         bk_slice v = bk_result_value(r, 0);
         lua_pushlstring(L, v.data, v.len);
     } else {
         lua_pushnil(L);
     }
+    scratch_done(r);
+}
+
+static int l_committed_get(lua_State *L)
+{
+    lbackend *lb = check_backend(L, 1);
+    bk_slice bucket = check_str(L, 2, "_committed_get"), key = check_str(L, 3, "_committed_get");
+    bk_error err;
+    if (bk_committed_get(lb->be, bucket, key, scratch(L), &err))
+        return raise(L, &err);
+    push_first_value(L, scratch(L));
     return 1;
 }
 
@@ -647,7 +719,111 @@ static ltx *check_batch(lua_State *L)
     return check_tx(L, MT_BATCH, "backend");
 }
 
-static void push_results(lua_State *L, const bk_result *r)
+/* The shared ReadTx: rlock() takes a view, the last runlock() ends it. */
+static ltx *check_read(lua_State *L)
+{
+    return check_tx(L, MT_READ, "backend");
+}
+
+/* ConcurrentReadTx: a view from creation to close (or runlock). */
+static ltx *check_crt(lua_State *L)
+{
+    ltx *t = check_ud(L, 1, MT_CRT);
+    if (!t->view)
+        fail(L, "concurrent read tx is closed");
+    return t;
+}
+
+/* What tx:_check() raises beyond the checks above: a read can go on only
+ * if these return. Iterators call them at every step, so a closed or
+ * invalidated tx stops them at once. */
+static void view_ready(lua_State *L, ltx *t)
+{
+    bk_error err;
+    if (!t->view)
+        fail(L, "read tx is not locked (call rlock() first)");
+    if (bk_view_check(t->view, &err))
+        raise(L, &err);
+}
+
+static void batch_ready(lua_State *L, ltx *t)
+{
+    if (!t->be || bk_is_closed(t->be))
+        fail(L, "backend is closed");
+    if (!bk_locked_by_me(t->be))
+        fail(L, "batch tx is not locked");
+}
+
+static void read_ready(lua_State *L, ltx *t)
+{
+    if (!t->be || bk_is_closed(t->be))
+        fail(L, "backend is closed");
+    view_ready(L, t);
+}
+
+static void crt_ready(lua_State *L, ltx *t)
+{
+    if (!t->view)
+        fail(L, "concurrent read tx is closed");
+    view_ready(L, t);
+}
+
+/* Reads through a tx (q NULL: the bucket names). */
+static int batch_read(ltx *t, const bk_query *q, bk_result *out, bk_error *err)
+{
+    return bk_tx_read(t->be, q, out, err);
+}
+
+static int view_read(ltx *t, const bk_query *q, bk_result *out, bk_error *err)
+{
+    if (!t->view) {
+        err->code = BK_ENOTLOCKED;
+        snprintf(err->msg, sizeof err->msg, "read tx is not locked (call rlock() first)");
+        return err->code;
+    }
+    return bk_view_read(t->view, q, out, err);
+}
+
+/* What the read methods of the three tx types differ in. */
+typedef struct tx_kind {
+    ltx *(*check)(lua_State *L);            /* self: the type, and not closed */
+    void (*ready)(lua_State *L, ltx *t);
+    int (*read)(ltx *t, const bk_query *q, bk_result *out, bk_error *err);
+} tx_kind;
+enum { K_BATCH, K_READ, K_CRT };
+static const tx_kind KINDS[] = {
+    [K_BATCH] = { check_batch, batch_ready, batch_read },
+    [K_READ] = { check_read, read_ready, view_read },
+    [K_CRT] = { check_crt, crt_ready, view_read },
+};
+
+/* The read, into the scratch buffer (returned), or raises. */
+static bk_result *read_scratch(lua_State *L, const tx_kind *k, ltx *t, const bk_query *q)
+{
+    bk_error err;
+    bk_result *r = scratch(L);
+    if (k->read(t, q, r, &err))
+        raise(L, &err);
+    return r;
+}
+
+/* range's and rows' arguments (bucket, key, end_key, limit) as a query;
+ * *to holds the end key. */
+static void check_query(lua_State *L, const char *fname, bk_query *q, bk_slice *to)
+{
+    q->bucket = check_str(L, 2, fname);
+    q->from = check_str(L, 3, fname);
+    q->to = NULL;
+    if (!lua_isnoneornil(L, 4)) {
+        *to = check_str(L, 4, fname);
+        q->to = to;
+    }
+    q->open_end = q->after = 0;
+    q->limit = opt_integer(L, 5, fname);
+}
+
+/* keys, values: two tables. */
+static void push_results(lua_State *L, bk_result *r)
 {
     lua_createtable(L, (int)r->count, 0);
     lua_createtable(L, (int)r->count, 0);
@@ -658,69 +834,253 @@ static void push_results(lua_State *L, const bk_result *r)
         lua_pushlstring(L, v.data, v.len);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
+    scratch_done(r);
 }
 
-/* A read through a tx: bucket NULL lists the buckets instead. */
-typedef int (*range_fn)(ltx *t, const bk_slice *bucket, bk_slice from, const bk_slice *to,
-                        int64_t limit, bk_error *err);
-
-static int do_range(lua_State *L, ltx *t, range_fn fn)
+static char *rows_data(lrows *rows)
 {
-    bk_slice bucket = check_str(L, 2, "range"), from = check_str(L, 3, "range"), to;
-    int has_to = !lua_isnoneornil(L, 4);
-    if (has_to)
-        to = check_str(L, 4, "range");
-    int64_t limit = opt_integer(L, 5, "range");
-    bk_error err;
-    if (fn(t, &bucket, from, has_to ? &to : NULL, limit, &err))
-        return raise(L, &err);
-    push_results(L, &t->res);
+    return (char *)&rows->bounds[2 * rows->n + 1];
+}
+
+/* A Rows holding a copy of r: one allocation, no finalizer. */
+static lrows *push_rows(lua_State *L, bk_result *r)
+{
+    size_t n = r->count;
+    lrows *rows = new_ud(L, sizeof *rows + (2 * n + 1) * sizeof(size_t) + r->used, 0, MT_ROWS);
+    rows->n = n;
+    for (size_t i = 0; i < n; i++) {   /* keys and values lie in order in r->data */
+        rows->bounds[2 * i] = r->offs[4 * i];
+        rows->bounds[2 * i + 1] = r->offs[4 * i + 2];
+    }
+    rows->bounds[2 * n] = r->used;
+    if (r->used)
+        memcpy(rows_data(rows), r->data, r->used);
+    scratch_done(r);
+    return rows;
+}
+
+/* Part j of the rows: key i is part 2i, its value 2i + 1. */
+static bk_slice rows_part(lrows *rows, size_t j)
+{
+    bk_slice s = { rows_data(rows) + rows->bounds[j], rows->bounds[j + 1] - rows->bounds[j] };
+    return s;
+}
+
+static void push_part(lua_State *L, lrows *rows, size_t j)
+{
+    bk_slice s = rows_part(rows, j);
+    lua_pushlstring(L, s.data, s.len);
+}
+
+static int do_range(lua_State *L, const tx_kind *k)
+{
+    ltx *t = k->check(L);
+    bk_query q;
+    bk_slice to;
+    check_query(L, "range", &q, &to);
+    push_results(L, read_scratch(L, k, t, &q));
     return 2;
 }
 
-static int do_buckets(lua_State *L, ltx *t, range_fn fn)
+static int do_rows(lua_State *L, const tx_kind *k)
 {
-    bk_slice none = { "", 0 };
-    bk_error err;
-    if (fn(t, NULL, none, NULL, 0, &err))
-        return raise(L, &err);
-    push_results(L, &t->res);
+    ltx *t = k->check(L);
+    bk_query q;
+    bk_slice to;
+    check_query(L, "rows", &q, &to);
+    push_rows(L, read_scratch(L, k, t, &q));
+    return 1;
+}
+
+static int do_get(lua_State *L, const tx_kind *k)
+{
+    ltx *t = k->check(L);
+    bk_query q = { check_str(L, 2, "get"), check_str(L, 3, "get"), NULL, 0, 0, 0 };
+    push_first_value(L, read_scratch(L, k, t, &q));
+    return 1;
+}
+
+static int do_buckets(lua_State *L, const tx_kind *k)
+{
+    ltx *t = k->check(L);
+    push_results(L, read_scratch(L, k, t, NULL));
     lua_pop(L, 1);   /* the names only */
     return 1;
 }
 
-static int do_get(lua_State *L, ltx *t, range_fn fn)
+static int do_check(lua_State *L, const tx_kind *k)
 {
-    bk_slice bucket = check_str(L, 2, "get"), key = check_str(L, 3, "get");
-    bk_error err;
-    if (fn(t, &bucket, key, NULL, 0, &err))
-        return raise(L, &err);
-    if (t->res.count) {
-        bk_slice v = bk_result_value(&t->res, 0);
-        lua_pushlstring(L, v.data, v.len);
-    } else {
+    k->ready(L, k->check(L));
+    return 0;
+}
+
+/* ---- pairs: a C closure, as string.gmatch. No cursor lives between
+ * steps (a commit may grow the map meanwhile): it reads a chunk of rows
+ * at a time, each after the last key of the one before. ---- */
+
+#define PAIRS_FIRST 32     /* rows in the first chunk: a loop may break early */
+#define PAIRS_MAX 1024     /* the chunks double up to this */
+
+/* The iterator's upvalues follow a method's (its reads use the scratch). */
+enum { IT_TX = UP_SHARED + 1, IT_BUCKET, IT_TO, IT_ROWS, IT_POS, IT_LIMIT, IT_KIND, IT_COUNT = IT_KIND };
+
+static lrows *read_chunk(lua_State *L, const tx_kind *k, ltx *t, bk_slice bucket,
+                         bk_slice from, int after, const bk_slice *to, int64_t limit)
+{
+    bk_query q = { bucket, from, to, 1, after, limit };
+    return push_rows(L, read_scratch(L, k, t, &q));
+}
+
+static int pairs_end(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_replace(L, lua_upvalueindex(IT_ROWS));
+    return 0;
+}
+
+static int pairs_step(lua_State *L)
+{
+    lrows *rows = lua_touserdata(L, lua_upvalueindex(IT_ROWS));
+    if (!rows)
+        return 0;   /* ended */
+    const tx_kind *k = &KINDS[lua_tointeger(L, lua_upvalueindex(IT_KIND))];
+    ltx *t = lua_touserdata(L, lua_upvalueindex(IT_TX));
+    k->ready(L, t);
+    size_t pos = (size_t)lua_tointeger(L, lua_upvalueindex(IT_POS));
+    if (pos == rows->n) {
+        lua_Integer limit = lua_tointeger(L, lua_upvalueindex(IT_LIMIT));
+        if ((lua_Integer)rows->n < limit)
+            return pairs_end(L);
+        bk_slice bucket, to, *top = NULL;
+        bucket.data = lua_tolstring(L, lua_upvalueindex(IT_BUCKET), &bucket.len);
+        if (lua_type(L, lua_upvalueindex(IT_TO)) == LUA_TSTRING) {
+            to.data = lua_tolstring(L, lua_upvalueindex(IT_TO), &to.len);
+            top = &to;
+        }
+        limit = limit * 2 < PAIRS_MAX ? limit * 2 : PAIRS_MAX;
+        /* The last key stays in the old chunk, an upvalue until replaced. */
+        rows = read_chunk(L, k, t, bucket, rows_part(rows, 2 * rows->n - 2), 1, top, limit);
+        lua_replace(L, lua_upvalueindex(IT_ROWS));
+        lua_pushinteger(L, limit);
+        lua_replace(L, lua_upvalueindex(IT_LIMIT));
+        pos = 0;
+        if (rows->n == 0)
+            return pairs_end(L);
+    }
+    push_part(L, rows, 2 * pos);
+    push_part(L, rows, 2 * pos + 1);
+    lua_pushinteger(L, (lua_Integer)pos + 1);
+    lua_replace(L, lua_upvalueindex(IT_POS));
+    return 2;
+}
+
+/* tx:pairs(bucket [, from [, to]]): the first chunk is read at once, so a
+ * tx that cannot be read raises here. */
+static int do_pairs(lua_State *L, int kind)
+{
+    const tx_kind *k = &KINDS[kind];
+    ltx *t = k->check(L);
+    bk_slice bucket = check_str(L, 2, "pairs"), from = { "", 0 }, to;
+    if (!lua_isnoneornil(L, 3))
+        from = check_str(L, 3, "pairs");
+    int has_to = !lua_isnoneornil(L, 4);
+    if (has_to)
+        to = check_str(L, 4, "pairs");
+    for (int i = UP_NAME; i <= UP_SHARED; i++)
+        lua_pushvalue(L, lua_upvalueindex(i));
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    if (has_to)
+        lua_pushvalue(L, 4);
+    else
         lua_pushnil(L);
+    read_chunk(L, k, t, bucket, from, 0, has_to ? &to : NULL, PAIRS_FIRST);
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, PAIRS_FIRST);
+    lua_pushinteger(L, kind);
+    lua_pushcclosure(L, pairs_step, IT_COUNT);
+    return 1;
+}
+
+/* The read methods of each tx type. */
+#define TX_READS(prefix, kind)                                                      \
+    static int prefix##_range(lua_State *L) { return do_range(L, &KINDS[kind]); }   \
+    static int prefix##_rows(lua_State *L) { return do_rows(L, &KINDS[kind]); }     \
+    static int prefix##_get(lua_State *L) { return do_get(L, &KINDS[kind]); }       \
+    static int prefix##_buckets(lua_State *L) { return do_buckets(L, &KINDS[kind]); } \
+    static int prefix##_check(lua_State *L) { return do_check(L, &KINDS[kind]); }   \
+    static int prefix##_pairs(lua_State *L) { return do_pairs(L, kind); }
+TX_READS(l_batch, K_BATCH)
+TX_READS(l_read, K_READ)
+TX_READS(l_crt, K_CRT)
+
+/* ---- Rows ---- */
+
+static lrows *check_rows(lua_State *L)
+{
+    return check_ud(L, 1, MT_ROWS);
+}
+
+/* Argument 2: a row number, 1 .. #rows; returns it from 0. */
+static size_t check_row(lua_State *L, const lrows *rows, const char *fname)
+{
+    int ok;
+    lua_Integer i = lua_tointegerx(L, 2, &ok);
+    if (!ok || lua_type(L, 2) != LUA_TNUMBER)
+        arg_error(L, 2, fname, "integer");
+    if (i < 1 || (lua_Unsigned)i > rows->n)
+        bad_arg(L, 2, fname, rows->n ? lua_pushfstring(L, "row %I out of range 1..%I", i,
+                                                       (lua_Integer)rows->n)
+                                     : lua_pushfstring(L, "row %I out of range: no rows", i));
+    return (size_t)i - 1;
+}
+
+static int l_rows_key(lua_State *L)
+{
+    lrows *rows = check_rows(L);
+    push_part(L, rows, 2 * check_row(L, rows, "key"));
+    return 1;
+}
+
+static int l_rows_value(lua_State *L)
+{
+    lrows *rows = check_rows(L);
+    push_part(L, rows, 2 * check_row(L, rows, "value") + 1);
+    return 1;
+}
+
+/* Every key (which 0) or every value (1), as a table. */
+static int push_column(lua_State *L, int which)
+{
+    lrows *rows = check_rows(L);
+    lua_createtable(L, (int)rows->n, 0);
+    for (size_t i = 0; i < rows->n; i++) {
+        push_part(L, rows, 2 * i + (size_t)which);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     return 1;
 }
 
-static int batch_read(ltx *t, const bk_slice *bucket, bk_slice from, const bk_slice *to,
-                      int64_t limit, bk_error *err)
+static int l_rows_keys(lua_State *L)
 {
-    return bucket ? bk_tx_range(t->be, *bucket, from, to, limit, &t->res, err)
-                  : bk_tx_buckets(t->be, &t->res, err);
+    return push_column(L, 0);
 }
 
-static int view_read(ltx *t, const bk_slice *bucket, bk_slice from, const bk_slice *to,
-                     int64_t limit, bk_error *err)
+static int l_rows_values(lua_State *L)
 {
-    if (!t->view) {
-        err->code = BK_ENOTLOCKED;
-        snprintf(err->msg, sizeof err->msg, "read tx is not locked (call rlock() first)");
-        return err->code;
-    }
-    return bucket ? bk_view_range(t->view, *bucket, from, to, limit, &t->res, err)
-                  : bk_view_buckets(t->view, &t->res, err);
+    return push_column(L, 1);
+}
+
+static int l_rows_len(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)check_rows(L)->n);
+    return 1;
+}
+
+static int l_rows_tostring(lua_State *L)
+{
+    lua_pushfstring(L, MT_ROWS " (%I rows)", (lua_Integer)check_rows(L)->n);
+    return 1;
 }
 
 /* ---- the batch tx's section and the coroutine that owns it ---- */
@@ -905,28 +1265,12 @@ static int l_pending(lua_State *L)
     return 1;
 }
 
-static int l_batch_range(lua_State *L)
-{
-    return do_range(L, check_batch(L), batch_read);
-}
-
-static int l_batch_buckets(lua_State *L)
-{
-    return do_buckets(L, check_batch(L), batch_read);
-}
-
-static int l_batch_get(lua_State *L)
-{
-    return do_get(L, check_batch(L), batch_read);
-}
-
 /* __gc of the three tx types: each checks its own (a metamethod can be
  * called by hand, with anything). */
 static int tx_free(ltx *t)
 {
     bk_view_close(t->view);
     t->view = NULL;
-    bk_result_free(&t->res);
     bk_free(t->be);
     t->be = NULL;
     return 0;
@@ -942,10 +1286,10 @@ static int l_read_gc(lua_State *L)
     return tx_free(check_ud(L, 1, MT_READ));
 }
 
-static int tx_tostring(lua_State *L, const char *mt, int closed)
+static int tx_tostring(lua_State *L, const char *mt)
 {
     ltx *t = check_ud(L, 1, mt);
-    if (closed || !t->be || bk_is_closed(t->be))
+    if (!t->be || bk_is_closed(t->be))
         lua_pushfstring(L, "%s (closed)", mt);
     else
         lua_pushfstring(L, "%s (%p)", mt, (void *)t);
@@ -954,13 +1298,7 @@ static int tx_tostring(lua_State *L, const char *mt, int closed)
 
 static int l_batch_tostring(lua_State *L)
 {
-    return tx_tostring(L, MT_BATCH, 0);
-}
-
-/* The shared ReadTx: rlock() takes a view, the last runlock() ends it. */
-static ltx *check_read(lua_State *L)
-{
-    return check_tx(L, MT_READ, "backend");
+    return tx_tostring(L, MT_BATCH);
 }
 
 static int l_read_rlock(lua_State *L)
@@ -986,42 +1324,15 @@ static int l_read_runlock(lua_State *L)
     return 0;
 }
 
-static int l_read_range(lua_State *L)
-{
-    return do_range(L, check_read(L), view_read);
-}
-
-static int l_read_buckets(lua_State *L)
-{
-    return do_buckets(L, check_read(L), view_read);
-}
-
-static int l_read_get(lua_State *L)
-{
-    return do_get(L, check_read(L), view_read);
-}
-
 static int l_read_tostring(lua_State *L)
 {
-    return tx_tostring(L, MT_READ, 0);
-}
-
-/* ConcurrentReadTx: a view from creation to close (or runlock). */
-static ltx *check_crt(lua_State *L)
-{
-    ltx *t = check_ud(L, 1, MT_CRT);
-    if (!t->view)
-        fail(L, "concurrent read tx is closed");
-    return t;
+    return tx_tostring(L, MT_READ);
 }
 
 /* rlock, lock, unlock: nothing to do, but not on a view that is gone. */
 static int l_crt_noop(lua_State *L)
 {
-    ltx *t = check_crt(L);
-    bk_error err;
-    if (bk_view_check(t->view, &err))
-        return raise(L, &err);
+    do_check(L, &KINDS[K_CRT]);
     lua_settop(L, 1);
     return 1;
 }
@@ -1031,60 +1342,18 @@ static int l_crt_close(lua_State *L)
     return tx_free(check_ud(L, 1, MT_CRT));
 }
 
-static int l_crt_range(lua_State *L)
-{
-    return do_range(L, check_crt(L), view_read);
-}
-
-static int l_crt_buckets(lua_State *L)
-{
-    return do_buckets(L, check_crt(L), view_read);
-}
-
-static int l_crt_get(lua_State *L)
-{
-    return do_get(L, check_crt(L), view_read);
-}
-
 static int l_crt_tostring(lua_State *L)
 {
     ltx *t = check_ud(L, 1, MT_CRT);
     bk_error err;
-    if (t->view && bk_view_check(t->view, &err) == BK_EINVALID)
+    int rc = t->view ? bk_view_check(t->view, &err) : BK_ECLOSED;
+    if (rc == BK_EINVALID)
         lua_pushliteral(L, MT_CRT " (invalidated)");
+    else if (rc == BK_OK)
+        lua_pushfstring(L, MT_CRT " (%p)", (void *)t);
     else
-        tx_tostring(L, MT_CRT, t->view == NULL);
+        lua_pushliteral(L, MT_CRT " (closed)");
     return 1;
-}
-
-/* tx:_check(): raises what a read would raise now; iterators call it at
- * every step so a closed or invalidated tx stops them at once. */
-static int l_batch_check(lua_State *L)
-{
-    ltx *t = check_batch(L);
-    if (!bk_locked_by_me(t->be))
-        return fail(L, "batch tx is not locked");
-    return 0;
-}
-
-static int view_check(lua_State *L, ltx *t)
-{
-    bk_error err;
-    if (!t->view)
-        return fail(L, "read tx is not locked (call rlock() first)");
-    if (bk_view_check(t->view, &err))
-        return raise(L, &err);
-    return 0;
-}
-
-static int l_read_check(lua_State *L)
-{
-    return view_check(L, check_read(L));
-}
-
-static int l_crt_check(lua_State *L)
-{
-    return view_check(L, check_crt(L));
 }
 
 /* ---- Snapshot ---- */
@@ -1513,12 +1782,34 @@ static int l_catch_interrupt(lua_State *L)
     return 0;
 }
 
-/* luaL_setfuncs, each function with its name as upvalue 1 (check_ud). */
+#define REG_TYPES "backend.types"
+
+/* A method's upvalues UP_TYPES and UP_SHARED, pushed: kept in the
+ * registry (reloads reuse them), the lshared as the table's entry after
+ * the types. */
+static lshared *push_shared(lua_State *L)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, REG_TYPES);
+    if (lua_rawgeti(L, -1, NTYPES + 1) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lshared *sh = lua_newuserdatauv(L, sizeof *sh, 0);
+        memset(sh, 0, sizeof *sh);
+        bk_result_init(&sh->scratch);
+        luaL_setmetatable(L, MT_RESULT);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, NTYPES + 1);
+    }
+    return lua_touserdata(L, -1);
+}
+
+/* luaL_setfuncs, each function with the upvalues UP_NAME (its name, for
+ * check_ud), UP_TYPES and UP_SHARED. */
 static void set_funcs(lua_State *L, const luaL_Reg *l)
 {
     for (; l->name; l++) {
         lua_pushstring(L, l->name);
-        lua_pushcclosure(L, l->func, 1);
+        push_shared(L);
+        lua_pushcclosure(L, l->func, UP_SHARED);
         lua_setfield(L, -2, l->name);
     }
 }
@@ -1527,6 +1818,14 @@ static void new_type(lua_State *L, const char *name, const luaL_Reg *methods,
                      const luaL_Reg *meta)
 {
     luaL_newmetatable(L, name);   /* kept if it exists: reloads are fine */
+    int t = type_index(name);
+    if (t) {
+        lshared *sh = push_shared(L);
+        lua_pushvalue(L, -3);
+        lua_rawseti(L, -3, t);
+        sh->mts[t] = lua_topointer(L, -3);
+        lua_pop(L, 2);
+    }
     set_funcs(L, meta);
     if (lua_getfield(L, -1, "__index") != LUA_TTABLE) {
         lua_pop(L, 1);
@@ -1559,8 +1858,8 @@ int luaopen_backend_core(lua_State *L)
         { "rollback", l_batch_rollback }, { "_held", l_batch_held },
         { "create_bucket", l_create_bucket }, { "delete_bucket", l_delete_bucket },
         { "put", l_put }, { "seq_put", l_seq_put }, { "delete", l_delete },
-        { "range", l_batch_range }, { "get", l_batch_get }, { "buckets", l_batch_buckets },
-        { "commit", l_commit },
+        { "range", l_batch_range }, { "rows", l_batch_rows }, { "get", l_batch_get },
+        { "pairs", l_batch_pairs }, { "buckets", l_batch_buckets }, { "commit", l_commit },
         { "commit_and_stop", l_commit_and_stop }, { "pending", l_pending },
         { "_check", l_batch_check }, { NULL, NULL } };
     static const luaL_Reg batch_meta[] = {
@@ -1569,20 +1868,25 @@ int luaopen_backend_core(lua_State *L)
     static const luaL_Reg read_m[] = {
         { "rlock", l_read_rlock }, { "runlock", l_read_runlock },
         { "lock", l_read_rlock }, { "unlock", l_read_runlock },
-        { "range", l_read_range }, { "get", l_read_get }, { "buckets", l_read_buckets },
-        { "_check", l_read_check },
+        { "range", l_read_range }, { "rows", l_read_rows }, { "get", l_read_get },
+        { "pairs", l_read_pairs }, { "buckets", l_read_buckets }, { "_check", l_read_check },
         { NULL, NULL } };
     static const luaL_Reg read_meta[] = {
         { "__gc", l_read_gc }, { "__tostring", l_read_tostring }, { NULL, NULL } };
     static const luaL_Reg crt_m[] = {
         { "rlock", l_crt_noop }, { "lock", l_crt_noop }, { "unlock", l_crt_noop },
         { "runlock", l_crt_close }, { "close", l_crt_close },
-        { "range", l_crt_range }, { "get", l_crt_get }, { "buckets", l_crt_buckets },
-        { "_check", l_crt_check },
+        { "range", l_crt_range }, { "rows", l_crt_rows }, { "get", l_crt_get },
+        { "pairs", l_crt_pairs }, { "buckets", l_crt_buckets }, { "_check", l_crt_check },
         { NULL, NULL } };
     static const luaL_Reg crt_meta[] = {
         { "__gc", l_crt_close }, { "__close", l_crt_close },
         { "__tostring", l_crt_tostring }, { NULL, NULL } };
+    static const luaL_Reg rows_m[] = {
+        { "key", l_rows_key }, { "value", l_rows_value },
+        { "keys", l_rows_keys }, { "values", l_rows_values }, { NULL, NULL } };
+    static const luaL_Reg rows_meta[] = {
+        { "__len", l_rows_len }, { "__tostring", l_rows_tostring }, { NULL, NULL } };
     static const luaL_Reg snap_m[] = {
         { "size", l_snap_size }, { "write_to", l_snap_write_to },
         { "close", l_snap_close }, { NULL, NULL } };
@@ -1611,6 +1915,7 @@ int luaopen_backend_core(lua_State *L)
     new_type(L, MT_BATCH, batch_m, batch_meta);
     new_type(L, MT_READ, read_m, read_meta);
     new_type(L, MT_CRT, crt_m, crt_meta);
+    new_type(L, MT_ROWS, rows_m, rows_meta);
     new_type(L, MT_SNAP, snap_m, snap_meta);
     new_type(L, MT_BOLT, bolt_m, bolt_meta);
     lua_setfield(L, -2, "methods");

@@ -19,7 +19,7 @@ typedef struct scan {
     uint32_t bucket;
     uint64_t seq, floor;
     int nsrc;
-    src s[];
+    src *s;
 } scan;
 
 static int same_key(const mt_node *a, const mt_node *b)
@@ -94,9 +94,18 @@ static int bucket_state(const version *v, uint32_t id, uint64_t seq,
     return id < v->g->ndbis && v->g->dbis[id] != 0;
 }
 
-static int in_range(const void *k, size_t klen, const bk_slice *to)
+/* The key a source stands on. */
+static const void *src_key(const src *s, size_t *len)
 {
-    return mt_keycmp(k, klen, to->data, to->len) < 0;
+    *len = s->cur ? s->k.mv_size : s->vis->klen;
+    return s->cur ? s->k.mv_data : mt_key(s->vis);
+}
+
+static int src_at(const src *s, bk_slice key)
+{
+    size_t len;
+    const void *k = src_key(s, &len);
+    return !mt_keycmp(k, len, key.data, key.len);
 }
 
 /* A single key: the newest visible version wins, then LMDB. */
@@ -133,14 +142,38 @@ static int read_one(const version *v, uint32_t id, uint64_t seq, uint64_t floor,
     return BK_OK;
 }
 
-static int read_range(const version *v, scan *sc, int use_db, bk_slice from,
-                      const bk_slice *to, int64_t limit, bk_result *out,
-                      bk_error *err)
+static int has_room(const bk_query *q, const bk_result *out)
 {
-    int rc = 0, nmt = sc->nsrc - use_db;
+    return q->limit <= 0 || (int64_t)out->count < q->limit;
+}
+
+/* The rest of a range once only LMDB has entries left (a scan of
+ * committed data): no merging. 0, -1 (no memory) or the LMDB code. */
+static int read_db(src *db, const bk_query *q, bk_result *out)
+{
+    int rc = 0;
+    while (!rc && db->valid && has_room(q, out)) {
+        if (q->to && mt_keycmp(db->k.mv_data, db->k.mv_size, q->to->data, q->to->len) >= 0)
+            break;
+        if (bk_result_append(out, db->k.mv_data, db->k.mv_size, db->v.mv_data, db->v.mv_size))
+            return -1;
+        rc = db_step(db, MDB_NEXT);
+    }
+    return rc;
+}
+
+static int read_range(const version *v, scan *sc, int use_db, const bk_query *q,
+                      bk_result *out, bk_error *err)
+{
+    int rc = 0, nmt = sc->nsrc - use_db, mt_left = 0;
+    bk_slice from = q->from;
     for (int i = 0; i < nmt; i++) {
-        sc->s[i].n = mt_seek(v->mts[i], sc->bucket, from.data, from.len, UINT64_MAX);
-        mt_settle(sc, &sc->s[i]);
+        src *s = &sc->s[i];
+        s->n = mt_seek(v->mts[i], sc->bucket, from.data, from.len, UINT64_MAX);
+        mt_settle(sc, s);
+        if (q->after && s->valid && src_at(s, from))
+            mt_advance(sc, s);
+        mt_left += s->valid;
     }
     src *db = use_db ? &sc->s[nmt] : NULL;
     if (db) {
@@ -151,25 +184,32 @@ static int read_range(const version *v, scan *sc, int use_db, bk_slice from,
             db->k.mv_size = from.len;
             rc = from.len ? db_step(db, MDB_SET_RANGE) : db_step(db, MDB_FIRST);
         }
+        if (!rc && q->after && db->valid && src_at(db, from))
+            rc = db_step(db, MDB_NEXT);
     }
-    while (!rc && (limit <= 0 || (int64_t)out->count < limit)) {
+    while (!rc && has_room(q, out)) {
+        if (!mt_left) {
+            rc = db ? read_db(db, q, out) : 0;
+            break;
+        }
         /* The smallest current key; on a tie the newest source wins. */
         int win = -1;
         const void *wk = NULL;
         size_t wlen = 0;
         for (int i = 0; i < sc->nsrc; i++) {
             src *s = &sc->s[i];
+            size_t klen;
+            const void *k;
             if (!s->valid)
                 continue;
-            const void *k = s->cur ? s->k.mv_data : mt_key(s->vis);
-            size_t klen = s->cur ? s->k.mv_size : s->vis->klen;
+            k = src_key(s, &klen);
             if (win < 0 || mt_keycmp(k, klen, wk, wlen) < 0) {
                 win = i;
                 wk = k;
                 wlen = klen;
             }
         }
-        if (win < 0 || (to && !in_range(wk, wlen, to)))
+        if (win < 0 || (q->to && mt_keycmp(wk, wlen, q->to->data, q->to->len) >= 0))
             break;
         src *w = &sc->s[win];
         int live = w->cur || (w->vis->type == MT_PUT && w->vis->seq >= sc->floor);
@@ -181,18 +221,17 @@ static int read_range(const version *v, scan *sc, int use_db, bk_slice from,
         }
         /* Advance every source at this key. wk stays readable after its
          * source moves: arena nodes and the txn's pages never change. */
+        bk_slice at = { wk, wlen };
         for (int i = win; i < sc->nsrc && !rc; i++) {
             src *s = &sc->s[i];
-            if (!s->valid)
+            if (!s->valid || (i != win && !src_at(s, at)))
                 continue;
-            const void *k = s->cur ? s->k.mv_data : mt_key(s->vis);
-            size_t klen = s->cur ? s->k.mv_size : s->vis->klen;
-            if (i != win && mt_keycmp(k, klen, wk, wlen))
-                continue;
-            if (s->cur)
+            if (s->cur) {
                 rc = db_step(s, MDB_NEXT);
-            else
+            } else {
                 mt_advance(sc, s);
+                mt_left -= !s->valid;
+            }
         }
     }
     if (db) {
@@ -207,38 +246,40 @@ static int read_range(const version *v, scan *sc, int use_db, bk_slice from,
     return BK_OK;
 }
 
-int bk_read(bk_backend *be, version *v, uint64_t seq, bk_slice bucket,
-            bk_slice from, const bk_slice *to, int64_t limit,
+/* Sources a range merges without allocating: most versions have a few
+ * memtables. */
+#define SCAN_STACK 8
+
+int bk_read(bk_backend *be, const version *v, uint64_t seq, const bk_query *q,
             bk_result *out, bk_error *err)
 {
     bk_result_clear(out);
-    if (bucket.len == 0)
+    int single = !q->to && !q->open_end;
+    if (q->bucket.len == 0)
         return bk_fail(err, BK_EARG, "bucket name must not be empty");
-    if (!to && from.len == 0)
+    if (single && q->from.len == 0)
         return bk_fail(err, BK_EARG, "key must not be empty");
-    if (from.len > be->maxkey && !to)
+    if (single && q->from.len > be->maxkey)
         return bk_fail(err, BK_EARG, "key is too long (%zu bytes; the limit is %zu bytes)",
-                       from.len, be->maxkey);
-    bk_bucket *b = bk_bucket_find(be, bucket.data, bucket.len);
+                       q->from.len, be->maxkey);
+    bk_bucket *b = bk_bucket_find(be, q->bucket.data, q->bucket.len);
     uint64_t floor;
     int last_mt;
     if (!b || !bucket_state(v, b->id, seq, &floor, &last_mt))
         return BK_OK;   /* a missing bucket reads as empty */
-    if (!to)
-        return read_one(v, b->id, seq, floor, last_mt, from, out, err);
-    if (mt_keycmp(from.data, from.len, to->data, to->len) >= 0)
+    if (single)
+        return read_one(v, b->id, seq, floor, last_mt, q->from, out, err);
+    if (q->to && mt_keycmp(q->from.data, q->from.len, q->to->data, q->to->len) >= 0)
         return BK_OK;
     int use_db = !floor && b->id < v->g->ndbis && v->g->dbis[b->id] != 0;
-    int nsrc = last_mt + 1 + use_db;
-    scan *sc = calloc(1, sizeof *sc + (size_t)nsrc * sizeof(src));
-    if (!sc)
+    src stack[SCAN_STACK];
+    scan sc = { b->id, seq, floor, last_mt + 1 + use_db, stack };
+    if (sc.nsrc > SCAN_STACK && !(sc.s = malloc((size_t)sc.nsrc * sizeof *sc.s)))
         return bk_fail(err, BK_EIO, "out of memory");
-    sc->bucket = b->id;
-    sc->seq = seq;
-    sc->floor = floor;
-    sc->nsrc = nsrc;
-    int rc = read_range(v, sc, use_db, from, to, limit, out, err);
-    free(sc);
+    memset(sc.s, 0, (size_t)sc.nsrc * sizeof *sc.s);
+    int rc = read_range(v, &sc, use_db, q, out, err);
+    if (sc.s != stack)
+        free(sc.s);
     return rc;
 }
 
@@ -273,6 +314,8 @@ int bk_list_buckets(bk_backend *be, const version *v, uint64_t seq, bk_result *o
 
 /* ---- views ---- */
 
+#define VIEW_POOL_MAX 64   /* closed views kept for reuse */
+
 int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
 {
     if (bk_is_closed(be))
@@ -280,29 +323,42 @@ int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
     int rc;
     if (be->cfg.readonly && (rc = bk_readonly_refresh(be, err)))
         return rc;
-    bk_view *v = calloc(1, sizeof *v);
-    if (!v)
-        return bk_fail(err, BK_EIO, "out of memory");
     /* maplock: close and defrag see the view registered, or have swapped
      * files before it looks. ver_mu: one instant for the version and the
      * sequence published with it. */
     pthread_rwlock_rdlock(&be->maplock);
     pthread_mutex_lock(&be->ver_mu);
-    version *cur = be->cur;   /* v->v may be invalidated once we unlock */
+    version *cur = be->cur;
     if (cur)
         __atomic_add_fetch(&cur->refs, 1, __ATOMIC_RELAXED);
-    v->v = cur;
-    v->seq = __atomic_load_n(&be->visible_seq, __ATOMIC_ACQUIRE);
+    uint64_t seq = __atomic_load_n(&be->visible_seq, __ATOMIC_ACQUIRE);
     pthread_mutex_unlock(&be->ver_mu);
+    bk_view *v = NULL;
     if (cur) {
-        v->be = be;
-        bk_child_attach(be, &v->link, 0);
+        pthread_mutex_lock(&be->views_mu);
+        v = be->view_pool;
+        if (v) {
+            be->view_pool = (bk_view *)v->link.next;
+            be->npool--;
+        } else {
+            v = malloc(sizeof *v);   /* a leaf lock: nothing calls back */
+        }
+        if (v) {
+            v->be = be;
+            v->v = cur;   /* may be invalidated once views_mu is released */
+            v->seq = seq;
+            v->invalid = 0;
+            bk_child_link(be, &v->link, 0);
+        }
+        pthread_mutex_unlock(&be->views_mu);
+        if (!v)
+            bk_version_unref(cur);
     }
     pthread_rwlock_unlock(&be->maplock);
-    if (!cur) {
-        free(v);
+    if (!cur)
         return bk_fail(err, BK_ECLOSED, "backend is closed");
-    }
+    if (!v)
+        return bk_fail(err, BK_EIO, "out of memory");
     *out = v;
     return BK_OK;
 }
@@ -318,28 +374,31 @@ int bk_view_check(bk_view *v, bk_error *err)
     return BK_OK;
 }
 
-int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
-                  const bk_slice *to, int64_t limit, bk_result *out,
-                  bk_error *err)
+/* q NULL lists the buckets. Under maplock the view's version stays (see
+ * bk_view_invalidate). */
+int bk_view_read(bk_view *v, const bk_query *q, bk_result *out, bk_error *err)
 {
     bk_backend *be = v->be;
     pthread_rwlock_rdlock(&be->maplock);
     int rc = bk_view_check(v, err);
     if (!rc)
-        rc = bk_read(be, v->v, v->seq, bucket, from, to, limit, out, err);
+        rc = q ? bk_read(be, v->v, v->seq, q, out, err)
+               : bk_list_buckets(be, v->v, v->seq, out, err);
     pthread_rwlock_unlock(&be->maplock);
     return rc;
 }
 
+int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
+                  const bk_slice *to, int64_t limit, bk_result *out,
+                  bk_error *err)
+{
+    bk_query q = { bucket, from, to, 0, 0, limit };
+    return bk_view_read(v, &q, out, err);
+}
+
 int bk_view_buckets(bk_view *v, bk_result *out, bk_error *err)
 {
-    bk_backend *be = v->be;
-    pthread_rwlock_rdlock(&be->maplock);
-    int rc = bk_view_check(v, err);
-    if (!rc)
-        rc = bk_list_buckets(be, v->v, v->seq, out, err);
-    pthread_rwlock_unlock(&be->maplock);
-    return rc;
+    return bk_view_read(v, NULL, out, err);
 }
 
 /* Caller holds views_mu. */
@@ -350,15 +409,52 @@ void bk_view_invalidate(bk_view *v, int code)
     __atomic_store_n(&v->invalid, code, __ATOMIC_RELEASE);
 }
 
+/* Drops a reference to v unless it is the last: whether it did. */
+static int version_unref_shared(version *v)
+{
+    int refs = __atomic_load_n(&v->refs, __ATOMIC_RELAXED);
+    while (refs > 1)
+        if (__atomic_compare_exchange_n(&v->refs, &refs, refs - 1, 0, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+            return 1;
+    return 0;
+}
+
+/* Unlists a view (caller holds views_mu) and keeps it for reuse: whether
+ * it was kept, else the caller frees it. */
+static int view_retire(bk_backend *be, bk_view *v)
+{
+    bk_child_unlink(be, &v->link);
+    v->v = NULL;
+    if (be->npool >= VIEW_POOL_MAX)
+        return 0;
+    v->link.next = (bk_child *)be->view_pool;
+    be->view_pool = v;
+    be->npool++;
+    return 1;
+}
+
 void bk_view_close(bk_view *v)
 {
     if (!v)
         return;
     bk_backend *be = v->be;
-    pthread_rwlock_rdlock(&be->maplock);   /* the txn ends before any swap */
-    bk_child_detach(be, &v->link);
-    bk_version_unref(v->v);
-    pthread_rwlock_unlock(&be->maplock);
-    free(v);
+    /* A reference that is not the last ends no txn: then no maplock. A
+     * listed view's version is only taken by invalidation, under views_mu. */
+    pthread_mutex_lock(&be->views_mu);
+    int done = !v->v || version_unref_shared(v->v);
+    int kept = done && view_retire(be, v);
+    pthread_mutex_unlock(&be->views_mu);
+    if (!done) {
+        pthread_rwlock_rdlock(&be->maplock);   /* the txn ends before any swap */
+        pthread_mutex_lock(&be->views_mu);
+        version *last = v->v;
+        kept = view_retire(be, v);
+        pthread_mutex_unlock(&be->views_mu);
+        bk_version_unref(last);
+        pthread_rwlock_unlock(&be->maplock);
+    }
+    if (!kept)
+        free(v);
     bk_free(be);
 }

@@ -119,8 +119,11 @@ local MAKE = {
     local f = backend.open_bolt(H.fixture("tiny.db"))
     return f, function() f:close() end
   end,
+  Rows = function(env)   -- k1, k2 and k3, of a view closed since
+    return env.be:view(function(v) return v:rows("b", "k", "l") end)
+  end,
 }
-local TYPES = { "Backend", "BatchTx", "ReadTx", "ConcurrentReadTx", "Snapshot", "BoltFile" }
+local TYPES = { "Backend", "BatchTx", "ReadTx", "ConcurrentReadTx", "Snapshot", "BoltFile", "Rows" }
 
 -- The function `name` of type `tname`: a method, or a metamethod.
 local function method_of(env, tname, name)
@@ -170,12 +173,18 @@ local BOUND = optstr("k9", { { "", OK }, { LONG, OK }, { nil, OK } })   -- range
 local LIMIT = arg("integer", nil, {
   { 0, OK }, { -1, OK }, { 1, OK }, { 1.0, OK }, { 2^53, OK }, { math.maxinteger, OK }, { math.mininteger, OK },
 }, true)
+local ROW = arg("integer", 1, {   -- of the three rows MAKE.Rows gives
+  { 3, OK }, { 3.0, OK }, { 0, "row 0 out of range 1..3" }, { 4, "row 4 out of range 1..3" },
+  { -1, "row -1 out of range 1..3" }, { math.mininteger, "out of range 1..3" },
+  { math.maxinteger, "out of range 1..3" },
+})
 local E = setmetatable({}, { __tostring = function() return "the callback's error" end })
 local RAISE = function() error(E) end
 local FN = arg("function", NOP, { { RAISE, raises_value(E) } })
 
 local READS = {   -- on every tx type
   range = { BUCKET_R, str("k1", { { "", OK }, { LONG, OK } }), BOUND, LIMIT },
+  rows = { BUCKET_R, str("k1", { { "", OK }, { LONG, OK } }), BOUND, LIMIT },
   get = { BUCKET_R, KEY_R },
   pairs = { BUCKET_R, optstr("a", { { "", OK }, { LONG, OK } }), BOUND },
   for_each = { BUCKET_R, FN },
@@ -227,6 +236,9 @@ local API = {
   ConcurrentReadTx = with_reads {
     rlock = {}, runlock = {}, lock = {}, unlock = {}, close = {}, _check = {},
     __gc = {}, __close = {}, __tostring = {},
+  },
+  Rows = {
+    key = { ROW }, value = { ROW }, keys = {}, values = {}, __len = {}, __tostring = {},
   },
   BoltFile = {
     info = {}, close = {}, __gc = {}, __close = {}, __tostring = {},
@@ -624,7 +636,8 @@ describe("bad input", function()
 
   describe("calls out of order and on closed objects", function()
     local READ_CALLS = {
-      { "range", "b", "k1" }, { "get", "b", "k1" }, { "pairs", "b" }, { "for_each", "b", NOP }, { "_check" },
+      { "range", "b", "k1" }, { "rows", "b", "k1" }, { "get", "b", "k1" }, { "pairs", "b" },
+      { "for_each", "b", NOP }, { "_check" },
     }
     local WRITE_CALLS = {
       { "put", "b", "k1", "X" }, { "seq_put", "b", "k9", "X" }, { "delete", "b", "k1" },
@@ -707,7 +720,8 @@ describe("bad input", function()
         return tx
       end
       local cases = join(
-        calls_on(stopped, join(WRITE_CALLS, COMMIT_CALLS, { { "range", "b", "k1" }, { "get", "b", "k1" }, { "lock" } }),
+        calls_on(stopped, join(WRITE_CALLS, COMMIT_CALLS, { { "range", "b", "k1" }, { "rows", "b", "k1" },
+          { "get", "b", "k1" }, { "pairs", "b" }, { "lock" } }),
           exact("batch tx is stopped (commit_and_stop)"), " (stopped)"),
         calls_on(stopped, { { "pending" } }, OK, " (stopped)"))
       for _, c in ipairs(cases) do   -- reads work, writes raise

@@ -742,18 +742,26 @@ static size_t rand_key(unsigned char *k)
     return len;
 }
 
-/* Does r equal the model's entries in [from, to) (to NULL: key from),
- * first `limit` of them? */
-static int model_matches(const model *m, const bk_result *r, const void *from,
-                         size_t flen, const void *to, size_t tlen, int64_t limit)
+/* Is e among what q reads (limit aside)? */
+static int model_in(const mentry *e, const bk_query *q)
+{
+    int c = ment_cmp(q->from.data, q->from.len, e);
+    if (!q->to && !q->open_end)
+        return c == 0;
+    if (c > 0 || (c == 0 && q->after))
+        return 0;
+    return !q->to || ment_cmp(q->to->data, q->to->len, e) > 0;
+}
+
+/* Does r hold the model's entries that q reads? */
+static int model_matches(const model *m, const bk_result *r, const bk_query *q)
 {
     size_t j = 0;
     for (size_t i = 0; i < m->n; i++) {
         const mentry *e = &m->e[i];
-        if (to ? (ment_cmp(from, flen, e) > 0 || ment_cmp(to, tlen, e) <= 0)
-               : ment_cmp(from, flen, e) != 0)
+        if (!model_in(e, q))
             continue;
-        if (limit > 0 && (int64_t)j >= limit)
+        if (q->limit > 0 && (int64_t)j >= q->limit)
             break;
         if (j >= r->count)
             return 0;
@@ -773,20 +781,20 @@ static void hex(FILE *f, const void *p, size_t n)
 }
 
 static void model_dump(const char *what, const model *m, const bk_result *r,
-                       const void *from, size_t flen, const void *to, size_t tlen,
-                       int64_t limit)
+                       const bk_query *q)
 {
     static int dumps;
     if (dumps++ >= 3)
         return;
-    fprintf(stderr, "  %s range from=", what);
-    hex(stderr, from, flen);
+    fprintf(stderr, "  %s read from=", what);
+    hex(stderr, q->from.data, q->from.len);
     fprintf(stderr, " to=");
-    if (to)
-        hex(stderr, to, tlen);
+    if (q->to)
+        hex(stderr, q->to->data, q->to->len);
     else
         fprintf(stderr, "NULL");
-    fprintf(stderr, " limit=%lld\n  got:", (long long)limit);
+    fprintf(stderr, " open_end=%d after=%d limit=%lld\n  got:", q->open_end, q->after,
+            (long long)q->limit);
     for (size_t i = 0; i < r->count; i++) {
         bk_slice k = bk_result_key(r, i), v = bk_result_value(r, i);
         fprintf(stderr, " ");
@@ -802,7 +810,8 @@ static void model_dump(const char *what, const model *m, const bk_result *r,
     fprintf(stderr, "\n");
 }
 
-/* Random ranges of a view (or of the batch tx when v is NULL). */
+/* Random reads of a view (or of the batch tx when v is NULL): single keys,
+ * ranges, and the scans iteration makes (open end, starting after a key). */
 static void model_check(bk_backend *be, bk_view *v, const model *m, int tries)
 {
     bk_error err;
@@ -818,14 +827,20 @@ static void model_check(bk_backend *be, bk_view *v, const model *m, int tries)
             to[0] = 0xff, to[1] = 0xff, to[2] = 0xff, to[3] = 0xff, to[4] = 0xff;
             tlen = 5;
         }
-        int64_t limit = rnd() % 3 == 0 ? (int64_t)(rnd() % 6) - 1 : 0;
         bk_slice ts = B(to, tlen);
-        int rc = v ? bk_view_range(v, S("m"), B(from, flen), single ? NULL : &ts, limit, &r, &err)
-                   : bk_tx_range(be, S("m"), B(from, flen), single ? NULL : &ts, limit, &r, &err);
+        bk_query q = { S("m"), B(from, flen), single ? NULL : &ts, 0, 0,
+                       rnd() % 3 == 0 ? (int64_t)(rnd() % 6) - 1 : 0 };
+        if (!single && rnd() % 2) {
+            q.open_end = 1;
+            q.after = (int)(rnd() % 2);
+            if (rnd() % 2)
+                q.to = NULL;
+        }
+        int rc = v ? bk_view_read(v, &q, &r, &err) : bk_tx_read(be, &q, &r, &err);
         if (!CHECK_OK(rc))
             break;
-        if (!CHECK(model_matches(m, &r, from, flen, single ? NULL : to, tlen, limit))) {
-            model_dump(v ? "view" : "tx", m, &r, from, flen, single ? NULL : to, tlen, limit);
+        if (!CHECK(model_matches(m, &r, &q))) {
+            model_dump(v ? "view" : "tx", m, &r, &q);
             break;
         }
     }

@@ -1,7 +1,7 @@
 --- backend: etcd's MVCC storage backend on LMDB.
 -- The facade over the C module `backend.core`: configuration checks, the
--- "stderr" logger, open_tmp, and the Lua idioms (update, view, pairs,
--- for_each) on top of the C methods.
+-- "stderr" logger, open_tmp, and the Lua idioms (update, view, for_each) on
+-- top of the C methods.
 local core = require "backend.core"
 local json = require "backend.json"
 
@@ -175,47 +175,18 @@ local function check_self(value, tname, fname)
   end
 end
 
-local CHUNK = 256
-local END = string.rep("\255", (core.max_key_size or 511) + 1)   -- above every key
-
--- Iterate bucket in key order from `from` (inclusive) to `to` (exclusive;
--- nil: to the end) in chunks, so no cursor is held between steps.
-local function iterate(tx, bucket, from, to)
-  local keys, vals = tx:range(bucket, from or "", to or END, CHUNK)
-  local i = 0
-  return function()
-    tx:_check()   -- a closed or invalidated tx stops the loop at once
-    i = i + 1
-    if i > #keys then
-      if #keys < CHUNK then return nil end
-      keys, vals = tx:range(bucket, keys[#keys] .. "\0", to or END, CHUNK)
-      i = 1
-      if #keys == 0 then return nil end
-    end
-    return keys[i], vals[i]
-  end
-end
-
--- pairs and for_each of the tx type `tname`.
-local function tx_methods(tname)
-  local function tx_pairs(tx, bucket, from, to)
-    check_self(tx, tname, "pairs")
-    check_arg(bucket, "string", 2, "pairs")
-    if from ~= nil then check_arg(from, "string", 3, "pairs") end
-    if to ~= nil then check_arg(to, "string", 4, "pairs") end
-    return iterate(tx, bucket, from, to)
-  end
-  local function tx_for_each(tx, bucket, fn)
+-- for_each of the tx type `tname`: pairs (C, reading in chunks) to a callback.
+local function tx_for_each(tname)
+  return function(tx, bucket, fn)
     check_self(tx, tname, "for_each")
     check_arg(bucket, "string", 2, "for_each")
     check_arg(fn, "function", 3, "for_each")
-    for k, v in iterate(tx, bucket) do fn(k, v) end
+    for k, v in tx:pairs(bucket) do fn(k, v) end
   end
-  return tx_pairs, tx_for_each
 end
 
 for _, name in ipairs { "BatchTx", "ReadTx", "ConcurrentReadTx" } do
-  methods[name].pairs, methods[name].for_each = tx_methods(name)
+  methods[name].for_each = tx_for_each(name)
 end
 
 local function rethrow(ok, ...)
