@@ -7,16 +7,13 @@ local backend = require "backend"
 local ctl = require "backend.ctl"
 local json = require "backend.json"
 local repl = require "backend.repl"
-local dkjson = require "dkjson"
 
 local COMMANDS = { "stat", "buckets", "get", "dump", "put", "delete", "hash", "snapshot", "defrag", "check",
                    "import", "status", "etcd", "scenario", "bench", "repl", "metrics" }
 
 -- `backendctl args...` as a shell command.
 local function command_line(args)
-  local words = {}
-  for i, a in ipairs(args) do words[i] = H.q(a) end
-  return "lua5.4 " .. H.q(H.root() .. "/bin/backendctl") .. " " .. table.concat(words, " ")
+  return "lua5.4 " .. H.q(H.root() .. "/bin/backendctl") .. " " .. H.words(args)
 end
 
 local TIMEOUT = "exec timeout -s KILL 60 "   -- before a command that must not hang the suite
@@ -44,11 +41,7 @@ local function expect(code, args, stdin, tmpdir, redirect)
   return out, err
 end
 
-local function decode(s)
-  local v, _, err = dkjson.decode(s)
-  assert(v ~= nil, "not JSON: " .. tostring(err) .. ": " .. s)
-  return v
-end
+local decode = H.json_decode
 
 -- A stream collecting what is written to it (for ctl.main in this process).
 local function sink()
