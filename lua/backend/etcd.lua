@@ -142,14 +142,16 @@ function etcd.encode_kv(kv) return encode(KEY_VALUE, kv) end
 function etcd.decode_lease(s) return decode(LEASE, s) end
 function etcd.encode_lease(lease) return encode(LEASE, lease) end
 
--- Sorted arrays of strings ------------------------------------------------------
+-- Sorted arrays ----------------------------------------------------------------
 
--- The first index whose element is >= s (#list + 1 if none).
-local function lower_bound(list, s)
+-- The first index whose element (or its field `by`) is >= v (#list + 1 if none).
+local function lower_bound(list, v, by)
   local lo, hi = 1, #list + 1
   while lo < hi do
     local mid = (lo + hi) // 2
-    if list[mid] < s then lo = mid + 1 else hi = mid end
+    local e = list[mid]
+    if by then e = e[by] end
+    if e < v then lo = mid + 1 else hi = mid end
   end
   return lo
 end
@@ -236,23 +238,23 @@ local function live(versions, rev)
   return nil
 end
 
--- Appends a stored revision of kv.key to the keyspace in memory.
+-- Appends a stored revision of kv.key to the keyspace in memory; returns
+-- true if the key had none (the caller adds it to ks.keys).
 local function record(ks, main, sub, tombstone, kv)
-  local versions = ks.by_key[kv.key]
+  local versions, new = ks.by_key[kv.key], false
   if not versions then
-    versions = {}
+    versions, new = {}, true
     ks.by_key[kv.key] = versions
-    sorted_insert(ks.keys, kv.key)
   end
   versions[#versions + 1] = { main = main, sub = sub, tombstone = tombstone, kv = kv }
   ks.revisions = ks.revisions + 1
+  return new
 end
 
+-- Adds a lease to ks.leases (in ID order) and ks.lease_by_id.
 local function insert_lease(ks, lease)
   ks.lease_by_id[lease.id] = lease
-  local i = 1
-  while ks.leases[i] and ks.leases[i].id < lease.id do i = i + 1 end
-  table.insert(ks.leases, i, lease)
+  table.insert(ks.leases, lower_bound(ks.leases, lease.id, "id"), lease)
 end
 
 -- Reads the keyspace of be into memory: one pass over each bucket.
@@ -264,7 +266,7 @@ local function load(ks, be)
       if not main then fail("key bucket: %q is %s", k, sub) end
       local kv, err = etcd.decode_kv(v)
       if not kv then fail("key bucket: revision %d.%d: %s", main, sub, err) end
-      record(ks, main, sub, tomb, kv)
+      if record(ks, main, sub, tomb, kv) then ks.keys[#ks.keys + 1] = kv.key end
       last = main
     end)
     read_bucket(rtx, META_BUCKET, function(k, v)
@@ -286,6 +288,7 @@ local function load(ks, be)
     -- a fresh store is at revision 1; a compaction may have removed the last revisions
     ks.revision = math.max(1, last, ks.compacted)
   end)
+  table.sort(ks.keys)
   for _, key in ipairs(ks.keys) do
     local kv = ks:get(key)
     local lease = kv and ks.lease_by_id[kv.lease]
@@ -416,7 +419,7 @@ local function stage_put(ch, key, value, opts)
                mod_revision = ch.main, version = (prev and prev.version or 0) + 1, lease = lease }
   local main, sub = ch.main, ch.sub
   add(ch, KEY_BUCKET, etcd.encode_revision(main, sub), etcd.encode_kv(kv), function()
-    record(ks, main, sub, false, kv)
+    if record(ks, main, sub, false, kv) then sorted_insert(ks.keys, key) end
     if prev then detach(ks, key, prev.lease) end
     attach(ks, key, lease)
   end)
@@ -430,7 +433,7 @@ local function stage_tombstone(ch, key)
   local main, sub = ch.main, ch.sub
   local kv = { key = key, value = "", create_revision = 0, mod_revision = 0, version = 0, lease = 0 }
   add(ch, KEY_BUCKET, etcd.encode_revision(main, sub, true), etcd.encode_kv(kv), function()
-    record(ks, main, sub, true, kv)
+    record(ks, main, sub, true, kv)   -- the key was live: it is in ks.keys
     detach(ks, key, prev.lease)
   end)
   ch.sub, ch.deleted[key] = sub + 1, true
