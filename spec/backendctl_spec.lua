@@ -7,16 +7,13 @@ local backend = require "backend"
 local ctl = require "backend.ctl"
 local json = require "backend.json"
 local repl = require "backend.repl"
-local dkjson = require "dkjson"
 
 local COMMANDS = { "stat", "buckets", "get", "dump", "put", "delete", "hash", "snapshot", "defrag", "check",
                    "import", "status", "etcd", "scenario", "bench", "repl", "metrics" }
 
 -- `backendctl args...` as a shell command.
 local function command_line(args)
-  local words = {}
-  for i, a in ipairs(args) do words[i] = H.q(a) end
-  return "lua5.4 " .. H.q(H.root() .. "/bin/backendctl") .. " " .. table.concat(words, " ")
+  return "lua5.4 " .. H.q(H.root() .. "/bin/backendctl") .. " " .. H.words(args)
 end
 
 local TIMEOUT = "exec timeout -s KILL 60 "   -- before a command that must not hang the suite
@@ -44,11 +41,7 @@ local function expect(code, args, stdin, tmpdir, redirect)
   return out, err
 end
 
-local function decode(s)
-  local v, _, err = dkjson.decode(s)
-  assert(v ~= nil, "not JSON: " .. tostring(err) .. ": " .. s)
-  return v
-end
+local decode = H.json_decode
 
 -- A stream collecting what is written to it (for ctl.main in this process).
 local function sink()
@@ -298,6 +291,64 @@ describe("backendctl", function()
       local meta = decode(expect(0, { "etcd", mixed, "meta", "--json" }))
       assert.are.same({ 5066, 2679, 2679 }, { meta.revision, meta.compacted, meta.meta.finishedCompactRev })
       assert.truthy(expect(0, { "etcd", mixed, "meta" }):find("finishedCompactRev +2679"))
+    end)
+
+    it("put, del, compact and hashkv: etcdctl's outputs, written as the keyspace writer writes", function()
+      local db = H.tmppath()
+      local _, err = expect(3, { "etcd", db, "put", "/a", "1" })
+      assert.are.equal("backendctl: " .. db .. ": No such file or directory\n", err)
+      assert.are.equal("OK\n", expect(0, { "etcd", db, "put", "--create", "/a", "1" }))
+      assert.are.same({ header = { revision = 3 } }, decode(expect(0, { "etcd", db, "put", "/a", "2", "--json" })))
+      expect(0, { "etcd", db, "put", "/b", "-" }, "from stdin")
+      expect(0, { "etcd", db, "put", "/c", "x" })
+      assert.are.equal("/b\nfrom stdin\n", expect(0, { "etcd", db, "get", "/b" }))
+      assert.are.equal("1\n", expect(0, { "etcd", db, "del", "/a" }))
+      assert.are.equal("0\n", expect(0, { "etcd", db, "del", "/a" }))
+      assert.are.same({ header = { revision = 7 }, deleted = 2 },
+        decode(expect(0, { "etcd", db, "del", "/b", "--from-key", "--json" })))
+      assert.are.equal("compacted revision 4\n", expect(0, { "etcd", db, "compact", "4" }))
+      _, err = expect(3, { "etcd", db, "compact", "4" })
+      assert.are.equal("backendctl: etcd: required revision has been compacted (compacted at 4)\n", err)
+      local be = backend.open(db)
+      local ks = require("backend.etcd").open(be)
+      assert.are.same({ 7, 4, 2 }, { ks.revision, ks.compacted, #ks:history("/a") })
+      local hash, compacted = ks:hash_kv()
+      local hash5 = ks:hash_kv(5)
+      be:close()
+      assert.are.equal(db .. ", " .. hash .. "\n", expect(0, { "etcd", db, "hashkv" }))
+      assert.are.same({ header = { revision = 7 }, hash = hash5, compact_revision = compacted },
+        decode(expect(0, { "etcd", db, "hashkv", "--rev", "5", "--json" })))
+      _, err = expect(3, { "etcd", db, "put", "/l", "v", "--lease", "694d7c3e8a1f2b01" })
+      assert.are.equal("backendctl: etcd: requested lease not found: 694d7c3e8a1f2b01\n", err)
+      _, err = expect(3, { "etcd", H.fixture("tiny.db"), "put", "/a", "1" })
+      assert.truthy(err:find("is an etcd data file (bbolt): import it first", 1, true), err)
+      local hash_tiny = decode(expect(0, { "etcd", H.fixture("tiny.db"), "hashkv", "--json" }))
+      assert.are.same({ 11, -1 }, { hash_tiny.header.revision, hash_tiny.compact_revision })
+    end)
+
+    it("a leased put names the lease in hex, as etcdctl does; options only where they apply", function()
+      local db = H.tmppath()
+      local be = backend.open(db)
+      require("backend.etcd").open(be, { writable = true }):grant(60, 0x694d7c3e8a1f2b01)
+      be:close()
+      expect(0, { "etcd", db, "put", "/l", "v", "--lease", "694d7c3e8a1f2b01" })
+      assert.truthy(expect(0, { "etcd", db, "leases" }):find("694d7c3e8a1f2b01 ttl 60s, 1 keys\n  /l\n", 1, true))
+      for _, case in ipairs {
+        { { "etcd", db, "put", "/x", "y", "--prefix" }, "--prefix does not apply to etcd put" },
+        { { "etcd", db, "get", "/x", "--lease", "1" }, "--lease does not apply to etcd get" },
+        { { "etcd", db, "put", "/x", "y", "--lease", "zz" }, "--lease wants a lease ID in hex, got 'zz'" },
+        { { "etcd", db, "put", "/x" }, "missing VALUE" },
+        { { "etcd", db, "compact" }, "missing REV" },
+        { { "etcd", db, "compact", "x" }, "REV must be a positive integer, got 'x'" },
+        { { "etcd", db, "hashkv", "extra" }, "unexpected argument 'extra'" },
+        { { "etcd", db, "del", "/a", "--from-key", "--range-end", "/b" },
+          "--from-key and --range-end exclude each other" },
+        { { "etcd", db, "frob" }, "unknown etcd subcommand 'frob' (get, ls, history, leases, meta, hashkv, put, del, "
+          .. "compact)" },
+      } do
+        local _, err = expect(2, case[1])
+        assert.are.equal("backendctl: " .. case[2], err:match("^[^\n]*"))
+      end
     end)
   end)
 

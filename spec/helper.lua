@@ -11,6 +11,13 @@ function H.q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+--- The strings of the array args, each quoted for /bin/sh, joined by spaces.
+function H.words(args)
+  local out = {}
+  for i, a in ipairs(args) do out[i] = H.q(a) end
+  return table.concat(out, " ")
+end
+
 function H.sleep(secs)
   os.execute(format("sleep %.3f", secs))
 end
@@ -79,6 +86,13 @@ function H.file_size(path)
   local n = f:seek("end")
   f:close()
   return n
+end
+
+--- The value of the JSON text s (dkjson), asserting it is JSON.
+function H.json_decode(s)
+  local v, _, err = require("dkjson").decode(s)
+  assert(v ~= nil, "not JSON: " .. tostring(err) .. ": " .. s)
+  return v
 end
 
 --- Runs fn(...), which must raise; returns the message (a string).
@@ -161,12 +175,10 @@ function H.spawn_after(shell, src, ...)
   local dir = H.tmpdir()
   local script, errfile = dir .. "/child.lua", dir .. "/stderr"
   H.write_file(script, src)
-  local args = {}
-  for i, a in ipairs({ ... }) do args[i] = H.q(a) end
   -- `timeout` keeps a stuck child from hanging the suite; the child's own pid is
   -- what it reads from /proc/self/stat
   local cmd = H.lua_env() .. shell .. "; exec timeout -s KILL 120 lua5.4 " .. H.q(script) .. " "
-    .. table.concat(args, " ") .. " 2>" .. H.q(errfile)
+    .. H.words { ... } .. " 2>" .. H.q(errfile)
   return assert(io.popen(cmd, "r")), errfile
 end
 

@@ -146,6 +146,14 @@ local function bytes_arg(opts, s, what)
   return b
 end
 
+-- VALUE as given, or what stdin holds for "-".
+local function stdin_or(c, value)
+  if value ~= "-" then return value end
+  local data, err = c.input:read("a")
+  if not data then fail("stdin: %s", err) end
+  return data
+end
+
 local function map(list, fn)
   local out = {}
   for i, v in ipairs(list) do out[i] = fn(v) end
@@ -459,13 +467,7 @@ command("put", {
   help = "Puts KEY = VALUE in BUCKET and commits (fsync) before exiting.",
   run = function(c, o)
     local key = bytes_arg(o, o.key, "KEY")
-    local value = o.value
-    if value == "-" then
-      local err
-      value, err = c.input:read("a")
-      if not value then fail("stdin: %s", err) end
-    end
-    value = bytes_arg(o, value, "VALUE")
+    local value = bytes_arg(o, stdin_or(c, o.value), "VALUE")
     local be <close> = open_write(o.path, o.create)
     be:update(function(tx)
       if o.create then tx:create_bucket(o.bucket) end
@@ -649,9 +651,11 @@ local function kv_json(kv)
            mod_revision = kv.mod_revision, version = kv.version, lease = kv.lease ~= 0 and kv.lease or nil }
 end
 
--- `etcd PATH SUBCOMMAND`: each takes KEY (arg "key"), may take one ("prefix") or takes none.
+-- `etcd PATH SUBCOMMAND [ARG...]`: each subcommand's args (bound as for a
+-- command), the options it takes besides --json and --help, whether it writes
+-- (then PATH is opened for writing), and run(c, o, ks).
 local etcd_commands = {
-  get = { arg = "key", run = function(c, o, ks)
+  get = { args = { "KEY" }, options = { "rev", "prefix" }, run = function(c, o, ks)
     local kvs = ks:range(o.key, { rev = o.rev, prefix = o.prefix })
     if #kvs == 0 then return c:none(o.prefix and "no key starts with %s" or "no key %s", o.key) end
     if o.json then
@@ -660,12 +664,12 @@ local etcd_commands = {
       for _, kv in ipairs(kvs) do c:print(repl.escape(kv.key), "\n", repl.escape(kv.value)) end
     end
   end },
-  ls = { arg = "prefix", run = function(c, o, ks)
-    local keys = map(ks:range(o.key or "", { rev = o.rev, prefix = true }), function(kv) return kv.key end)
+  ls = { args = { "[PREFIX]" }, options = { "rev" }, run = function(c, o, ks)
+    local keys = map(ks:range(o.prefix_arg or "", { rev = o.rev, prefix = true }), function(kv) return kv.key end)
     if o.json then return c:json { keys = map(keys, json.base64), count = #keys } end
     for _, k in ipairs(keys) do c:print(repl.escape(k)) end
   end },
-  history = { arg = "key", run = function(c, o, ks)
+  history = { args = { "KEY" }, run = function(c, o, ks)
     local history = ks:history(o.key)
     if #history == 0 then return c:none("no revision of %s", o.key) end
     if o.json then
@@ -713,28 +717,97 @@ local etcd_commands = {
       return { repl.escape(k), type(v) == "string" and repl.preview(v) or tostring(v) }
     end)))
   end },
+  hashkv = { options = { "rev" }, run = function(c, o, ks)
+    local hash, compacted = ks:hash_kv(o.rev)
+    if o.json then
+      return c:json { header = { revision = ks.revision }, hash = hash, compact_revision = compacted }
+    end
+    c:print(fmt("%s, %d", o.path, hash))
+  end },
+  put = { args = { "KEY", "VALUE" }, options = { "lease", "create" }, write = true, run = function(c, o, ks)
+    local rev = ks:put(o.key, stdin_or(c, o.value), { lease = o.lease })
+    if o.json then return c:json { header = { revision = rev } } end
+    c:print("OK")
+  end },
+  del = { args = { "KEY" }, options = { "prefix", "range-end", "from-key" }, write = true, run = function(c, o, ks)
+    local range_end = o["from-key"] and "\0" or o["range-end"]
+    if o["from-key"] and o["range-end"] then usage_error("--from-key and --range-end exclude each other") end
+    local rev, deleted = ks:delete(o.key, { prefix = o.prefix, range_end = range_end })
+    if o.json then return c:json { header = { revision = rev }, deleted = deleted } end
+    c:print(tostring(deleted))
+  end },
+  compact = { args = { "REV" }, write = true, run = function(c, o, ks)
+    local rev = math.tointeger(tonumber(o.rev_arg))
+    if not rev or rev < 1 then usage_error("REV must be a positive integer, got '%s'", o.rev_arg) end
+    ks:compact(rev)
+    if o.json then return c:json { header = { revision = ks.revision }, compact_revision = rev } end
+    c:print(fmt("compacted revision %d", rev))
+  end },
 }
 
+local ETCD_SUBCOMMANDS = "get, ls, history, leases, meta, hashkv, put, del, compact"
+
+-- A lease ID in hex, as etcdctl prints and takes it.
+local function lease_id(s, name)
+  local id = #s <= 16 and s:match("^%x+$") and math.tointeger(tonumber(s, 16))
+  if not id then usage_error("--%s wants a lease ID in hex, got '%s'", name, s) end
+  return id
+end
+
+-- Runs an etcd subcommand on the keyspace at path: read from a backend
+-- database or an etcd data file (imported into a temporary database first),
+-- or written to a backend database (committed before returning).
+local function run_etcd(c, o, sub)
+  local etcd = require "backend.etcd"
+  if not sub.write then
+    return with_database(o.path, function(be) return sub.run(c, o, etcd.open(be)) end)
+  end
+  if file_kind(o.path) == "etcd" then
+    fail("%s is an etcd data file (bbolt): import it first (backendctl import %s DEST), then write to DEST",
+      o.path, o.path)
+  end
+  local be <close> = open_write(o.path, o.create)
+  local code = sub.run(c, o, etcd.open(be, { writable = true }))
+  be:force_commit()
+  return code
+end
+
 command("etcd", {
-  args = { "PATH", "SUBCOMMAND", "[KEY]" },
-  options = { option("rev", "N", "as of revision N (get, ls)", count),
-              flag("prefix", "every key starting with KEY (get)"), JSON },
-  summary = "etcd's keyspace: get KEY, ls [PREFIX], history KEY, leases, meta",
-  help = "  get KEY       the key and its value, as `etcdctl get` prints them (--json: like -w json,\n"
-    .. "                keys and values in base64); exit status 1 if there is none\n"
-    .. "  ls [PREFIX]   live keys starting with PREFIX\n"
-    .. "  history KEY   every revision of KEY still stored (puts and deletes)\n"
-    .. "  leases        leases with their TTL and attached keys\n"
-    .. "  meta          the meta bucket (consistent index, compaction revisions)\n"
-    .. "PATH is a backend database holding etcd data, or an etcd data file (imported into a\n"
-    .. "temporary database first). A revision before the compaction or after the last is an error.",
+  args = { "PATH", "SUBCOMMAND", "[ARG...]" },
+  options = { option("rev", "N", "as of revision N (get, ls, hashkv)", count),
+              flag("prefix", "every key starting with KEY (get, del)"),
+              option("range-end", "E", "the keys from KEY up to E, exclusive (del)"),
+              flag("from-key", "every key from KEY on (del)"),
+              option("lease", "ID", "attach the key to the lease ID, in hex as etcdctl prints it (put)", lease_id),
+              flag("create", "create the database if it does not exist (put)"), JSON },
+  summary = "etcd's keyspace: get, ls, history, leases, meta, hashkv; put, del, compact",
+  help = "  get KEY         the key and its value, as `etcdctl get` prints them (--json: like -w json,\n"
+    .. "                  keys and values in base64); exit status 1 if there is none\n"
+    .. "  ls [PREFIX]     live keys starting with PREFIX\n"
+    .. "  history KEY     every revision of KEY still stored (puts and deletes)\n"
+    .. "  leases          leases with their TTL and attached keys\n"
+    .. "  meta            the meta bucket (consistent index, compaction revisions)\n"
+    .. "  hashkv          etcd's HashKV, as `etcdctl endpoint hashkv` prints it (PATH for the endpoint)\n"
+    .. "  put KEY VALUE   write KEY at a new revision (VALUE - reads it from stdin), as `etcdctl put`\n"
+    .. "  del KEY         delete KEY (--prefix, --range-end, --from-key) at a new revision, as `etcdctl del`\n"
+    .. "  compact REV     drop the revisions before REV that no read at REV needs, as `etcdctl compact`\n"
+    .. "PATH is a backend database holding etcd data, or for reading an etcd data file (imported into\n"
+    .. "a temporary database first). put, del and compact write etcd 3.4's own format and commit\n"
+    .. "(fsync) before exiting. A revision before the compaction or after the last is an error.",
   run = function(c, o)
     local sub = etcd_commands[o.subcommand]
-    if not sub then usage_error("unknown etcd subcommand '%s' (get, ls, history, leases, meta)", o.subcommand) end
-    if sub.arg == "key" and not o.key then usage_error("etcd %s wants a KEY", o.subcommand) end
-    if not sub.arg and o.key then usage_error("unexpected argument '%s'", o.key) end
-    -- the keyspace is read into memory: no database stays open
-    return sub.run(c, o, with_database(o.path, require("backend.etcd").open))
+    if not sub then usage_error("unknown etcd subcommand '%s' (%s)", o.subcommand, ETCD_SUBCOMMANDS) end
+    local takes = { json = true, help = true }
+    for _, name in ipairs(sub.options or {}) do takes[name] = true end
+    for name in pairs(o) do
+      if find_option(c.cmd, name) and not takes[name] then
+        usage_error("--%s does not apply to etcd %s", name, o.subcommand)
+      end
+    end
+    local bound = {}
+    bind({ args = sub.args or {} }, bound, o.arg)
+    o.key, o.value, o.prefix_arg, o.rev_arg = bound.key, bound.value, bound.prefix, bound.rev
+    return run_etcd(c, o, sub)
   end,
 })
 
