@@ -14,10 +14,69 @@ struct mt_block {
     char data[];
 };
 
+void mt_pool_init(mt_pool *p)
+{
+    pthread_mutex_init(&p->mu, NULL);
+    p->free = NULL;
+    p->n = 0;
+}
+
+static void free_blocks(mt_block *b)
+{
+    for (mt_block *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+}
+
+void mt_pool_destroy(mt_pool *p)
+{
+    free_blocks(p->free);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* A standard block from the pool, or NULL when it has none. */
+static mt_block *pool_take(mt_pool *p)
+{
+    if (!p)
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    mt_block *b = p->free;
+    if (b) {
+        p->free = b->next;
+        p->n--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return b;
+}
+
+/* Gives a memtable's blocks back: standard ones to the pool while it has
+ * room, the rest to malloc (outside the pool's lock: a large free unmaps). */
+static void release_blocks(mt_pool *p, mt_block *b)
+{
+    mt_block *spare = NULL;
+    if (p)
+        pthread_mutex_lock(&p->mu);
+    for (mt_block *next; b; b = next) {
+        next = b->next;
+        if (p && b->size == BLOCK_SIZE && p->n < MT_POOL_MAX) {
+            b->next = p->free;
+            p->free = b;
+            p->n++;
+        } else {
+            b->next = spare;
+            spare = b;
+        }
+    }
+    if (p)
+        pthread_mutex_unlock(&p->mu);
+    free_blocks(spare);
+}
+
 static mt_block *new_block(memtable *m, size_t size)
 {
-    mt_block *b = malloc(sizeof *b + size);
-    if (!b)
+    mt_block *b = size == BLOCK_SIZE ? pool_take(m->pool) : NULL;
+    if (!b && !(b = malloc(sizeof *b + size)))
         return NULL;
     b->size = size;
     __atomic_add_fetch(&m->arena_bytes, sizeof *b + size, __ATOMIC_RELAXED);
@@ -49,13 +108,14 @@ static void *arena_alloc(memtable *m, size_t n)
     return b->data;
 }
 
-memtable *mt_new(uint64_t id)
+memtable *mt_new(uint64_t id, mt_pool *pool)
 {
     memtable *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
     m->refs = 1;
     m->id = id;
+    m->pool = pool;
     m->height = 1;
     m->rng = 0x9e3779b9u ^ (uint32_t)id;
     m->head = arena_alloc(m, sizeof(mt_node) + MT_MAX_HEIGHT * sizeof(mt_node *));
@@ -77,10 +137,7 @@ void mt_unref(memtable *m)
 {
     if (!m || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    for (mt_block *b = m->blocks, *n; b; b = n) {
-        n = b->next;
-        free(b);
-    }
+    release_blocks(m->pool, m->blocks);
     free(m);
 }
 

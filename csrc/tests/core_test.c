@@ -260,6 +260,12 @@ static void test_config(void)
     cfg_init(&cfg, path);
     cfg.max_readers = 0;
     CHECK_CODE(bk_open(&cfg, &be, &err), BK_EARG);
+    cfg_init(&cfg, path);
+    cfg.max_buffered_bytes = (1 << 20) - 1;
+    CHECK_CODE(bk_open(&cfg, &be, &err), BK_EARG);
+    CHECK(strstr(err.msg, "max_buffered_bytes") != NULL);
+    cfg.max_buffered_bytes = ((uint64_t)1 << 46) + 1;
+    CHECK_CODE(bk_open(&cfg, &be, &err), BK_EARG);
     CHECK(file_size(path) < 0);   /* nothing created */
     cfg_init(&cfg, tmp_path("no/such/dir/x.db"));
     CHECK(bk_open(&cfg, &be, &err) != BK_OK);
@@ -1792,7 +1798,7 @@ static void test_memtable(void)
     CHECK(mt_keycmp("\xff", 1, "\x01", 1) > 0);
     CHECK(mt_keycmp("a\0", 2, "a", 1) > 0);
 
-    memtable *m = mt_new(7);
+    memtable *m = mt_new(7, NULL);
     if (!CHECK(m != NULL))
         return;
     CHECK(m->id == 7 && mt_first(m) == NULL);
@@ -1854,7 +1860,7 @@ static void test_memtable(void)
     mt_unref(m);
 
     /* many random inserts, large values among them */
-    m = mt_new(1);
+    m = mt_new(1, NULL);
     if (!CHECK(m != NULL))
         return;
     int count = t_quick() ? 3000 : 20000;
@@ -1906,7 +1912,7 @@ static void test_memtable(void)
  * on to the nodes after it. */
 static void test_memtable_unlink(void)
 {
-    memtable *m = mt_new(1);
+    memtable *m = mt_new(1, NULL);
     if (!CHECK(m != NULL))
         return;
     enum { N = 4000 };
@@ -1962,6 +1968,36 @@ static void test_memtable_unlink(void)
     CHECK(bad == 0);
     free(nodes);
     mt_unref(m);
+}
+
+/* Arena blocks are recycled: a memtable's standard blocks go to its pool,
+ * up to MT_POOL_MAX of them, and a new memtable's come from there; a large
+ * entry's own block goes back to malloc. */
+static void test_memtable_pool(void)
+{
+    enum { BLOCK = 256 * 1024 };
+    mt_pool pool;
+    mt_pool_init(&pool);
+    memtable *m = mt_new(1, &pool);
+    static char val[1000], big[BLOCK / 2];
+    uint64_t seq = 0;
+    while (m && m->arena_bytes < (uint64_t)(MT_POOL_MAX + 8) * BLOCK) {
+        seq++;
+        if (!CHECK(mt_insert(m, seq, 1, MT_PUT, &seq, sizeof seq, val, sizeof val)))
+            break;
+    }
+    mt_unref(m);
+    CHECK(pool.n == MT_POOL_MAX);
+    mt_block *recycled = pool.free;
+    m = mt_new(2, &pool);
+    if (CHECK(m != NULL)) {
+        CHECK(pool.n == MT_POOL_MAX - 1 && m->blocks == recycled);
+        CHECK(mt_insert(m, 1, 1, MT_PUT, "k", 1, big, sizeof big));
+        CHECK(pool.n == MT_POOL_MAX - 1);   /* a block of its own, from malloc */
+        mt_unref(m);
+    }
+    CHECK(pool.n == MT_POOL_MAX);
+    mt_pool_destroy(&pool);
 }
 
 /* Rollback at the core: puts, deletes, bucket events undone; counted; a
@@ -2020,6 +2056,7 @@ int main(int argc, char **argv)
     test_crc32c();
     test_memtable();
     test_memtable_unlink();
+    test_memtable_pool();
     test_config();
     test_open_close_reopen();
     test_basic_semantics();
