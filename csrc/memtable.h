@@ -31,8 +31,11 @@ typedef struct mt_block mt_block;
  * mapped already, where a fresh one pays a page fault per page at first
  * touch (1-2 ms a block on VMs), on the writer. Freed by whichever thread
  * drops a memtable's last reference; at most MT_POOL_MAX blocks (16 MiB)
- * are kept, the rest go back to malloc. */
+ * are kept, the rest go back to malloc. An empty pool is refilled with
+ * MT_REFILL fresh blocks (1 MiB) at once, their pages faulted in by the
+ * kernel in one call each (memtable.c). */
 #define MT_POOL_MAX 64
+#define MT_REFILL 4
 typedef struct mt_pool {
     pthread_mutex_t mu;
     mt_block *free;

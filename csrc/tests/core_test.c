@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -1970,15 +1971,46 @@ static void test_memtable_unlink(void)
     mt_unref(m);
 }
 
+/* Whether every page inside [p, p + len) is in memory. */
+static int resident(const void *p, size_t len)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
+    unsigned char vec[256];
+    if (!CHECK(hi > lo && (hi - lo) / page <= sizeof vec) ||
+        !CHECK(mincore((void *)lo, hi - lo, vec) == 0))
+        return 0;
+    for (uintptr_t i = 0; i < (hi - lo) / page; i++)
+        if (!(vec[i] & 1))
+            return 0;
+    return 1;
+}
+
+/* Whether the kernel faults pages in on request (Linux >= 5.14). */
+static int can_populate(void)
+{
+    void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!CHECK(p != MAP_FAILED))
+        return 0;
+    int ok = madvise(p, 4096, MADV_POPULATE_WRITE) == 0;
+    munmap(p, 4096);
+    return ok;
+}
+
 /* Arena blocks are recycled: a memtable's standard blocks go to its pool,
  * up to MT_POOL_MAX of them, and a new memtable's come from there; a large
- * entry's own block goes back to malloc. */
+ * entry's own block goes back to malloc. An empty pool is refilled with
+ * MT_REFILL fresh blocks at once, their pages already in memory. */
 static void test_memtable_pool(void)
 {
-    enum { BLOCK = 256 * 1024 };
+    enum { BLOCK = 256 * 1024, HEADER = 2 * sizeof(void *) };
     mt_pool pool;
     mt_pool_init(&pool);
     memtable *m = mt_new(1, &pool);
+    CHECK(pool.n == MT_REFILL - 1);
+    if (pool.free && can_populate())
+        CHECK(resident((const char *)pool.free + HEADER, BLOCK));
     static char val[1000], big[BLOCK / 2];
     uint64_t seq = 0;
     while (m && m->arena_bytes < (uint64_t)(MT_POOL_MAX + 8) * BLOCK) {
