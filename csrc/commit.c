@@ -654,7 +654,8 @@ done:
 
 /* ---- the committer thread ---- */
 
-/* The oldest nm batches are committed (cmu held). */
+/* The oldest nm batches are committed: off the queue (cmu held), still
+ * linked to each other for release_group. */
 static void dequeue(bk_backend *be, int nm)
 {
     for (int i = 0; i < nm; i++) {
@@ -663,11 +664,21 @@ static void dequeue(bk_backend *be, int nm)
         __atomic_sub_fetch(&be->queued_writes, m->writes, __ATOMIC_RELAXED);
         __atomic_sub_fetch(&be->queued_bytes, m->arena_bytes, __ATOMIC_RELAXED);
         be->committed_id = m->id;
-        mt_unref(m);
     }
     if (!be->qhead)
         be->qtail = NULL;
     be->nqueue -= nm;
+}
+
+/* The queue's references to a dequeued group, dropped without cmu: the
+ * last one frees a batch's memory (munmaps), and writers queue under cmu. */
+static void release_group(memtable *m, int nm)
+{
+    for (int i = 0; i < nm; i++) {
+        memtable *next = m->qnext;   /* no longer the tail: no writer links it */
+        mt_unref(m);
+        m = next;
+    }
 }
 
 static struct timespec abs_time(double t)
@@ -738,6 +749,11 @@ static void *committer_main(void *arg)
                 bk_log(be, "error", "commit failed, will retry: %s", err.msg);
             }
             pthread_cond_broadcast(&be->done_cv);
+            if (rc == BK_OK) {
+                pthread_mutex_unlock(&be->cmu);
+                release_group(first, nm);
+                pthread_mutex_lock(&be->cmu);
+            }
             continue;
         }
         if (be->stop && be->nqueue == 0)
