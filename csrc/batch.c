@@ -114,9 +114,6 @@ static int take_lock(bk_backend *be, bk_error *err)
 
 int bk_lock(bk_backend *be, bk_error *err)
 {
-    int rc = usable(be, err);
-    if (rc)
-        return rc;
     if (!bk_locked_by_me(be))
         wait_for_room(be);
     return take_lock(be, err);

@@ -7,7 +7,7 @@
  * swaps in new versions, so a reader's view never changes and never copies.
  *
  * Lock order: batch lock (a flag) > txn_mu > maplock > ver_mu > gen->mu;
- * cmu > pool.mu; views_mu, log_mu, reg_mu and pool.mu are leaves. */
+ * cmu, views_mu, log_mu, reg_mu and pool.mu are leaves. */
 #ifndef INTERNAL_H
 #define INTERNAL_H
 
