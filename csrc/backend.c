@@ -362,6 +362,7 @@ void bk_config_default(bk_config *cfg)
     cfg->batch_interval = 0.1;
     cfg->batch_limit = 10000;
     cfg->mmap_size = (uint64_t)10 << 30;   /* etcd's initial mmap size */
+    cfg->max_buffered_bytes = (uint64_t)256 << 20;
     cfg->max_readers = 126;
 }
 
@@ -409,6 +410,7 @@ static void init_sync(bk_backend *be)
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&be->views_mu, NULL);
     pthread_mutex_init(&be->log_mu, NULL);
+    mt_pool_init(&be->pool);
 }
 
 static void destroy(bk_backend *be)
@@ -439,6 +441,7 @@ static void destroy(bk_backend *be)
     pthread_rwlock_destroy(&be->maplock);
     pthread_mutex_destroy(&be->views_mu);
     pthread_mutex_destroy(&be->log_mu);
+    mt_pool_destroy(&be->pool);   /* the last view has let its batches go */
     free(be->path);
     free(be->lockpath);
     free(be);
@@ -456,6 +459,11 @@ static int validate(const bk_config *cfg, bk_error *err)
         return bk_fail(err, BK_EARG, "config.mmap_size must be between 4096 and 2^46 bytes");
     if (cfg->max_readers < 1 || cfg->max_readers > 100000)
         return bk_fail(err, BK_EARG, "config.max_readers must be between 1 and 100000");
+    /* Below a few arena blocks (256 KiB each) every section would wait. */
+    if (cfg->max_buffered_bytes < ((uint64_t)1 << 20) ||
+        cfg->max_buffered_bytes > ((uint64_t)1 << 46))
+        return bk_fail(err, BK_EARG,
+                       "config.max_buffered_bytes must be between 2^20 and 2^46 bytes");
     return BK_OK;
 }
 
@@ -477,7 +485,7 @@ int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err)
         return rc;
     }
     be->cfg.path = be->path;
-    be->active = mt_new(++be->next_mt_id);
+    be->active = mt_new(++be->next_mt_id, &be->pool);
     if (!be->active) {
         rc = bk_fail(err, BK_EIO, "out of memory");
         goto fail;
@@ -622,8 +630,11 @@ int bk_close(bk_backend *be, int force, bk_error *err)
     bk_env_close(be);
     pthread_rwlock_unlock(&be->maplock);
     bk_closer_join(be);
-    for (int i = 0; i < be->nqueue; i++)
-        mt_unref(be->queue[i]);
+    for (memtable *m = be->qhead, *next; m; m = next) {
+        next = m->qnext;
+        mt_unref(m);
+    }
+    be->qhead = be->qtail = NULL;
     be->nqueue = 0;
     mt_unref(be->active);
     be->active = NULL;
@@ -670,6 +681,9 @@ int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err)
     st->open_read_tx_n = __atomic_load_n(&be->open_views, __ATOMIC_RELAXED);
     st->map_grows = __atomic_load_n(&be->map_grows, __ATOMIC_RELAXED);
     st->rollbacks = __atomic_load_n(&be->rollbacks, __ATOMIC_RELAXED);
+    st->backpressure_waits = __atomic_load_n(&be->backpressure_waits, __ATOMIC_RELAXED);
+    st->backpressure_seconds =
+        (double)__atomic_load_n(&be->backpressure_ns, __ATOMIC_RELAXED) / 1e9;
     __atomic_load(&be->last_commit_s, &st->last_commit_seconds, __ATOMIC_RELAXED);
     __atomic_load(&be->total_commit_s, &st->total_commit_seconds, __ATOMIC_RELAXED);
     __atomic_load(&be->defrag_s, &st->defrag_seconds, __ATOMIC_RELAXED);

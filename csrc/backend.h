@@ -54,6 +54,8 @@ typedef struct bk_config {
     double batch_interval;   /* seconds between background commits */
     uint64_t batch_limit;    /* commit at unlock once this many writes pend */
     uint64_t mmap_size;      /* initial map size; grown on demand */
+    uint64_t max_buffered_bytes;   /* lock() waits while the uncommitted
+                                      batches hold this much (arena bytes) */
     unsigned max_readers;
     int no_fsync;
     int readonly;
@@ -76,6 +78,8 @@ typedef struct bk_stats {
     uint64_t commits, pending, buffered_writes, buffered_bytes;
     uint64_t queued_batches, map_size, page_size, size, size_in_use;
     uint64_t open_read_tx_n, map_grows, commit_failures, rollbacks;
+    uint64_t backpressure_waits;     /* lock() calls that waited for room */
+    double backpressure_seconds;     /* their time waiting */
     double last_commit_seconds, total_commit_seconds;
     double defrag_seconds, snapshot_seconds;
     int defrag_inflight;

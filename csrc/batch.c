@@ -2,7 +2,9 @@
  * active memtable under the batch lock, as one section: unlock() publishes
  * them to readers and queues the batch for the committer once batch_limit
  * writes pend; rollback() unlinks them again, unseen. A locked section is
- * never queued, so every commit holds whole sections. */
+ * never queued, so every commit holds whole sections. Backpressure: lock()
+ * waits while the uncommitted batches hold max_buffered_bytes; nothing
+ * else a writer calls waits for the committer. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -59,7 +61,39 @@ int bk_not_in_section(bk_backend *be, bk_error *err)
     return BK_OK;
 }
 
-int bk_lock(bk_backend *be, bk_error *err)
+static int over_bound(bk_backend *be)
+{
+    return __atomic_load_n(&be->queued_bytes, __ATOMIC_RELAXED) +
+               __atomic_load_n(&be->active_bytes, __ATOMIC_RELAXED) >=
+           be->cfg.max_buffered_bytes;
+}
+
+/* Between sections, while the buffered batches hold max_buffered_bytes:
+ * wait for the committer to free some. Only a commit frees memory, so an
+ * empty queue (one big section over the bound) holds nobody, nor does a
+ * committer that has stopped. A wait counts from its start, so that a
+ * writer held by a failing disk shows in the stats. */
+static void wait_for_room(bk_backend *be)
+{
+    if (!over_bound(be))
+        return;
+    double t0 = bk_now();
+    int waited = 0;
+    pthread_mutex_lock(&be->cmu);
+    while (over_bound(be) && be->nqueue > 0 && be->committer_running &&
+           !bk_is_closed(be)) {
+        if (!waited++)
+            __atomic_add_fetch(&be->backpressure_waits, 1, __ATOMIC_RELAXED);
+        pthread_cond_wait(&be->done_cv, &be->cmu);
+    }
+    pthread_mutex_unlock(&be->cmu);
+    if (waited)
+        __atomic_add_fetch(&be->backpressure_ns, (uint64_t)((bk_now() - t0) * 1e9),
+                           __ATOMIC_RELAXED);
+}
+
+/* Take the batch lock, waiting for its holder. */
+static int take_lock(bk_backend *be, bk_error *err)
 {
     int rc = usable(be, err);
     if (rc)
@@ -76,6 +110,13 @@ int bk_lock(bk_backend *be, bk_error *err)
     bk_lock_take(be);
     pthread_mutex_unlock(&be->lock_mu);
     return BK_OK;
+}
+
+int bk_lock(bk_backend *be, bk_error *err)
+{
+    if (!bk_locked_by_me(be))
+        wait_for_room(be);
+    return take_lock(be, err);
 }
 
 /* The section ends: forget its writes (a big log is not kept around). */
@@ -103,13 +144,15 @@ static void publish(bk_backend *be)
 }
 
 /* Rolled-back writes count too: their memory goes with the memtable, so
- * a loop of failing sections still ends in a rotation. */
+ * a loop of failing sections still ends in a rotation. So does the arena's
+ * size: only a queued batch can be committed and its memory freed. */
 static int rotation_due(bk_backend *be)
 {
     const memtable *m = be->active;
     return __atomic_load_n(&be->active_writes, __ATOMIC_RELAXED) + m->dropped >=
                be->cfg.batch_limit ||
            m->dropped_bytes >= BK_DROPPED_MAX ||
+           m->arena_bytes >= be->cfg.max_buffered_bytes / BK_BUFFER_SHARE ||
            __atomic_exchange_n(&be->rotate_requested, 0, __ATOMIC_ACQ_REL);
 }
 
@@ -118,6 +161,7 @@ static int rotation_due(bk_backend *be)
 static int end_section(bk_backend *be, bk_error *err)
 {
     int rc = rotation_due(be) ? bk_rotate(be, err) : BK_OK;
+    __atomic_store_n(&be->active_bytes, be->active->arena_bytes, __ATOMIC_RELAXED);
     release(be);
     return rc;
 }
@@ -259,7 +303,7 @@ size_t bk_max_value_size(const bk_backend *be)
 /* Between sections: queue the active batch and wait for the committer. */
 static int commit_locked(bk_backend *be, int stop, bk_error *err)
 {
-    int rc = bk_lock(be, err);
+    int rc = take_lock(be, err);
     if (rc)
         return rc;
     if (!(rc = bk_rotate(be, err)) && !(rc = bk_wait_committed(be, err)) && stop)

@@ -2,8 +2,8 @@
  *
  * Writers never wait for an fsync: at unlock a full batch (memtable) is
  * queued and a new one started; the committer thread begins an LMDB write
- * txn, applies the queued batch in key order, commits it, opens a read txn
- * on the result (a new gen) and installs a version without that batch. */
+ * txn, applies the queued batches in key order, commits it, opens a read
+ * txn on the result (a new gen) and installs a version without them. */
 #include "internal.h"
 
 #include <errno.h>
@@ -531,17 +531,36 @@ out:
     return rc;
 }
 
-/* One attempt at batches ms[0..nm-1], oldest first, in one write txn: 0, or
- * the LMDB/system code (txn aborted, handles restored). */
-static int apply_batches(bk_backend *be, memtable *const *ms, int nm, uint8_t *touched)
+/* A group is the nm oldest queued batches, from `first` on by qnext. The
+ * committer follows the links inside its group only: the writer may be
+ * linking a new batch behind the last one. */
+
+/* The group's last batch, and its writes in *writes. */
+static memtable *group_last(memtable *m, int nm, uint64_t *writes)
+{
+    *writes = m->writes;
+    for (int i = 1; i < nm; i++) {
+        m = m->qnext;
+        *writes += m->writes;
+    }
+    return m;
+}
+
+/* One attempt at a group, oldest first, in one write txn: 0, or the
+ * LMDB/system code (txn aborted, handles restored). */
+static int apply_batches(bk_backend *be, memtable *first, int nm, uint8_t *touched)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(be->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    for (int i = 0; i < nm && !rc; i++)
-        for (mt_node *n = mt_first(ms[i]); n && !rc;)
+    memtable *m = first;
+    for (int i = 0; i < nm && !rc; i++) {
+        if (i)
+            m = m->qnext;
+        for (mt_node *n = mt_first(m); n && !rc;)
             rc = apply_bucket(be, txn, &n, touched);
+    }
     if (rc)
         mdb_txn_abort(txn);
     else if (!(rc = mdb_txn_commit(txn)))   /* a failed commit frees the txn */
@@ -580,8 +599,10 @@ static void count_commit(bk_backend *be, double dt)
     bk_hist_observe(be, &be->commit_hist, dt);
 }
 
-/* Commits the oldest nm queued batches as one LMDB write txn. */
-static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error *err)
+/* Commits a group of *nm batches as one LMDB write txn. If LMDB finds
+ * that too much for one txn (MDB_TXN_FULL: too many dirty pages), its
+ * older half, and so on: *nm says how many went in. */
+static int commit_batches(bk_backend *be, memtable *first, int *nm, bk_error *err)
 {
     uint8_t *touched = calloc(BK_MAX_BUCKETS + 1, 1);
     if (!touched)
@@ -589,18 +610,24 @@ static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error 
     pthread_mutex_lock(&be->txn_mu);
     double t0 = bk_now();
     int rc = 0;
-    uint64_t live = 0;
-    for (int i = 0; i < nm; i++)
-        live += ms[i]->writes;
+    uint64_t live;
+    memtable *last = group_last(first, *nm, &live);
     /* Batches of rolled-back writes only: no LMDB txn, no commit; a new
      * version still lets their memory go. */
-    for (int tries = 0; live; tries++) {
+    for (int grows = 0; live;) {
         memset(touched, 0, BK_MAX_BUCKETS + 1);
-        rc = apply_batches(be, ms, nm, touched);
-        if (rc != MDB_MAP_FULL || tries == 40)
+        rc = apply_batches(be, first, *nm, touched);
+        if (rc == MDB_TXN_FULL && *nm > 1) {
+            bk_log(be, "info", "%d batches are too much for one LMDB transaction: "
+                   "committing %d first", *nm, *nm / 2);
+            *nm /= 2;
+            last = group_last(first, *nm, &live);
+            rc = 0;
+        } else if (rc != MDB_MAP_FULL || grows++ == 40) {
             break;
-        if ((rc = map_grow(be, err)))
+        } else if ((rc = map_grow(be, err))) {
             goto done;
+        }
     }
     if (rc) {
         rc = bk_write_fail(be, err, rc, "commit");
@@ -611,7 +638,7 @@ static int commit_batches(bk_backend *be, memtable *const *ms, int nm, bk_error 
         count_commit(be, bk_now() - t0);
     gen *g;
     bk_error gerr;
-    if (gen_new(be, ms[nm - 1]->id, &g, &gerr) == BK_OK) {
+    if (gen_new(be, last->id, &g, &gerr) == BK_OK) {
         sizes_update(be, g);
         if (version_update(be, g, NULL))
             bk_log(be, "warn", "no memory for a new version after commit");
@@ -632,6 +659,33 @@ done:
 }
 
 /* ---- the committer thread ---- */
+
+/* The oldest nm batches are committed: off the queue (cmu held), still
+ * linked to each other for release_group. */
+static void dequeue(bk_backend *be, int nm)
+{
+    for (int i = 0; i < nm; i++) {
+        memtable *m = be->qhead;
+        be->qhead = m->qnext;
+        __atomic_sub_fetch(&be->queued_writes, m->writes, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&be->queued_bytes, m->arena_bytes, __ATOMIC_RELAXED);
+        be->committed_id = m->id;
+    }
+    if (!be->qhead)
+        be->qtail = NULL;
+    be->nqueue -= nm;
+}
+
+/* The queue's references to a dequeued group, dropped without cmu: the
+ * last one frees a batch's memory (munmaps), and writers queue under cmu. */
+static void release_group(memtable *m, int nm)
+{
+    for (int i = 0; i < nm; i++) {
+        memtable *next = m->qnext;   /* no longer the tail: no writer links it */
+        mt_unref(m);
+        m = next;
+    }
+}
 
 static struct timespec abs_time(double t)
 {
@@ -674,29 +728,26 @@ static void *committer_main(void *arg)
         if (be->stop == 2)
             break;
         if (be->nqueue > 0 && (now >= retry_at || be->kick)) {
-            memtable *group[BK_QUEUE_MAX];
+            /* Behind? The batches queued share one txn, one fsync, up to a
+             * BK_BUFFER_SHARE of max_buffered_bytes: the per-commit costs
+             * (fsync, meta page, the trees' upper pages) are long paid off
+             * by then, and a writer held at the bound is let go after one
+             * such commit rather than after the whole buffer. */
+            uint64_t cap = be->cfg.max_buffered_bytes / BK_BUFFER_SHARE, bytes = 0;
+            memtable *first = be->qhead;
             int nm = 0;
-            uint64_t writes = 0, cap = be->cfg.batch_limit > UINT64_MAX / 2
-                                           ? UINT64_MAX : 2 * be->cfg.batch_limit;
+            for (memtable *m = first;
+                 m && (!nm || (bytes < cap && m->arena_bytes <= cap - bytes));
+                 m = m->qnext, nm++)
+                bytes += m->arena_bytes;
             be->kick = 0;
-            /* Behind? Batches that wait anyway share a txn of up to twice
-             * batch_limit writes: fewer fsyncs and pages written, and every
-             * write durable no later than alone. */
-            do
-                writes += (group[nm] = be->queue[nm])->writes;
-            while (++nm < be->nqueue && be->queue[nm]->writes <= cap - writes);
             pthread_mutex_unlock(&be->cmu);
             bk_error err;
-            int rc = commit_batches(be, group, nm, &err);
+            int rc = commit_batches(be, first, &nm, &err);
             pthread_mutex_lock(&be->cmu);
             if (rc == BK_OK) {
-                be->nqueue -= nm;
-                memmove(be->queue, be->queue + nm, (size_t)be->nqueue * sizeof *group);
-                __atomic_sub_fetch(&be->queued_writes, writes, __ATOMIC_RELAXED);
-                be->committed_id = group[nm - 1]->id;
+                dequeue(be, nm);
                 retry_at = 0;
-                for (int i = 0; i < nm; i++)
-                    mt_unref(group[i]);
             } else {
                 be->failures++;
                 be->last_err = err;
@@ -704,6 +755,11 @@ static void *committer_main(void *arg)
                 bk_log(be, "error", "commit failed, will retry: %s", err.msg);
             }
             pthread_cond_broadcast(&be->done_cv);
+            if (rc == BK_OK) {
+                pthread_mutex_unlock(&be->cmu);
+                release_group(first, nm);
+                pthread_mutex_lock(&be->cmu);
+            }
             continue;
         }
         if (be->stop && be->nqueue == 0)
@@ -757,49 +813,43 @@ void bk_committer_stop(bk_backend *be, int drop)
     pthread_join(be->committer, NULL);
 }
 
-/* Queue the active batch (batch lock held). */
+/* Queue the active batch (batch lock held). Never waits: the queue has no
+ * fixed size, writers wait for room in lock() (batch.c). */
 int bk_rotate(bk_backend *be, bk_error *err)
 {
     memtable *old = be->active;
     if (old->writes == 0 && old->dropped == 0)
         return BK_OK;   /* a memtable of rolled-back writes goes too: its memory */
-    memtable *fresh = mt_new(0);
+    memtable *fresh = mt_new(be->next_mt_id + 1, &be->pool);
     if (!fresh)
         return bk_fail(err, BK_EIO, "out of memory");
-    pthread_mutex_lock(&be->cmu);
-    while (be->nqueue >= BK_QUEUE_MAX && be->committer_running &&
-           !pthread_equal(pthread_self(), be->committer))
-        pthread_cond_wait(&be->done_cv, &be->cmu);   /* backpressure */
-    if (be->nqueue >= BK_QUEUE_MAX) {
-        pthread_mutex_unlock(&be->cmu);
-        mt_unref(fresh);
-        return bk_fail(err, BK_EIO, "commit queue full and committer stopped");
-    }
-    fresh->id = ++be->next_mt_id;
-    be->queue[be->nqueue++] = old;   /* be->active's reference moves here */
-    __atomic_add_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&be->cmu);
-
     /* maplock: the version replaced (maybe its gen's txn too) ends here,
-     * never while env_reopen closes the environment. */
+     * never while env_reopen closes the environment. Readers see fresh in
+     * front of old from now on; the committer, which keeps every batch
+     * newer than what it committed, cannot drop either. */
     pthread_rwlock_rdlock(&be->maplock);
     int vrc = version_update(be, NULL, fresh);
     pthread_rwlock_unlock(&be->maplock);
     if (vrc) {
-        /* Undo, so nothing is half-done. */
-        pthread_mutex_lock(&be->cmu);
-        be->nqueue--;
-        __atomic_sub_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
-        be->next_mt_id--;
-        pthread_mutex_unlock(&be->cmu);
         mt_unref(fresh);
         return bk_fail(err, BK_EIO, "out of memory");
     }
+    be->next_mt_id++;
     be->active = fresh;
-    __atomic_store_n(&be->active_writes, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&be->active_bytes, fresh->arena_bytes, __ATOMIC_RELAXED);
     pthread_mutex_lock(&be->cmu);
+    if (be->qtail)   /* be->active's reference moves to the queue */
+        be->qtail->qnext = old;
+    else
+        be->qhead = old;
+    be->qtail = old;
+    be->nqueue++;
+    __atomic_add_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&be->queued_bytes, old->arena_bytes, __ATOMIC_RELAXED);
     pthread_cond_signal(&be->ccv);
     pthread_mutex_unlock(&be->cmu);
+    /* After queueing, so that bk_pending never misses these writes. */
+    __atomic_store_n(&be->active_writes, 0, __ATOMIC_RELEASE);
     return BK_OK;
 }
 
@@ -808,7 +858,7 @@ int bk_wait_committed(bk_backend *be, bk_error *err)
 {
     int rc = BK_OK;
     pthread_mutex_lock(&be->cmu);
-    uint64_t target = be->nqueue ? be->queue[be->nqueue - 1]->id : be->committed_id;
+    uint64_t target = be->qtail ? be->qtail->id : be->committed_id;
     uint64_t failures = be->failures;
     be->kick = 1;
     pthread_cond_signal(&be->ccv);

@@ -7,7 +7,7 @@
  * swaps in new versions, so a reader's view never changes and never copies.
  *
  * Lock order: batch lock (a flag) > txn_mu > maplock > ver_mu > gen->mu;
- * cmu, views_mu, log_mu and reg_mu are leaves. */
+ * cmu, views_mu, log_mu, reg_mu and pool.mu are leaves. */
 #ifndef INTERNAL_H
 #define INTERNAL_H
 
@@ -19,7 +19,9 @@
 #include <stdarg.h>
 #include <sys/types.h>
 
-#define BK_QUEUE_MAX 64            /* batches waiting for the committer */
+/* A batch is queued once its arena holds this share of max_buffered_bytes,
+ * and a commit takes at most this share (see committer_main). */
+#define BK_BUFFER_SHARE 4
 #define BK_HASH_SLOTS 2048         /* bucket-name hash table, > 2 * max */
 #define BK_DROPPED_MAX (64u << 20) /* rolled-back bytes the active memtable may keep */
 /* The largest value LMDB can write: its overflow pages go out in one
@@ -126,6 +128,7 @@ struct bk_backend {
     bk_undo *undo;                 /* the open section's writes (lock held) */
     size_t nundo, undo_cap;
     uint64_t rollbacks;            /* atomic */
+    uint64_t backpressure_waits, backpressure_ns;   /* atomic */
 
     /* versions */
     pthread_mutex_t ver_mu;
@@ -135,8 +138,11 @@ struct bk_backend {
     pthread_mutex_t cmu;
     pthread_cond_t ccv;            /* wakes the committer */
     pthread_cond_t done_cv;        /* wakes waiters for commits */
-    memtable *queue[BK_QUEUE_MAX];
+    memtable *qhead, *qtail;       /* batches waiting, oldest first, by qnext */
     int nqueue;
+    uint64_t queued_bytes;         /* atomic: their arena bytes (changed under cmu) */
+    uint64_t active_bytes;         /* atomic: the active batch's, as of its last section */
+    mt_pool pool;                  /* arena blocks for new batches */
     uint64_t next_mt_id;
     uint64_t committed_id;         /* newest memtable id in LMDB */
     uint64_t queued_writes;

@@ -343,6 +343,7 @@ static void read_config(lua_State *L, int i, const char *fname, bk_config *cfg)
     field_number(L, i, "batch_interval", &cfg->batch_interval);
     field_integer(L, i, "batch_limit", &cfg->batch_limit);
     field_integer(L, i, "mmap_size", &cfg->mmap_size);
+    field_integer(L, i, "max_buffered_bytes", &cfg->max_buffered_bytes);
     uint64_t readers = cfg->max_readers;   /* 0 too goes to bk_open, which refuses it */
     field_integer(L, i, "max_readers", &readers);
     cfg->max_readers = readers > 100000 ? 100001 : (unsigned)readers;
@@ -580,14 +581,15 @@ static int l_stats(lua_State *L)
         { "page_size", st.page_size }, { "size", st.size },
         { "size_in_use", st.size_in_use }, { "open_read_tx_n", st.open_read_tx_n },
         { "map_grows", st.map_grows }, { "commit_failures", st.commit_failures },
-        { "rollbacks", st.rollbacks },
+        { "rollbacks", st.rollbacks }, { "backpressure_waits", st.backpressure_waits },
     };
     struct { const char *name; double v; } secs[] = {
         { "last_commit_seconds", st.last_commit_seconds },
         { "total_commit_seconds", st.total_commit_seconds },
         { "defrag_seconds", st.defrag_seconds }, { "snapshot_seconds", st.snapshot_seconds },
+        { "backpressure_seconds", st.backpressure_seconds },
     };
-    lua_createtable(L, 0, 20);
+    lua_createtable(L, 0, 24);
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         lua_pushinteger(L, (lua_Integer)ints[i].v);
         lua_setfield(L, -2, ints[i].name);

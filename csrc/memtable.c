@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define BLOCK_SIZE (256 * 1024)
 #define ALIGN 8
@@ -14,12 +16,109 @@ struct mt_block {
     char data[];
 };
 
-static mt_block *new_block(memtable *m, size_t size)
+void mt_pool_init(mt_pool *p)
+{
+    pthread_mutex_init(&p->mu, NULL);
+    p->free = NULL;
+    p->n = 0;
+}
+
+static void free_blocks(mt_block *b)
+{
+    for (mt_block *next; b; b = next) {
+        next = b->next;
+        free(b);
+    }
+}
+
+void mt_pool_destroy(mt_pool *p)
+{
+    free_blocks(p->free);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* A standard block from the pool, or NULL when it has none. */
+static mt_block *pool_take(mt_pool *p)
+{
+    if (!p)
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    mt_block *b = p->free;
+    if (b) {
+        p->free = b->next;
+        p->n--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return b;
+}
+
+/* Gives a memtable's blocks back: standard ones to the pool while it has
+ * room, the rest to malloc (outside the pool's lock: a large free unmaps). */
+static void release_blocks(mt_pool *p, mt_block *b)
+{
+    mt_block *spare = NULL;
+    if (p)
+        pthread_mutex_lock(&p->mu);
+    for (mt_block *next; b; b = next) {
+        next = b->next;
+        if (p && b->size == BLOCK_SIZE && p->n < MT_POOL_MAX) {
+            b->next = p->free;
+            p->free = b;
+            p->n++;
+        } else {
+            b->next = spare;
+            spare = b;
+        }
+    }
+    if (p)
+        pthread_mutex_unlock(&p->mu);
+    free_blocks(spare);
+}
+
+/* A fresh block, its pages faulted in by the kernel in one call: touched
+ * one by one they cost a fault each, on the writer (on these VMs 36 us
+ * for 256 KiB in one call, 0.75-0.95 ms page by page). */
+static mt_block *block_alloc(size_t size)
 {
     mt_block *b = malloc(sizeof *b + size);
     if (!b)
         return NULL;
     b->size = size;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)b->data + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)b->data + size) & ~(page - 1);
+    /* Before Linux 5.14 this fails (EINVAL): the pages then fault in as
+     * they are first written, which is all the call saves. */
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    return b;
+}
+
+/* A standard block: from the pool, else fresh, and then MT_REFILL - 1 more
+ * fresh ones go to the pool, so that the writer stops for the kernel once
+ * per MT_REFILL blocks. */
+static mt_block *standard_block(mt_pool *p)
+{
+    mt_block *b = pool_take(p);
+    if (b || !(b = block_alloc(BLOCK_SIZE)) || !p)
+        return b;
+    mt_block *more = NULL;
+    for (int i = 1; i < MT_REFILL; i++) {
+        mt_block *e = block_alloc(BLOCK_SIZE);
+        if (!e)
+            break;
+        e->next = more;
+        more = e;
+    }
+    release_blocks(p, more);
+    return b;
+}
+
+static mt_block *new_block(memtable *m, size_t size)
+{
+    mt_block *b = size == BLOCK_SIZE ? standard_block(m->pool) : block_alloc(size);
+    if (!b)
+        return NULL;
     __atomic_add_fetch(&m->arena_bytes, sizeof *b + size, __ATOMIC_RELAXED);
     return b;
 }
@@ -49,13 +148,14 @@ static void *arena_alloc(memtable *m, size_t n)
     return b->data;
 }
 
-memtable *mt_new(uint64_t id)
+memtable *mt_new(uint64_t id, mt_pool *pool)
 {
     memtable *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
     m->refs = 1;
     m->id = id;
+    m->pool = pool;
     m->height = 1;
     m->rng = 0x9e3779b9u ^ (uint32_t)id;
     m->head = arena_alloc(m, sizeof(mt_node) + MT_MAX_HEIGHT * sizeof(mt_node *));
@@ -77,10 +177,7 @@ void mt_unref(memtable *m)
 {
     if (!m || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    for (mt_block *b = m->blocks, *n; b; b = n) {
-        n = b->next;
-        free(b);
-    }
+    release_blocks(m->pool, m->blocks);
     free(m);
 }
 

@@ -6,6 +6,7 @@
 #ifndef MEMTABLE_H
 #define MEMTABLE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,24 @@ struct mt_node {
 
 typedef struct mt_block mt_block;
 
+/* Free arena blocks kept for new memtables: a recycled block's pages are
+ * mapped already, where a fresh one pays a page fault per page at first
+ * touch (1-2 ms a block on VMs), on the writer. Freed by whichever thread
+ * drops a memtable's last reference; at most MT_POOL_MAX blocks (16 MiB)
+ * are kept, the rest go back to malloc. An empty pool is refilled with
+ * MT_REFILL fresh blocks (1 MiB) at once, their pages faulted in by the
+ * kernel in one call each (memtable.c). */
+#define MT_POOL_MAX 64
+#define MT_REFILL 4
+typedef struct mt_pool {
+    pthread_mutex_t mu;
+    mt_block *free;
+    int n;
+} mt_pool;
+
+void mt_pool_init(mt_pool *p);
+void mt_pool_destroy(mt_pool *p);   /* every memtable using it is gone */
+
 typedef struct memtable {
     int refs;                  /* atomic */
     uint64_t id;               /* creation order; commits go in this order */
@@ -36,13 +55,15 @@ typedef struct memtable {
     uint64_t arena_bytes;      /* memory held */
     int height;                /* atomic: current list height */
     uint32_t rng;
+    mt_pool *pool;             /* NULL: blocks come from malloc */
     mt_block *blocks;
     char *cur, *end;           /* bump allocation in blocks->data */
     mt_node *head;
     mt_node *tail[MT_MAX_HEIGHT];   /* writer's: last node of each level */
+    struct memtable *qnext;    /* the backend's commit queue (under its cmu) */
 } memtable;
 
-memtable *mt_new(uint64_t id);
+memtable *mt_new(uint64_t id, mt_pool *pool);
 void mt_ref(memtable *m);
 void mt_unref(memtable *m);
 

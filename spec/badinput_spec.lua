@@ -484,6 +484,10 @@ describe("bad input", function()
         { 0, false }, { 4095, false }, { 2^46 + 4096, false }, { math.maxinteger, false },
         { -1, "config.mmap_size must be a non-negative integer" }, { 4096, OK }, { 2^30, OK } },
         bad = "config.mmap_size must be between 4096 and 2^46 bytes" },
+      max_buffered_bytes = { want = "an integer", values = {
+        { 0, false }, { 2^20 - 1, false }, { 2^46 + 1, false }, { math.maxinteger, false },
+        { -1, "config.max_buffered_bytes must be a non-negative integer" }, { 2^20, OK }, { 2^28, OK } },
+        bad = "config.max_buffered_bytes must be between 2^20 and 2^46 bytes" },
       max_readers = { want = "an integer", values = {
         { 0, false }, { 100001, false }, { 2^53, false }, { math.maxinteger, false },
         { -1, "config.max_readers must be a non-negative integer" }, { 1, OK }, { 1000, OK } },

@@ -342,6 +342,7 @@ describe("errors", function()
       assert.are_not.equal(a, b)
       assert.are.equal(0.1, a.batch_interval)
       assert.are.equal(10000, a.batch_limit)
+      assert.are.equal(256 * 1024 * 1024, a.max_buffered_bytes)
       a.batch_limit = 1
       assert.are.equal(10000, backend.default_config().batch_limit)
       assert.is_string(backend.version)

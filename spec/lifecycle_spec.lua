@@ -527,7 +527,7 @@ describe("lifecycle", function()
       local s = be:stats()
       for _, f in ipairs { "commits", "pending", "buffered_writes", "buffered_bytes", "last_commit_seconds",
         "total_commit_seconds", "defrag_seconds", "snapshot_seconds", "map_size", "page_size", "size",
-        "size_in_use", "open_read_tx_n" } do
+        "size_in_use", "open_read_tx_n", "backpressure_waits", "backpressure_seconds" } do
         assert.is_number(s[f], "stats." .. f)
         assert.is_true(s[f] >= 0, "stats." .. f)
       end

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -259,6 +260,12 @@ static void test_config(void)
     CHECK_CODE(bk_open(&cfg, &be, &err), BK_EARG);
     cfg_init(&cfg, path);
     cfg.max_readers = 0;
+    CHECK_CODE(bk_open(&cfg, &be, &err), BK_EARG);
+    cfg_init(&cfg, path);
+    cfg.max_buffered_bytes = (1 << 20) - 1;
+    CHECK_CODE(bk_open(&cfg, &be, &err), BK_EARG);
+    CHECK(strstr(err.msg, "max_buffered_bytes") != NULL);
+    cfg.max_buffered_bytes = ((uint64_t)1 << 46) + 1;
     CHECK_CODE(bk_open(&cfg, &be, &err), BK_EARG);
     CHECK(file_size(path) < 0);   /* nothing created */
     cfg_init(&cfg, tmp_path("no/such/dir/x.db"));
@@ -1807,7 +1814,7 @@ static void test_memtable(void)
     CHECK(mt_keycmp("\xff", 1, "\x01", 1) > 0);
     CHECK(mt_keycmp("a\0", 2, "a", 1) > 0);
 
-    memtable *m = mt_new(7);
+    memtable *m = mt_new(7, NULL);
     if (!CHECK(m != NULL))
         return;
     CHECK(m->id == 7 && mt_first(m) == NULL);
@@ -1869,7 +1876,7 @@ static void test_memtable(void)
     mt_unref(m);
 
     /* many random inserts, large values among them */
-    m = mt_new(1);
+    m = mt_new(1, NULL);
     if (!CHECK(m != NULL))
         return;
     int count = t_quick() ? 3000 : 20000;
@@ -1921,7 +1928,7 @@ static void test_memtable(void)
  * on to the nodes after it. */
 static void test_memtable_unlink(void)
 {
-    memtable *m = mt_new(1);
+    memtable *m = mt_new(1, NULL);
     if (!CHECK(m != NULL))
         return;
     enum { N = 4000 };
@@ -1977,6 +1984,67 @@ static void test_memtable_unlink(void)
     CHECK(bad == 0);
     free(nodes);
     mt_unref(m);
+}
+
+/* Whether every page inside [p, p + len) is in memory. */
+static int resident(const void *p, size_t len)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
+    unsigned char vec[256];
+    if (!CHECK(hi > lo && (hi - lo) / page <= sizeof vec) ||
+        !CHECK(mincore((void *)lo, hi - lo, vec) == 0))
+        return 0;
+    for (uintptr_t i = 0; i < (hi - lo) / page; i++)
+        if (!(vec[i] & 1))
+            return 0;
+    return 1;
+}
+
+/* Whether the kernel faults pages in on request (Linux >= 5.14). */
+static int can_populate(void)
+{
+    void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!CHECK(p != MAP_FAILED))
+        return 0;
+    int ok = madvise(p, 4096, MADV_POPULATE_WRITE) == 0;
+    munmap(p, 4096);
+    return ok;
+}
+
+/* Arena blocks are recycled: a memtable's standard blocks go to its pool,
+ * up to MT_POOL_MAX of them, and a new memtable's come from there; a large
+ * entry's own block goes back to malloc. An empty pool is refilled with
+ * MT_REFILL fresh blocks at once, their pages already in memory. */
+static void test_memtable_pool(void)
+{
+    enum { BLOCK = 256 * 1024, HEADER = 2 * sizeof(void *) };
+    mt_pool pool;
+    mt_pool_init(&pool);
+    memtable *m = mt_new(1, &pool);
+    CHECK(pool.n == MT_REFILL - 1);
+    if (pool.free && can_populate())
+        CHECK(resident((const char *)pool.free + HEADER, BLOCK));
+    static char val[1000], big[BLOCK / 2];
+    uint64_t seq = 0;
+    while (m && m->arena_bytes < (uint64_t)(MT_POOL_MAX + 8) * BLOCK) {
+        seq++;
+        if (!CHECK(mt_insert(m, seq, 1, MT_PUT, &seq, sizeof seq, val, sizeof val)))
+            break;
+    }
+    mt_unref(m);
+    CHECK(pool.n == MT_POOL_MAX);
+    mt_block *recycled = pool.free;
+    m = mt_new(2, &pool);
+    if (CHECK(m != NULL)) {
+        CHECK(pool.n == MT_POOL_MAX - 1 && m->blocks == recycled);
+        CHECK(mt_insert(m, 1, 1, MT_PUT, "k", 1, big, sizeof big));
+        CHECK(pool.n == MT_POOL_MAX - 1);   /* a block of its own, from malloc */
+        mt_unref(m);
+    }
+    CHECK(pool.n == MT_POOL_MAX);
+    mt_pool_destroy(&pool);
 }
 
 /* Rollback at the core: puts, deletes, bucket events undone; counted; a
@@ -2035,6 +2103,7 @@ int main(int argc, char **argv)
     test_crc32c();
     test_memtable();
     test_memtable_unlink();
+    test_memtable_pool();
     test_config();
     test_open_close_reopen();
     test_basic_semantics();

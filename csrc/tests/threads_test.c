@@ -1,7 +1,9 @@
 /* threads_test.c: one writer keeps an invariant while readers check it in
  * their views, a snapshot thread checks that snapshots stay put, and the
  * committer thread commits in the background all along (batch_interval
- * 0.001 s, batch_limit 50); once more with defrags in the middle.
+ * 0.001 s, batch_limit 50); once more with defrags in the middle, and
+ * once with a small max_buffered_bytes, so that the writer waits for
+ * commits in lock() (backpressure) while all that goes on.
  *
  * The writer's sections: bucket b has "counter" = the number of "log/<n>"
  * keys, which are consecutive numbers (added at the end, deleted from the
@@ -415,7 +417,7 @@ static void final_check(bk_backend *be, uint64_t total, uint32_t *hash)
     CHECK_OK(bk_hash(be, NULL, 0, hash, &err));
 }
 
-static void run(const char *name, double secs, int defrags)
+static void run(const char *name, double secs, int defrags, uint64_t max_buffered)
 {
     bk_config cfg;
     bk_backend *be;
@@ -423,6 +425,7 @@ static void run(const char *name, double secs, int defrags)
     shared sh;
     pthread_t writer, readers[READERS], snapper;
     cfg_init(&cfg, tmp_path(name));
+    cfg.max_buffered_bytes = max_buffered;
     if (!CHECK_OK(bk_open(&cfg, &be, &err)))
         return;
     memset(&sh, 0, sizeof sh);
@@ -469,10 +472,12 @@ static void run(const char *name, double secs, int defrags)
         CHECK_OK(bk_close(be, 0, &err));
         bk_free(be);
     }
-    printf("%s: %llu sections, %llu commits, %llu map grows, %llu reads in %llu views "
-           "(%llu invalidated), %llu snapshots (%llu invalidated, %llu copied)\n", name,
+    printf("%s: %llu sections, %llu commits, %llu map grows, %llu backpressure waits, "
+           "%llu reads in %llu views (%llu invalidated), %llu snapshots (%llu invalidated, "
+           "%llu copied)\n", name,
            (unsigned long long)sh.total, (unsigned long long)st.commits,
-           (unsigned long long)st.map_grows, (unsigned long long)sh.reads,
+           (unsigned long long)st.map_grows, (unsigned long long)st.backpressure_waits,
+           (unsigned long long)sh.reads,
            (unsigned long long)sh.views, (unsigned long long)sh.invalidated,
            (unsigned long long)sh.snaps, (unsigned long long)sh.snap_invalidated,
            (unsigned long long)sh.copies);
@@ -735,8 +740,13 @@ int main(void)
     double secs = env ? atof(env) : t_quick() ? 0.6 : 1.5;
     test_lock_between_threads();
     test_read_your_writes(secs * 0.6);
-    run("threads.db", secs, 0);
-    run("threads-defrag.db", secs, 2);
+    bk_config defaults;
+    bk_config_default(&defaults);
+    run("threads.db", secs, 0, defaults.max_buffered_bytes);
+    run("threads-defrag.db", secs, 2, defaults.max_buffered_bytes);
+    /* The least: every section is a batch (one 256 KiB arena block), four
+     * of them fill the buffer, and each commit takes one. */
+    run("threads-backpressure.db", secs, 1, 1 << 20);
     /* last: against the current core it can crash (see the report) */
     fflush(stdout);
     test_view_open_during_defrag(t_quick() ? 10 : 30);

@@ -18,14 +18,15 @@ local function fail(msg, ...)
 end
 
 local defaults = {
-  batch_interval = 0.1, batch_limit = 10000, mmap_size = 10 << 30,
+  batch_interval = 0.1, batch_limit = 10000, mmap_size = 10 << 30, max_buffered_bytes = 256 << 20,
   no_fsync = false, readonly = false, max_readers = 126,
 }
 
 -- Every config field and the type it takes.
 local field_types = {
   path = "string", batch_interval = "number", batch_limit = "integer", mmap_size = "integer",
-  no_fsync = "boolean", logger = "logger", readonly = "boolean", max_readers = "integer",
+  max_buffered_bytes = "integer", no_fsync = "boolean", logger = "logger", readonly = "boolean",
+  max_readers = "integer",
 }
 
 --- A fresh table of the default configuration (no path).

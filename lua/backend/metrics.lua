@@ -33,6 +33,12 @@ local SCALARS = {
   { "backend_queued_batches", "gauge", "Batches waiting for the committer.", "queued_batches" },
   { "backend_map_size_bytes", "gauge", "Size of LMDB's memory map.", "map_size" },
   { "backend_map_grows_total", "counter", "Times the map grew, since open.", "map_grows" },
+  { "backend_backpressure_waits_total", "counter",
+    "Times lock() waited for the committer to free buffer memory (max_buffered_bytes), since open.",
+    "backpressure_waits" },
+  { "backend_backpressure_seconds_total", "counter",
+    "Seconds lock() spent waiting for the committer to free buffer memory, since open.",
+    "backpressure_seconds" },
 }
 
 -- Go's strconv.FormatFloat(v, 'g', -1, 64) for the values we print: the

@@ -1,0 +1,50 @@
+-- max_buffered_bytes bounds the memory of uncommitted writes: lock() waits
+-- while it is full, nothing waits inside a section, nothing is lost. (The
+-- waiting itself, made certain by a full disk, is csrc/tests/failure_test.c's.)
+local H = require "spec.helper"
+local backend = require "backend"
+
+local MiB = 1024 * 1024
+
+describe("backpressure", function()
+  after_each(H.cleanup)
+
+  it("lock() returns only with the buffer under max_buffered_bytes; nothing is lost", function()
+    local be <close> = backend.open { path = H.tmppath(), max_buffered_bytes = MiB, batch_interval = 3600 }
+    be:update(function(tx) tx:create_bucket("b") end)
+    local tx, v = be:batch_tx(), string.rep("v", 1000)
+    -- 40 sections of 256 kB: 10 times the bound, faster than commits with fsyncs.
+    for s = 0, 39 do
+      tx:lock()
+      -- Only this writer adds to the buffer, and it holds the lock: what lock()
+      -- saw still holds.
+      assert.is_true(be:stats().buffered_bytes < MiB, "section " .. s)
+      for i = 1, 256 do tx:put("b", string.format("%08d", s * 256 + i), v) end
+      tx:unlock()
+    end
+    be:force_commit()
+    local st = be:stats()
+    assert.are.equal(0, st.pending)
+    assert.is_true(math.type(st.backpressure_waits) == "integer" and st.backpressure_waits <= 40)
+    assert.are.equal(st.backpressure_waits > 0, st.backpressure_seconds > 0)
+    be:view(function(r)
+      local keys = r:range("b", "", "\255")
+      assert.are.equal(40 * 256, #keys)
+      assert.are.equal(v, r:get("b", "00010240"))
+    end)
+  end)
+
+  it("a section over the bound goes through: writes never wait inside a section", function()
+    local be <close> = backend.open { path = H.tmppath(), max_buffered_bytes = MiB, batch_interval = 3600 }
+    local v = string.rep("x", 4096)
+    be:update(function(tx)
+      tx:create_bucket("b")
+      for i = 1, 1024 do tx:put("b", string.format("%08d", i), v) end   -- 4 MiB
+      assert.is_true(be:stats().buffered_bytes > 4 * MiB)
+    end)
+    be:update(function(tx) tx:put("b", "after", "y") end)
+    be:force_commit()
+    assert.are.equal(0, be:stats().pending)
+    assert.are.equal(1025, #be:view(function(r) return r:range("b", "", "\255") end))
+  end)
+end)
