@@ -81,6 +81,7 @@ check: deps
 	@$(MAKE) --no-print-directory faults
 	@$(MAKE) --no-print-directory spec
 	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory rockspec-check
 
 test: check
 	@$(MAKE) --no-print-directory asan

@@ -35,6 +35,7 @@ build = {
             "csrc/commit.c",
             "csrc/crc32c.c",
             "csrc/defrag.c",
+            "csrc/files.c",
             "csrc/hash.c",
             "csrc/interrupt.c",
             "csrc/memtable.c",
