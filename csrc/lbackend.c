@@ -233,6 +233,19 @@ typedef struct delivery {
     bk_log_entry first;
 } delivery;
 
+/* lua.c's Ctrl-C error ("interrupted!", maybe after "chunk:line: "), which
+ * a pcall around the logger must let through (backend.interrupted). */
+static int is_interrupt(lua_State *L, int idx)
+{
+    size_t len;
+    const char *msg = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+    static const char tail[] = ": interrupted!";
+    if (!msg)
+        return 0;
+    return !strcmp(msg, tail + 2) ||
+           (len >= sizeof tail - 1 && !strcmp(msg + len - (sizeof tail - 1), tail));
+}
+
 /* (backend, delivery): takes every queued entry first and only then calls
  * the logger, so the backend is not touched once the logger has run (it
  * may close or collect it) and what the logger's own calls log waits for
@@ -252,15 +265,20 @@ static int deliver_queued(lua_State *L)
         lua_pushstring(L, e.message);
         lua_rawseti(L, 4, ++n);
     } while (bk_log_pop(d->be, &e));
+    int interrupted = 0;
     for (lua_Integer i = 1; i < n; i += 2) {
         lua_pushvalue(L, 3);
         lua_rawgeti(L, 4, i);
         lua_rawgeti(L, 4, i + 1);
         lua_newtable(L);   /* fields: the message says it all so far */
-        if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+        if (lua_pcall(L, 3, 0, 0) == LUA_OK)
+            continue;
+        if (!interrupted && is_interrupt(L, -1))
+            interrupted = lua_gettop(L);   /* raised once all are delivered */
+        else
             lua_pop(L, 1);   /* a failing logger must not fail storage */
     }
-    return 0;
+    return interrupted ? lua_error(L) : 0;
 }
 
 /* Calls the logger with what the core queued, unless a delivery is already
@@ -280,6 +298,8 @@ static void deliver_logs(lua_State *L, int backend_idx)
     lb->delivering = 1;
     int rc = lua_pcall(L, 2, 0, 0);   /* out of memory: the entries are lost */
     lb->delivering = 0;
+    if (rc != LUA_OK && is_interrupt(L, -1))
+        lua_error(L);   /* Ctrl-C, maybe during the logger: not a logger's failure */
     if (rc != LUA_OK)
         lua_pop(L, 1);
 }

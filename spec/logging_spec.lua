@@ -32,6 +32,27 @@ describe("logging", function()
     assert.is_true(be:stats().map_grows > 0)
   end)
 
+  it("Ctrl-C while the logger runs is not lost: the call raises it once everything is delivered", function()
+    -- lua.c raises "interrupted!" (after a position) at the next instruction
+    -- after SIGINT: here the logger itself; other messages still arrive
+    for _, interrupt in ipairs { "interrupted!", "app.lua:7: interrupted!" } do
+      local seen, raised = {}, false
+      local be <close> = backend.open {
+        path = H.tmppath(), batch_interval = 3600,
+        logger = function(_, message)
+          seen[#seen + 1] = message
+          if not raised then raised = true; error(interrupt, 0) end
+        end,
+      }
+      be:update(function(tx) tx:create_bucket("b"); tx:put("b", "k", "v") end)
+      local ok, err = pcall(be.defrag, be)   -- logs "defrag started" and "finished"
+      assert.are.same({ false, interrupt }, { ok, err })
+      assert.is_true(#seen >= 2, table.concat(seen, "\n"))
+      assert.are.equal("v", be:view(function(r) return r:get("b", "k") end))
+      be:defrag()   -- the next call delivers and works as usual
+    end
+  end)
+
   it("a logger that raises does not fail the storage call", function()
     local be <close> = backend.open { path = H.tmppath(), logger = function() error("boom") end }
     be:update(function(tx) tx:create_bucket("b"); tx:put("b", "k", "v") end)
