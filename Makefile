@@ -8,6 +8,7 @@ VALGRIND   ?= valgrind
 PKG_CONFIG ?= pkg-config
 LUA_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags lua5.4)
 LMDB_LIBS  ?= -llmdb
+NETTLE_LIBS ?= -lnettle
 CFLAGS     ?= -O2 -g
 PREFIX     ?= /usr/local
 LUA_CMOD   ?= $(PREFIX)/lib/lua/5.4
@@ -22,7 +23,7 @@ WARN = -std=c99 -fPIC -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual
        -Wwrite-strings -Wmissing-prototypes -Wstrict-prototypes -Wundef \
        -D_GNU_SOURCE -pthread
 ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -MMD -MP
-LIBS_CORE  = $(LMDB_LIBS) -pthread
+LIBS_CORE  = $(LMDB_LIBS) $(NETTLE_LIBS) -pthread
 
 CORE_SRC = $(filter-out csrc/lbackend.c,$(wildcard csrc/*.c))
 CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
