@@ -71,6 +71,12 @@ $(BUILD)/bench/etcd_bench: bench/etcd_bench.go
 	@mkdir -p $(@D)
 	$(GO_ENV) $(GO) build -o $@ bench/etcd_bench.go
 
+# bbolt's own tx.Check() of an exported file, the same way (spec/export_spec.lua
+# builds it when Go and bbolt's source are there, and skips it otherwise).
+$(BUILD)/bench/bolt_check: bench/bolt_check.go
+	@mkdir -p $(@D)
+	$(GO_ENV) $(GO) build -o $@ bench/bolt_check.go
+
 deps:
 	@bash scripts/install-deps
 

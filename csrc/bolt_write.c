@@ -194,13 +194,15 @@ static void out_step(exporter *x)
     uint64_t in_file = flushed(x);
     if (x->sha)
         hash_allow(x->sha, in_file, 0, 0);
-    sync_file_range(x->fd, (off_t)x->synced, (off_t)(in_file - x->synced),
-                    SYNC_FILE_RANGE_WRITE);   /* only a head start: fsync checks */
+    (void)sync_file_range(x->fd, (off_t)x->synced, (off_t)(in_file - x->synced),
+                          SYNC_FILE_RANGE_WRITE);   /* a head start only: fsync checks */
     x->synced = in_file;
 }
 
 static int out_write(exporter *x, const void *p, size_t len, bk_error *err)
 {
+    if (!len)
+        return BK_OK;   /* p may be NULL: an empty page's elements */
     x->written += len;
     if (x->out_used + len > OUT_BUFFER && out_flush(x, err))
         return BK_EIO;
@@ -209,17 +211,6 @@ static int out_write(exporter *x, const void *p, size_t len, bk_error *err)
     memcpy(x->out + x->out_used, p, len);
     x->out_used += len;
     return BK_OK;
-}
-
-static int out_zeros(exporter *x, size_t len, bk_error *err)
-{
-    static const unsigned char zeros[DEFAULT_PAGE_SIZE];
-    int rc = BK_OK;
-    for (size_t n; len && !rc; len -= n) {
-        n = len < sizeof zeros ? len : sizeof zeros;
-        rc = out_write(x, zeros, n, err);
-    }
-    return rc;
 }
 
 /* ---- pages ---- */
@@ -301,8 +292,9 @@ static int page_out(exporter *x, tree *t, int l, uint64_t *id, bk_error *err)
         rc = out_write(x, lv->elems, lv->count * ELEMENT_SIZE, err);
     if (!rc)
         rc = out_write(x, lv->data, lv->data_len, err);
+    static const unsigned char zeros[DEFAULT_PAGE_SIZE];   /* less than a page of it */
     if (!rc)
-        rc = out_zeros(x, (size_t)(pages * x->ps - lv->size), err);
+        rc = out_write(x, zeros, (size_t)(pages * x->ps - lv->size), err);
     return rc;
 }
 
@@ -390,10 +382,13 @@ static size_t bucket_value(exporter *x, uint64_t root)
     if (root)
         return BUCKET_HEADER;
     if (x->writing) {
-        elems_place(lv, 0);
         page_header(v + BUCKET_HEADER, 0, PAGE_LEAF, lv->count, 0);
-        memcpy(v + BUCKET_HEADER + PAGE_HEADER, lv->elems, lv->count * ELEMENT_SIZE);
-        memcpy(v + BUCKET_HEADER + PAGE_HEADER + lv->count * ELEMENT_SIZE, lv->data, lv->data_len);
+        if (lv->count) {   /* else elems may be NULL, even for memcpy of 0 bytes */
+            elems_place(lv, 0);
+            memcpy(v + BUCKET_HEADER + PAGE_HEADER, lv->elems, lv->count * ELEMENT_SIZE);
+            memcpy(v + BUCKET_HEADER + PAGE_HEADER + lv->count * ELEMENT_SIZE, lv->data,
+                   lv->data_len);
+        }
     }
     return BUCKET_HEADER + (size_t)lv->size;
 }
@@ -687,6 +682,19 @@ static int export_snapshot(exporter *x, bk_error *err)
     return rc;
 }
 
+/* dst must be a path where nothing is, not even a dangling link. */
+static int check_new(const char *dst, bk_error *err)
+{
+    struct stat exists;
+    if (!dst || !*dst)
+        return bk_fail(err, BK_EARG, "the export's destination must be a non-empty path");
+    if (lstat(dst, &exists) == 0)
+        return bk_fail(err, BK_EARG, "%s exists: an export makes a new file", dst);
+    if (errno != ENOENT)
+        return bk_fail(err, BK_EIO, "%s: %s", dst, strerror(errno));
+    return BK_OK;
+}
+
 static void exporter_free(exporter *x)
 {
     if (!x)
@@ -706,13 +714,9 @@ int bk_bolt_export(bk_backend *src, const char *dst, const bk_bolt_export_opts *
                    bk_bolt_export_stats *st, bk_error *err)
 {
     static const bk_bolt_export_opts defaults = { 1, NULL, NULL };
-    struct stat exists;
-    if (!dst || !*dst)
-        return bk_fail(err, BK_EARG, "the export's destination must be a non-empty path");
-    if (lstat(dst, &exists) == 0)
-        return bk_fail(err, BK_EARG, "%s exists: an export makes a new file", dst);
-    if (errno != ENOENT)
-        return bk_fail(err, BK_EIO, "%s: %s", dst, strerror(errno));
+    int rc = check_new(dst, err);
+    if (rc)
+        return rc;
     if (!opts)
         opts = &defaults;
     exporter *x = calloc(1, sizeof *x);
@@ -727,7 +731,7 @@ int bk_bolt_export(bk_backend *src, const char *dst, const bk_bolt_export_opts *
     x->opts = *opts;
     x->ps = DEFAULT_PAGE_SIZE;
     x->fd = -1;
-    int rc = bk_snapshot_open(src, &x->snap, err);
+    rc = bk_snapshot_open(src, &x->snap, err);
     if (!rc) {
         rc = export_snapshot(x, err);
         bk_snapshot_close(x->snap);
@@ -751,7 +755,9 @@ int bk_bolt_export_path(const char *src, const char *dst, const bk_bolt_export_o
     bk_config_default(&cfg);
     cfg.path = src;
     cfg.readonly = 1;
-    int rc = bk_open(&cfg, &be, err);
+    int rc = check_new(dst, err);
+    if (!rc)
+        rc = bk_open(&cfg, &be, err);
     if (rc)
         return rc;
     rc = bk_bolt_export(be, dst, opts, st, err);
