@@ -8,6 +8,7 @@ VALGRIND   ?= valgrind
 PKG_CONFIG ?= pkg-config
 LUA_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags lua5.4)
 LMDB_LIBS  ?= -llmdb
+NETTLE_LIBS ?= -lnettle
 CFLAGS     ?= -O2 -g
 PREFIX     ?= /usr/local
 LUA_CMOD   ?= $(PREFIX)/lib/lua/5.4
@@ -22,7 +23,7 @@ WARN = -std=c99 -fPIC -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual
        -Wwrite-strings -Wmissing-prototypes -Wstrict-prototypes -Wundef \
        -D_GNU_SOURCE -pthread
 ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -MMD -MP
-LIBS_CORE  = $(LMDB_LIBS) -pthread
+LIBS_CORE  = $(LMDB_LIBS) $(NETTLE_LIBS) -pthread
 
 CORE_SRC = $(filter-out csrc/lbackend.c,$(wildcard csrc/*.c))
 CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
@@ -69,6 +70,12 @@ GO_ENV      = GO111MODULE=off GOPATH=$(ETCD_GOPATH) GOCACHE=$(abspath $(BUILD))/
 $(BUILD)/bench/etcd_bench: bench/etcd_bench.go
 	@mkdir -p $(@D)
 	$(GO_ENV) $(GO) build -o $@ bench/etcd_bench.go
+
+# bbolt's own tx.Check() of an exported file, the same way (spec/export_spec.lua
+# builds it when Go and bbolt's source are there, and skips it otherwise).
+$(BUILD)/bench/bolt_check: bench/bolt_check.go
+	@mkdir -p $(@D)
+	$(GO_ENV) $(GO) build -o $@ bench/bolt_check.go
 
 deps:
 	@bash scripts/install-deps

@@ -1,6 +1,4 @@
-/* bolt.c: a read-only bbolt reader (the layout is bbolt's page.go, db.go
- * and bucket.go; all integers little-endian, as on every platform etcd
- * ships for).
+/* bolt.c: a read-only bbolt reader (the layout: bolt_format.h).
  *
  * A file is pages of page_size bytes. Pages 0 and 1 are meta pages; the
  * valid one with the higher txid names the top-level bucket's root page and
@@ -17,6 +15,7 @@
  * be reached once (a bitmap), so a cycle is an error and not a loop, and a
  * walk's work is bounded by the file's size. */
 #include "bolt.h"
+#include "bolt_format.h"
 #include "internal.h"
 #include "sha256.h"
 
@@ -30,22 +29,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define BOLT_MAGIC 0xED0CDAEDu
-#define BOLT_VERSION 2
-#define PAGE_HEADER 16          /* id u64, flags u16, count u16, overflow u32 */
-#define ELEMENT_SIZE 16         /* leaf: flags, pos, ksize, vsize (u32 each);
-                                 * branch: pos, ksize (u32), child page (u64) */
-#define META_SIZE 64            /* the meta fields, after the page header */
-#define META_SUMMED 56          /* the checksum covers the fields before it */
-#define BUCKET_HEADER 16        /* root page u64, sequence u64 */
-#define NO_FREELIST UINT64_MAX  /* etcd writes no freelist (NoFreelistSync) */
-#define PAGE_BRANCH 0x01
-#define PAGE_LEAF 0x02
-#define PAGE_FREELIST 0x10
-#define ELEMENT_BUCKET 0x01
-#define MIN_PAGE_SIZE 512
-#define MAX_PAGE_SIZE 65536
-#define DEFAULT_PAGE_SIZE 4096  /* the OS page size etcd's files are made with */
 /* Pages on the way down from the top-level root, through nested buckets
  * too. A real tree is a handful deep; a deeper chain is a hostile file. */
 #define MAX_DEPTH 100
@@ -94,21 +77,6 @@ typedef struct bucket_keys {
     int has_last;
 } bucket_keys;
 
-static uint16_t le16(const unsigned char *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t le32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const unsigned char *p)
-{
-    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
-
 typedef unsigned long long ull;   /* for printf */
 
 /* BK_EFORMAT with the file's path in front. */
@@ -137,14 +105,6 @@ static uint64_t meta_offset(const bk_bolt *b)
 }
 
 /* ---- meta pages ---- */
-
-static uint64_t fnv1a64(const unsigned char *p, size_t len)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
 
 /* Reads the meta page at off; 1 if bbolt would accept it (meta.validate:
  * magic, version and a checksum that is 0 or right), else 0 and why. */

@@ -1,7 +1,7 @@
 /*
  * bolt.h: reading etcd's data files (bbolt, the format of etcd 3.4's
- * member/snap/db and of `etcdctl snapshot save`) without Go, and importing
- * them into a new backend database.
+ * member/snap/db and of `etcdctl snapshot save`) without Go, importing
+ * them into a new backend database, and exporting a backend database as one.
  *
  * The file is mapped read-only and checked as it is read: every page id
  * against the meta page's high-water mark, every element against its page
@@ -80,5 +80,42 @@ typedef struct bk_bolt_import_stats {
  * file). st may be NULL. */
 int bk_bolt_import(const char *src, const bk_config *dst,
                    bk_bolt_import_stats *st, bk_error *err);
+
+/* ---- export (bolt_write.c) ---- */
+
+typedef struct bk_bolt_export_opts {
+    int trailer;               /* append the SHA-256 of the file, as `etcdctl
+                                * snapshot save` does (restore checks it) */
+    /* Called with no lock held after each step of the write (about 8 MiB):
+     * done and total count the bytes of dst. Its non-zero return stops the
+     * export and is returned as it is, err untouched. NULL: none. */
+    int (*progress)(void *ctx, uint64_t done, uint64_t total);
+    void *ctx;
+} bk_bolt_export_opts;
+
+typedef struct bk_bolt_export_stats {
+    uint64_t buckets;
+    uint64_t keys;             /* over all buckets */
+    uint64_t bytes;            /* of those keys and their values */
+    uint32_t hash;             /* bk_hash of the exported state: etcdctl's HASH */
+    uint32_t page_size;
+    uint64_t high_water;       /* pages: etcdctl's TOTAL SIZE / page_size */
+    uint64_t file_size;        /* of dst, trailer included */
+} bk_bolt_export_stats;
+
+/* Write the committed data of src (commits first, as a snapshot does: a
+ * locked section of the calling thread gives BK_ELOCKED) to a NEW bbolt
+ * file dst (refused if the path exists), as `bbolt compact` writes one:
+ * every bucket a top-level bucket, pages filled, small buckets inline, an
+ * empty freelist page and no unreachable page. Writers go on meanwhile:
+ * the export reads a snapshot (so a defrag or close of src stops it with
+ * BK_EINVALID or BK_ECLOSED). The file is made beside dst (mode 0600),
+ * fsync'd and renamed into place; on any failure nothing is left at dst.
+ * opts and st may be NULL (opts NULL: a trailer, no progress). */
+int bk_bolt_export(bk_backend *src, const char *dst, const bk_bolt_export_opts *opts,
+                   bk_bolt_export_stats *st, bk_error *err);
+/* The same from the database at path src, opened read-only for it. */
+int bk_bolt_export_path(const char *src, const char *dst, const bk_bolt_export_opts *opts,
+                        bk_bolt_export_stats *st, bk_error *err);
 
 #endif

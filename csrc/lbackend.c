@@ -1699,6 +1699,17 @@ static int l_bolt_tostring(lua_State *L)
     return 1;
 }
 
+/* What an import or export copied: { buckets, keys, bytes, hash }. */
+static void push_copied(lua_State *L, uint64_t buckets, uint64_t keys, uint64_t bytes,
+                        uint32_t hash)
+{
+    lua_createtable(L, 0, 5);
+    set_integer(L, "buckets", buckets);
+    set_integer(L, "keys", keys);
+    set_integer(L, "bytes", bytes);
+    set_integer(L, "hash", hash);
+}
+
 /* import_bolt(src, config): a new backend database with src's buckets. */
 static int l_import_bolt(lua_State *L)
 {
@@ -1709,11 +1720,56 @@ static int l_import_bolt(lua_State *L)
     bk_error err;
     if (bk_bolt_import(src, &cfg, &st, &err))
         return raise(L, &err);
-    lua_createtable(L, 0, 4);
-    set_integer(L, "buckets", st.buckets);
-    set_integer(L, "keys", st.keys);
-    set_integer(L, "bytes", st.bytes);
-    set_integer(L, "hash", st.hash);
+    push_copied(L, st.buckets, st.keys, st.bytes, st.hash);
+    return 1;
+}
+
+/* export_bolt's progress: the Lua function at fn, protected; its error
+ * stays on the stack and stops the export. */
+typedef struct export_ctx {
+    lua_State *L;
+    int fn;
+} export_ctx;
+
+static int export_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    export_ctx *e = ctx;
+    return call_progress(e->L, e->fn, done, total) != LUA_OK;
+}
+
+/* core.export_bolt(src, dst, trailer, progress): src a path or a Backend
+ * (the facade has checked the options). */
+static int l_export_bolt(lua_State *L)
+{
+    lbackend *lb = luaL_testudata(L, 1, MT_BACKEND);
+    if (!lb && lua_type(L, 1) != LUA_TSTRING)
+        return arg_error(L, 1, "export_bolt", "path or " MT_BACKEND);
+    const char *src = lb ? NULL : check_path(L, 1, "export_bolt");
+    const char *dst = check_path(L, 2, "export_bolt");
+    check_type(L, 3, LUA_TBOOLEAN, "export_bolt");
+    if (!lua_isnoneornil(L, 4))
+        check_type(L, 4, LUA_TFUNCTION, "export_bolt");
+    lua_settop(L, 4);
+    export_ctx ctx = { L, 4 };
+    bk_bolt_export_opts opts = { lua_toboolean(L, 3), NULL, &ctx };
+    if (!lua_isnil(L, 4))
+        opts.progress = export_progress;
+    bk_bolt_export_stats st;
+    bk_error err;
+    int rc;
+    if (lb) {
+        check_backend(L, 1);
+        rc = bk_bolt_export(lb->be, dst, &opts, &st, &err);
+        deliver_logs(L, 1);
+    } else {
+        rc = bk_bolt_export_path(src, dst, &opts, &st, &err);
+    }
+    if (rc && lua_gettop(L) > 4)
+        return lua_error(L);   /* progress's error */
+    if (rc)
+        return raise(L, &err);
+    push_copied(L, st.buckets, st.keys, st.bytes, st.hash);
+    set_integer(L, "size", st.file_size);
     return 1;
 }
 
@@ -1924,6 +1980,7 @@ int luaopen_backend_core(lua_State *L)
     static const luaL_Reg funcs[] = {
         { "open", l_open }, { "crc32c", l_crc32c }, { "mkdtemp", l_mkdtemp },
         { "open_bolt", l_open_bolt }, { "import_bolt", l_import_bolt },
+        { "export_bolt", l_export_bolt },
         { "monotonic", l_monotonic }, { "catch_interrupt", l_catch_interrupt },
         { NULL, NULL } };
 

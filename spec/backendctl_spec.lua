@@ -9,7 +9,7 @@ local json = require "backend.json"
 local repl = require "backend.repl"
 
 local COMMANDS = { "stat", "buckets", "get", "dump", "put", "delete", "hash", "snapshot", "defrag", "check",
-                   "import", "status", "etcd", "scenario", "bench", "repl", "metrics" }
+                   "import", "export", "status", "etcd", "scenario", "bench", "repl", "metrics" }
 
 -- `backendctl args...` as a shell command.
 local function command_line(args)
@@ -184,6 +184,34 @@ describe("backendctl", function()
           repl.human_bytes(1000), repl.human_bytes(20480), repl.human_bytes(12414976),
           repl.human_bytes(1500000000) })
     end)
+  end)
+
+  it("export: the inverse of import, with a progress bar, and --no-trailer", function()
+    local data = {}
+    for i = 1, 3000 do data[string.format("key%05d", i)] = string.rep("v", 4000) end
+    local db, dir = database(data), H.tmpdir()
+    local want = backend.open { path = db, readonly = true }
+    local hash = want:hash()
+    want:close()
+    local out, err = expect(0, { "export", db, dir .. "/a.db" })
+    assert.are.equal(string.format("exported 3000 keys (12 MB) in 1 buckets to %s/a.db (%s); hash %08x\n", dir,
+      repl.human_bytes(H.file_size(dir .. "/a.db")), hash), out)
+    assert.are.equal("", err)   -- stderr is not a terminal: no progress bar
+    assert.are.equal(32, H.file_size(dir .. "/a.db") % 4096)   -- etcdctl's SHA-256 trailer
+    assert.are.equal(hash, backend.import_bolt(dir .. "/a.db", dir .. "/back").hash)
+    local r
+    r, err = expect(0, { "export", "--json", "--progress", "--no-trailer", db, dir .. "/b.db" })
+    r = decode(r)
+    assert.are.same({ buckets = 1, keys = 3000, bytes = 3000 * 4008, hash = hash, size = H.file_size(dir .. "/b.db"),
+      path = dir .. "/b.db" }, r)
+    assert.are.equal(0, r.size % 4096)
+    assert.truthy(err:find("export [", 1, true) and err:find("100%", 1, true), err)
+    err = select(2, expect(3, { "export", db, dir .. "/a.db" }))
+    assert.are.equal("backendctl: " .. dir .. "/a.db exists: an export makes a new file\n", err)
+    err = select(2, expect(3, { "export", H.fixture("tiny.db"), dir .. "/c.db" }))
+    assert.are.equal("backendctl: " .. H.fixture("tiny.db") .. " is an etcd data file already (bbolt): "
+      .. "there is nothing to export\n", err)
+    assert.is_false(H.exists(dir .. "/c.db"))
   end)
 
   it("import of a backend database says it is one; nothing is made", function()
@@ -516,7 +544,8 @@ describe("backendctl", function()
       { "--version" }, { "--help" }, { "help", "dump" }, { "stat", "--help" },
       { "stat", db }, { "buckets", db }, { "get", db, "b", "k" }, { "dump", db }, { "hash", db },
       { "snapshot", db, dir .. "/snap" }, { "snapshot", db, "-" }, { "defrag", db }, { "check", db },
-      { "import", H.fixture("tiny.db"), dir .. "/imported" }, { "status", H.fixture("tiny.db") },
+      { "import", H.fixture("tiny.db"), dir .. "/imported" }, { "export", db, dir .. "/exported" },
+      { "status", H.fixture("tiny.db") },
       { "etcd", H.fixture("tiny.db"), "ls" }, { "scenario", scenario }, { "metrics", db },
       { "repl", db, stdin = "print(1)\n" },
     } do

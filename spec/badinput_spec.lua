@@ -386,8 +386,8 @@ describe("bad input", function()
       if type(v) == "function" then module[#module + 1] = k end
     end
     table.sort(module)
-    assert.are.same({ "catch_interrupt", "crc32c", "default_config", "import_bolt", "interrupted", "mkdtemp",
-                      "monotonic", "open", "open_bolt", "open_tmp", "pcall" }, module)
+    assert.are.same({ "catch_interrupt", "crc32c", "default_config", "export_bolt", "import_bolt", "interrupted",
+                      "mkdtemp", "monotonic", "open", "open_bolt", "open_tmp", "pcall" }, module)
     for _, tname in ipairs(TYPES) do
       local recv, cleanup = MAKE[tname](env)
       local mt = getmetatable(recv)
@@ -559,8 +559,8 @@ describe("bad input", function()
     end
   end)
 
-  it("module functions: open, open_tmp, crc32c, default_config, monotonic, open_bolt, import_bolt, mkdtemp, "
-    .. "interrupted, pcall, catch_interrupt", function()
+  it("module functions: open, open_tmp, crc32c, default_config, monotonic, open_bolt, import_bolt, export_bolt, "
+    .. "mkdtemp, interrupted, pcall, catch_interrupt", function()
     local cases = {}
     local function add(label, call, want)
       cases[#cases + 1] = { label = label, make = NOP, call = call, want = want }
@@ -592,6 +592,49 @@ describe("bad input", function()
     end
     add("import_bolt(tiny, an existing file)", function() return backend.import_bolt(tiny, env.path) end,
       "exists")
+    local exported = H.tmppath("exported")
+    for _, tv in ipairs(odd_values(env)) do
+      local v, got = tv[1], tv[2]
+      local n = v == NONE and 0 or 1
+      if type(v) ~= "string" then
+        add("export_bolt(" .. tostring(v) .. ")", function() return backend.export_bolt(table.unpack({ v }, 1, n)) end,
+          exact("bad argument #1 to 'export_bolt' (path or backend.Backend expected, got " .. got .. ")"))
+        add("export_bolt(be, " .. tostring(v) .. ")",
+          function() return backend.export_bolt(env.be, table.unpack({ v }, 1, n)) end,
+          exact("bad argument #2 to 'export_bolt' (string expected, got " .. got .. ")"))
+      end
+      if v ~= nil and v ~= NONE and type(v) ~= "table" then
+        add("export_bolt(be, path, " .. tostring(v) .. ")",
+          function() return backend.export_bolt(env.be, exported, v) end,
+          exact("bad argument #3 to 'export_bolt' (table expected, got " .. got .. ")"))
+      end
+      for opt, want in pairs { trailer = "boolean", progress = "function" } do
+        if v ~= nil and v ~= NONE and type(v) ~= want then
+          add("export_bolt(be, path, { " .. opt .. " = " .. tostring(v) .. " })",
+            function() return backend.export_bolt(env.be, exported, { [opt] = v }) end,
+            exact("opts." .. opt .. " must be a " .. want .. ", got " .. got))
+        end
+      end
+    end
+    add("export_bolt(be, path, { bad option })", function() return backend.export_bolt(env.be, exported, { x = 1 }) end,
+      exact("unknown export_bolt option 'x'"))
+    for _, src in ipairs { "be", "path" } do
+      local function from() return src == "be" and env.be or env.path end
+      add("export_bolt(" .. src .. ", '')", function() return backend.export_bolt(from(), "") end,
+        exact("bad argument #2 to 'export_bolt' (path must not be empty)"))
+      add("export_bolt(" .. src .. ", 'x\\0y')", function() return backend.export_bolt(from(), "x\0y") end,
+        exact("bad argument #2 to 'export_bolt' (path must not contain zero bytes)"))
+      add("export_bolt(" .. src .. ", an existing file)", function() return backend.export_bolt(from(), tiny) end,
+        "exists: an export makes a new file")
+    end
+    add("export_bolt('', path)", function() return backend.export_bolt("", exported) end,
+      exact("bad argument #1 to 'export_bolt' (path must not be empty)"))
+    add("export_bolt(missing, path)", function() return backend.export_bolt("/nonexistent/db", exported) end,
+      "No such file or directory")
+    add("export_bolt(an etcd file, path)", function() return backend.export_bolt(tiny, exported) end, "bbolt")
+    add("export_bolt(a path open in this process, path)", function() return backend.export_bolt(env.path, exported) end,
+      "already open in this process")
+    add("export_bolt(be, path)", function() assert(backend.export_bolt(env.be, H.tmppath()).keys >= 3) end, OK)
     add("import_bolt(tiny, { bad field })", function() return backend.import_bolt(tiny, { path = new, x = 1 }) end,
       exact("unknown config field 'x'"))
     add("import_bolt(tiny, { no path })", function() return backend.import_bolt(tiny, {}) end,

@@ -15,7 +15,7 @@ seed() {
         case $b in
         L) b=00 ;; U) b=01 ;; P) b=02 ;; D) b=03 ;; C) b=04 ;; X) b=05 ;; T) b=06 ;;
         VO) b=07 ;; VR) b=08 ;; VC) b=09 ;; CM) b=0a ;; FC) b=0b ;; H) b=0c ;;
-        R) b=0d ;; SO) b=0e ;; SW) b=0f ;; DF) b=10 ;;
+        R) b=0d ;; SO) b=0e ;; SW) b=0f ;; DF) b=10 ;; RB) b=11 ;; EX) b=12 ;;
         esac
         printf "\\$(printf %03o "0x$b")" >>"$f"
     done
@@ -82,6 +82,9 @@ seed big-values   00 02 L C 01 P 01 04 ff 00 P 01 08 ff ff P 01 0c ff 10 U FC SO
 seed bg-commits   0a 00 L C 00 C 01 C 02 P 00 04 00 P 01 04 00 P 02 04 00 U L P 00 08 00 \
                   X 01 P 02 08 00 U L C 01 P 01 0c 00 U VO 00 L P 00 0c 00 D 00 04 U \
                   VR 00 00 03 00 00 VR 00 01 03 00 00 H 00 R 01
+seed export       03 02 L C 00 C 01 C 02 P 00 04 01 41 P 01 fd 61 ff 20 P 01 08 ff 80 P 02 04 00 \
+                  EX 00 U EX 00 VO 00 L P 02 08 01 42 X 00 U EX 01 SO DF EX 00 CM 0f EX 01 \
+                  L D 01 04 RB EX 00
 
 # Defrag gave its copy only the source's map, which after a defrag or an open with a
 # smaller mmap_size is exactly the data's size: MDB_MAP_FULL (fixed in defrag.c's fill).

@@ -20,6 +20,8 @@
  *     13 reopen F         bk_close + bk_open; F & 1: the hash must not change
  *     14 snapshot_open    15 snapshot_write (to a file, opened and checked)
  *     16 defrag           17 rollback
+ *     18 export F         (bk_bolt_export, F & 1: without the trailer; read back
+ *                          through bk_bolt_import, the bbolt reader)
  *   B, a bucket: one byte b; (b & 7) == 7 is the empty name (invalid), else
  *     {"\0\1\xff", "a", "key"}[(b & 7) % 3].
  *   K, a key: one byte t, then
@@ -41,6 +43,7 @@
  * their opening.
  */
 #include "backend.h"
+#include "bolt.h"
 
 #include <fcntl.h>
 #include <stdint.h>
@@ -62,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 enum {
     OP_LOCK, OP_UNLOCK, OP_PUT, OP_DELETE, OP_CREATE, OP_DROP, OP_TX_RANGE,
     OP_VIEW_OPEN, OP_VIEW_RANGE, OP_VIEW_CLOSE, OP_COMMIT, OP_FORCE_COMMIT,
-    OP_HASH, OP_REOPEN, OP_SNAP_OPEN, OP_SNAP_WRITE, OP_DEFRAG, OP_ROLLBACK, NOPS
+    OP_HASH, OP_REOPEN, OP_SNAP_OPEN, OP_SNAP_WRITE, OP_DEFRAG, OP_ROLLBACK, OP_EXPORT, NOPS
 };
 
 /* In byte order: hash walks buckets in the order of their names. */
@@ -106,7 +109,7 @@ static struct {
 
 /* ---- files ---- */
 
-static char dir[256], dbpath[300], snappath[300];
+static char dir[256], dbpath[300], snappath[300], boltpath[300];
 
 /* A database is its file and its lock file. */
 static void remove_db(const char *path)
@@ -121,6 +124,7 @@ static void remove_dir(void)
 {
     remove_db(dbpath);
     remove_db(snappath);
+    unlink(boltpath);
     rmdir(dir);
 }
 
@@ -569,6 +573,24 @@ static void op_snap_open(void)
     st.snap_dead = 0;
 }
 
+/* The database at snappath (a copy) must open as m. */
+static void check_copy(const model *m, const char *what)
+{
+    bk_config cfg = st.cfg;
+    bk_backend *be;
+    char label[64];
+    cfg.path = snappath;
+    snprintf(label, sizeof label, "open %s", what);
+    expect(bk_open(&cfg, &be, &st.err), BK_OK, label);
+    snprintf(label, sizeof label, "%s contents", what);
+    check_all(be, m, label);
+    snprintf(label, sizeof label, "%s hash", what);
+    check_hash(be, m, NULL, -1, label);
+    snprintf(label, sizeof label, "close %s", what);
+    expect(bk_close(be, 0, &st.err), BK_OK, label);
+    bk_free(be);
+}
+
 /* Write the snapshot to a file; it must open as the state at its opening. */
 static void op_snap_write(void)
 {
@@ -588,16 +610,31 @@ static void op_snap_write(void)
     }
     bk_snapshot_close(st.snap);
     st.snap = NULL;
-    if (!st.snap_dead) {
-        bk_config cfg = st.cfg;
-        bk_backend *be;
-        cfg.path = snappath;
-        expect(bk_open(&cfg, &be, &st.err), BK_OK, "open snapshot");
-        check_all(be, &st.snap_m, "snapshot contents");
-        check_hash(be, &st.snap_m, NULL, -1, "snapshot hash");
-        expect(bk_close(be, 0, &st.err), BK_OK, "close snapshot");
-        bk_free(be);
+    if (!st.snap_dead)
+        check_copy(&st.snap_m, "snapshot");
+    remove_db(snappath);
+}
+
+/* Export to a bbolt file and import it back: the state as of the export. */
+static void op_export(input *in)
+{
+    bk_bolt_export_opts opts = { !(next(in) & 1), NULL, NULL };
+    bk_bolt_export_stats xs;
+    int rc = bk_bolt_export(st.be, boltpath, &opts, &xs, &st.err);
+    expect(rc, commit_code(), "export");
+    if (rc)
+        return;
+    all_committed("export");
+    if (xs.hash != model_hash(&st.cur, -1, NO_KEY)) {
+        fprintf(stderr, "ops_fuzz: op %d: the export's hash %08x, the model's %08x\n", st.step,
+                (unsigned)xs.hash, (unsigned)model_hash(&st.cur, -1, NO_KEY));
+        die();
     }
+    bk_config cfg = st.cfg;
+    cfg.path = snappath;
+    expect(bk_bolt_import(boltpath, &cfg, NULL, &st.err), BK_OK, "import of the export");
+    unlink(boltpath);
+    check_copy(&st.cur, "export");
     remove_db(snappath);
 }
 
@@ -696,6 +733,9 @@ static void op(input *in)
     case OP_DEFRAG:
         op_defrag();
         break;
+    case OP_EXPORT:
+        op_export(in);
+        break;
     }
 }
 
@@ -710,6 +750,7 @@ static void make_dir(void)
     }
     snprintf(dbpath, sizeof dbpath, "%s/db", dir);
     snprintf(snappath, sizeof snappath, "%s/snap.db", dir);
+    snprintf(boltpath, sizeof boltpath, "%s/export.bolt", dir);
     atexit(remove_dir);
 }
 

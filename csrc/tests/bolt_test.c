@@ -1,14 +1,18 @@
-/* bolt_test.c: the bbolt reader and importer (bolt.c, bolt_import.c) and
- * SHA-256. Real etcd 3.4 files come from ../shared/fixtures/etcd (relative
+/* bolt_test.c: the bbolt reader, importer and writer (bolt.c,
+ * bolt_import.c, bolt_write.c) and SHA-256. Real etcd 3.4 files come from ../shared/fixtures/etcd (relative
  * to the repository, where `make ctest` runs; skipped if absent): their
  * import must match what `etcdctl snapshot status` printed for them. Hostile
  * files are made here, from tiny.db or from scratch, and each must fail with
- * BK_EFORMAT and a message saying what is wrong, and leave no import behind. */
+ * BK_EFORMAT and a message saying what is wrong, and leave no import behind.
+ * Exports are read back with the reader and checked page by page as bbolt's
+ * tx.Check() does. */
 #include "test.h"
 #include "bolt.h"
 #include "sha256.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -800,6 +804,457 @@ static void test_misc(void)
         close(fd);
 }
 
+/* ---- export ---- */
+
+static uint64_t get(const unsigned char *p, int n)
+{
+    uint64_t x = 0;
+    for (int i = n - 1; i >= 0; i--)
+        x = x << 8 | p[i];
+    return x;
+}
+
+/* What a page-by-page check of an exported file found: tx.Check()'s rules
+ * (every page below the high-water mark reachable from the root or on the
+ * freelist, exactly once) and what the layout holds. */
+typedef struct layout {
+    const unsigned char *f;
+    size_t size;
+    uint64_t high_water, root, freelist;
+    unsigned char *seen;       /* times each page was reached or freed */
+    uint64_t leaf_pages, branch_pages, overflow_pages, inline_buckets, free_pages;
+    uint64_t full_pages;       /* leaf and branch pages that are not a level's last */
+    uint64_t page_bytes;       /* used by those pages' headers, elements and data */
+    char why[256];             /* the first fault; "" if none */
+} layout;
+
+static void fault(layout *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fault(layout *l, const char *fmt, ...)
+{
+    if (l->why[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->why, sizeof l->why, fmt, ap);
+    va_end(ap);
+}
+
+static void reach(layout *l, uint64_t id, uint64_t pages)
+{
+    for (uint64_t p = id; p < id + pages; p++) {
+        if (p >= l->high_water)
+            fault(l, "page %llu past the high-water mark", (unsigned long long)p);
+        else if (l->seen[p]++)
+            fault(l, "page %llu reached twice", (unsigned long long)p);
+    }
+}
+
+/* Checks the tree from page id down, nested buckets included. */
+static void layout_tree(layout *l, uint64_t id, int depth)
+{
+    if (id < 3 || id >= l->high_water || depth > 64) {
+        fault(l, "page id %llu out of place", (unsigned long long)id);
+        return;
+    }
+    const unsigned char *p = l->f + id * PS;
+    uint64_t flags = get(p + 8, 2), count = get(p + 10, 2), overflow = get(p + 12, 4);
+    if (get(p, 8) != id || (flags != 1 && flags != 2)) {
+        fault(l, "page %llu: id %llu, flags %llu", (unsigned long long)id,
+              (unsigned long long)get(p, 8), (unsigned long long)flags);
+        return;
+    }
+    reach(l, id, overflow + 1);
+    l->overflow_pages += overflow;
+    *(flags == 1 ? &l->branch_pages : &l->leaf_pages) += 1;
+    uint64_t used = 16 + count * 16;
+    for (uint64_t i = 0; i < count && !l->why[0]; i++) {
+        const unsigned char *e = p + 16 + i * 16;
+        if (flags == 1) {
+            used += get(e + 4, 4);
+            layout_tree(l, get(e + 8, 8), depth + 1);
+            continue;
+        }
+        uint64_t klen = get(e + 8, 4), vlen = get(e + 12, 4);
+        used += klen + vlen;
+        if (get(e, 4) & 1) {   /* a bucket: its own tree, or inline */
+            const unsigned char *v = e + get(e + 4, 4) + klen;
+            if (get(v, 8))
+                layout_tree(l, get(v, 8), depth + 1);
+            else
+                l->inline_buckets++;
+        }
+    }
+    if (used > (overflow + 1) * PS)
+        fault(l, "page %llu: %llu bytes in %llu pages", (unsigned long long)id,
+              (unsigned long long)used, (unsigned long long)overflow + 1);
+    l->page_bytes += used;
+}
+
+/* Reads the file at path and checks it; 1 if it passes. */
+static int layout_check(const char *path, int trailer, layout *l)
+{
+    memset(l, 0, sizeof *l);
+    unsigned char *f = read_all(path, &l->size);
+    l->f = f;
+    if (!f) {
+        fault(l, "cannot read %s", path);
+        return 0;
+    }
+    l->high_water = get(f + 16 + 40, 8);
+    l->root = get(f + 16 + 16, 8);
+    l->freelist = get(f + 16 + 32, 8);
+    if (l->size != l->high_water * PS + (trailer ? BK_SHA256_SIZE : 0) ||
+        !(l->seen = calloc(l->high_water, 1))) {
+        fault(l, "%zu bytes for %llu pages", l->size, (unsigned long long)l->high_water);
+        free(f);
+        return 0;
+    }
+    for (uint64_t m = 0; m < 2; m++) {   /* both metas: the same state */
+        const unsigned char *p = f + m * PS;
+        unsigned char copy[16 + 64];
+        memcpy(copy, p, sizeof copy);
+        meta_seal(copy, 0);
+        if (get(p, 8) != m || get(p + 8, 2) != 4 || memcmp(copy, p, sizeof copy) ||
+            get(p + 16, 4) != 0xED0CDAEDu || get(p + 20, 4) != 2 || get(p + 24, 4) != PS ||
+            get(p + 32, 8) != l->root || get(p + 48, 8) != l->freelist ||
+            get(p + 56, 8) != l->high_water)
+            fault(l, "meta %llu differs or is damaged", (unsigned long long)m);
+    }
+    reach(l, 0, 2);
+    const unsigned char *fl = f + l->freelist * PS;
+    if (l->freelist >= l->high_water || get(fl + 8, 2) != 0x10) {
+        fault(l, "no freelist page at %llu", (unsigned long long)l->freelist);
+    } else {
+        uint64_t n = get(fl + 10, 2);
+        reach(l, l->freelist, get(fl + 12, 4) + 1);
+        for (uint64_t i = 0; i < n; i++, l->free_pages++)
+            reach(l, get(fl + 16 + i * 8, 8), 1);
+    }
+    if (!l->why[0])
+        layout_tree(l, l->root, 0);
+    for (uint64_t p = 0; p < l->high_water && !l->why[0]; p++)
+        if (l->seen[p] != 1)
+            fault(l, "page %llu: unreachable unfreed", (unsigned long long)p);
+    free(l->seen);
+    free(f);
+    l->f = NULL;
+    return !l->why[0];
+}
+
+/* Every key and value the walk of the export delivers, looked up in the
+ * source through a view: the same bytes, and as many as the source has. */
+typedef struct compare {
+    bk_view *view;
+    bk_result res;
+    uint64_t buckets, keys, mismatches;
+} compare;
+
+static int compare_bucket(void *ctx, const bk_slice *path, size_t depth)
+{
+    compare *c = ctx;
+    (void)path;
+    c->buckets++;
+    return depth == 1 ? 0 : -1;   /* ours are top-level */
+}
+
+static int compare_kv(void *ctx, const bk_slice *path, size_t depth, bk_slice key,
+                      bk_slice value)
+{
+    compare *c = ctx;
+    bk_error err;
+    c->keys++;
+    bk_result_clear(&c->res);
+    if (depth != 1 || bk_view_range(c->view, path[0], key, NULL, 0, &c->res, &err) ||
+        c->res.count != 1 || bk_result_value(&c->res, 0).len != value.len ||
+        memcmp(bk_result_value(&c->res, 0).data, value.data, value.len))
+        c->mismatches++;
+    return 0;
+}
+
+/* The source's totals, through the core's own numbers. */
+static void source_counts(bk_backend *be, uint64_t *buckets, uint64_t *keys)
+{
+    bk_error err;
+    bk_bucket_stat stats[BK_MAX_BUCKETS];
+    size_t n = 0;
+    CHECK_OK(bk_bucket_stats(be, stats, BK_MAX_BUCKETS, &n, &err));
+    *buckets = n;
+    *keys = 0;
+    for (size_t i = 0; i < n; i++)
+        *keys += stats[i].entries;
+}
+
+/* Exports be to path and checks the file: the layout, the reader's walk
+ * against the source key by key, the hash and the trailer. */
+static void check_export(bk_backend *be, const char *path, int trailer, layout *l)
+{
+    bk_error err;
+    bk_bolt_export_opts opts = { trailer, NULL, NULL };
+    bk_bolt_export_stats st;
+    uint32_t hash;
+    uint64_t buckets, keys;
+    if (!CHECK_OK(bk_bolt_export(be, path, &opts, &st, &err)))
+        return;
+    CHECK_OK(bk_hash(be, NULL, 0, &hash, &err));
+    CHECK(st.hash == hash);
+    source_counts(be, &buckets, &keys);
+    CHECK(st.buckets == buckets && st.keys == keys);
+    if (!CHECK(layout_check(path, trailer, l)))
+        fprintf(stderr, "%s: %s\n", path, l->why);
+    CHECK(st.high_water == l->high_water && st.file_size == l->size);
+
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+    bk_bolt *b;
+    if (!CHECK_OK(bk_bolt_open(path, &b, &err)))
+        return;
+    bk_bolt_info info;
+    bk_bolt_info_get(b, &info);
+    CHECK(info.sha256_trailer == trailer && info.page_size == PS);
+    status s = { 0 };
+    CHECK_OK(bk_bolt_walk(b, status_bucket, status_kv, &s, &err));
+    CHECK(s.hash == hash && s.buckets == buckets && s.keys == keys && s.bytes == st.bytes);
+    compare c = { NULL, { 0 }, 0, 0, 0 };
+    bk_result_init(&c.res);
+    if (CHECK_OK(bk_view_open(be, &c.view, &err))) {
+        CHECK_OK(bk_bolt_walk(b, compare_bucket, compare_kv, &c, &err));
+        CHECK(c.buckets == buckets && c.keys == keys && c.mismatches == 0);
+        bk_view_close(c.view);
+    }
+    bk_result_free(&c.res);
+    bk_bolt_close(b);
+}
+
+static bk_backend *export_source(const char *name)
+{
+    bk_error err;
+    bk_config cfg;
+    bk_backend *be = NULL;
+    cfg_for(&cfg, tmp_path(name));
+    CHECK_OK(bk_open(&cfg, &be, &err));
+    return be;
+}
+
+static void put_str(bk_backend *be, const char *bucket, const void *key, size_t klen,
+                    const void *value, size_t vlen)
+{
+    bk_error err;
+    bk_slice b = { bucket, strlen(bucket) }, k = { key, klen }, v = { value, vlen };
+    CHECK_OK(bk_create_bucket(be, b, &err));
+    CHECK_OK(bk_put(be, b, k, v, &err));
+}
+
+/* n 8-byte keys with 8-byte values into bucket "key" (a branch page holds
+ * 170 such keys, a leaf 127 entries). */
+static void put_numbered(bk_backend *be, int n)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned char k[8], v[8];
+        put(k, (uint64_t)i * 2654435761u, 8);
+        put(v, (uint64_t)i, 8);
+        put_str(be, "key", k, 8, v, 8);
+    }
+}
+
+/* Every shape at once: a three-level tree, overflow values, keys at the
+ * size limit, an empty bucket, small (inline) buckets, binary names. */
+static void test_export_shapes(void)
+{
+    bk_error err;
+    bk_backend *be = export_source("shapes.src");
+    if (!be)
+        return;
+    size_t maxkey = bk_max_key_size(be);
+    char key[512], *big = malloc(300000);
+    if (!CHECK(big && maxkey < sizeof key))
+        return;
+    for (size_t i = 0; i < 300000; i++)
+        big[i] = (char)(i * 7 + 3);
+    CHECK_OK(bk_lock(be, &err));
+    put_numbered(be, 30000);
+    for (int i = 0; i < 40; i++) {   /* overflow values, and one beside the big ones */
+        snprintf(key, sizeof key, "big%02d", i);
+        put_str(be, "big", key, strlen(key), big + i, (size_t)(i % 5) * 60000 + 5000 * (i % 3));
+    }
+    for (int i = 0; i < 20; i++) {
+        memset(key, 'a' + i, maxkey);
+        put_str(be, "maxkeys", key, maxkey, big, (size_t)i * 200);
+    }
+    bk_slice empty = { "empty", 5 }, binary = { "\0\1\2bin\377", 7 };
+    CHECK_OK(bk_create_bucket(be, empty, &err));
+    CHECK_OK(bk_create_bucket(be, binary, &err));
+    bk_slice one = { "\0", 1 }, v1 = { "", 0 };
+    CHECK_OK(bk_put(be, binary, one, v1, &err));
+    put_str(be, "meta", "consistent_index", 16, "\0\0\0\0\0\0\0\7", 8);
+    /* bbolt inlines a leaf of up to a quarter page: header, element, key, value. */
+    put_str(be, "quarter", "k", 1, big, PS / 4 - 16 - 16 - 1);
+    put_str(be, "past-quarter", "k", 1, big, PS / 4 - 16 - 16);
+    CHECK_OK(bk_unlock(be, &err));
+    free(big);
+
+    layout l;
+    check_export(be, tmp_path("shapes.db"), 1, &l);
+    CHECK(l.overflow_pages > 0 && l.branch_pages >= 2 && l.free_pages == 0);
+    CHECK(l.inline_buckets == 4);   /* empty, binary, meta, quarter */
+    check_export(be, tmp_path("shapes-no-trailer.db"), 0, &l);
+    bk_free(be);
+}
+
+/* Pages filled as `bbolt compact` fills them: the "key" bucket of 30000
+ * 16-byte entries (32 bytes with their element) in full pages, so the file
+ * is no larger than its data needs. */
+static void test_export_fill(void)
+{
+    bk_error err;
+    bk_backend *be = export_source("fill.src");
+    if (!be)
+        return;
+    CHECK_OK(bk_lock(be, &err));
+    put_numbered(be, 30000);
+    CHECK_OK(bk_unlock(be, &err));
+    layout l;
+    check_export(be, tmp_path("fill.db"), 0, &l);
+    /* 127 elements (16 + 127 * 32 = 4080 bytes) a leaf: 237 leaves, 2 branches
+     * and a root branch, plus the top-level leaf, the metas and the freelist. */
+    CHECK(l.leaf_pages == 30000 / 127 + 1 + 1 && l.branch_pages == 3);
+    CHECK(l.high_water == 3 + l.leaf_pages + l.branch_pages);
+    bk_free(be);
+}
+
+static void test_export_empty(void)
+{
+    bk_backend *be = export_source("empty.src");
+    if (!be)
+        return;
+    layout l;
+    check_export(be, tmp_path("empty.db"), 1, &l);
+    CHECK(l.high_water == 4 && l.leaf_pages == 1);   /* metas, freelist, empty root */
+    bk_free(be);
+}
+
+/* 600 buckets: the top-level tree spans pages, under a branch. */
+static void test_export_many_buckets(void)
+{
+    bk_error err;
+    bk_backend *be = export_source("many.src");
+    if (!be)
+        return;
+    CHECK_OK(bk_lock(be, &err));
+    for (int i = 0; i < 600; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "bucket-%04d", i);
+        if (i % 3)
+            put_str(be, name, name, strlen(name), "v", 1);
+        else {
+            bk_slice b = { name, strlen(name) };
+            CHECK_OK(bk_create_bucket(be, b, &err));
+        }
+    }
+    CHECK_OK(bk_unlock(be, &err));
+    layout l;
+    check_export(be, tmp_path("many.db"), 1, &l);
+    CHECK(l.inline_buckets == 600 && l.branch_pages == 1);
+    bk_free(be);
+}
+
+/* The names in dir, one a line, sorted: what an export left behind. */
+static void dir_list(const char *dir, char *out, size_t size)
+{
+    struct dirent **names;
+    int n = scandir(dir, &names, NULL, alphasort);
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        if (names[i]->d_name[0] != '.')
+            snprintf(out + strlen(out), size - strlen(out), "%s\n", names[i]->d_name);
+        free(names[i]);
+    }
+    if (n >= 0)
+        free(names);
+}
+
+typedef struct progress_log {
+    bk_backend *be;
+    uint64_t calls, last_done, total;
+    int monotonic;
+    int stop_at;               /* return 7 at this call (0: never) */
+    int write_at;              /* a section's writes at this call */
+} progress_log;
+
+static int log_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    progress_log *p = ctx;
+    bk_error err;
+    p->monotonic &= done >= p->last_done && done <= total && (!p->total || total == p->total);
+    p->last_done = done;
+    p->total = total;
+    if (++p->calls == (uint64_t)p->write_at) {   /* writers go on */
+        bk_slice b = { "key", 3 }, k = { "written-during-export", 21 }, v = { "x", 1 };
+        CHECK_OK(bk_lock(p->be, &err));
+        CHECK_OK(bk_put(p->be, b, k, v, &err));
+        CHECK_OK(bk_unlock(p->be, &err));
+        CHECK_OK(bk_force_commit(p->be, &err));
+    }
+    return p->calls == (uint64_t)p->stop_at ? 7 : 0;
+}
+
+/* Progress, a stop midway (nothing left behind), a destination that
+ * exists, writes during an export, a locked section, a path as source. */
+static void test_export_lifecycle(void)
+{
+    bk_error err;
+    const char *dir = tmp_path("lifecycle");
+    char src[PATH_MAX], dst[PATH_MAX], before[1024], after[1024];
+    CHECK(mkdir(dir, 0700) == 0);
+    snprintf(src, sizeof src, "%s/src.db", dir);
+    snprintf(dst, sizeof dst, "%s/out.db", dir);
+    bk_config cfg;
+    cfg_for(&cfg, src);
+    bk_backend *be;
+    if (!CHECK_OK(bk_open(&cfg, &be, &err)))
+        return;
+    char *value = calloc(1, 4000);
+    CHECK_OK(bk_lock(be, &err));
+    for (int i = 0; i < 8000; i++) {   /* 32 MB: four steps of 8 MiB */
+        char k[16];
+        snprintf(k, sizeof k, "%08d", i);
+        put_str(be, "key", k, 8, value, 4000);
+    }
+    CHECK_OK(bk_unlock(be, &err));
+    free(value);
+    CHECK_OK(bk_force_commit(be, &err));
+    dir_list(dir, before, sizeof before);
+
+    progress_log p = { be, 0, 0, 0, 1, 2, 0 };
+    bk_bolt_export_opts opts = { 1, log_progress, &p };
+    bk_bolt_export_stats st;
+    CHECK(bk_bolt_export(be, dst, &opts, &st, &err) == 7);
+    dir_list(dir, after, sizeof after);
+    CHECK(!strcmp(before, after));   /* no dst, no temporary directory */
+
+    uint32_t hash;
+    CHECK_OK(bk_hash(be, NULL, 0, &hash, &err));
+    p = (progress_log){ be, 0, 0, 0, 1, 0, 2 };
+    CHECK_OK(bk_bolt_export(be, dst, &opts, &st, &err));
+    CHECK(p.calls >= 4 && p.monotonic && p.last_done == p.total && p.total == st.file_size);
+    CHECK(st.hash == hash && st.keys == 8000);   /* as of the start: the put came later */
+    CHECK_OK(bk_hash(be, NULL, 0, &hash, &err));
+    CHECK(st.hash != hash);
+
+    CHECK_CODE(bk_bolt_export(be, dst, NULL, NULL, &err), BK_EARG);
+    CHECK(strstr(err.msg, "exists"));
+    CHECK_OK(bk_lock(be, &err));
+    CHECK_CODE(bk_bolt_export(be, tmp_path("in-section.db"), NULL, NULL, &err), BK_ELOCKED);
+    CHECK_OK(bk_unlock(be, &err));
+    CHECK_OK(bk_close(be, 0, &err));
+    bk_free(be);
+
+    bk_bolt_export_stats from_path;
+    CHECK_OK(bk_bolt_export_path(src, tmp_path("from-path.db"), NULL, &from_path, &err));
+    CHECK(from_path.hash == hash && from_path.keys == 8001);
+    CHECK_CODE(bk_bolt_export_path(tmp_path("no-such.db"), tmp_path("x.db"), NULL, NULL, &err),
+               BK_EIO);
+}
+
 int main(void)
 {
     test_sha256();
@@ -809,6 +1264,11 @@ int main(void)
     test_scratch_freelist();
     test_scratch_deep();
     test_scratch_overlap();
+    test_export_shapes();
+    test_export_fill();
+    test_export_empty();
+    test_export_many_buckets();
+    test_export_lifecycle();
     struct stat st;
     if (stat(FIXTURES, &st) == 0) {
         test_fixture("tiny");

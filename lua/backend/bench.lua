@@ -211,6 +211,22 @@ function ours.w7(ctx)
   return r
 end
 
+-- W10: the database exported as an etcd data file (export_bolt, with its
+-- SHA-256 trailer) against a snapshot of it written to a file, both fsync'd.
+function ours.w10(ctx)
+  local snap_path, bolt_path = ctx.dir .. "/w10.snap", ctx.dir .. "/w10.db"
+  local t0 = now()
+  local snap = ctx.be:snapshot()
+  snap:write_to(snap_path)
+  snap:close()
+  local t1 = now()
+  local r = backend.export_bolt(ctx.be, bolt_path)
+  local t2 = now()
+  os.remove(snap_path)
+  os.remove(bolt_path)
+  return { seconds = t2 - t1, write_to_seconds = t1 - t0, size = r.size }
+end
+
 function ours.w8(ctx)
   local be, keys = ctx.be, ctx.keys
   be:update(function(tx)
@@ -384,7 +400,7 @@ function bench.run(opts)
         ctx.be = backend.open { path = ctx.dir .. "/w1.db" }
         fill(ctx.be, ctx.keys, ctx.value)
       end
-      for _, w in ipairs { "w3", "w3b", "w4", "w6", "w7", "w8" } do
+      for _, w in ipairs { "w3", "w3b", "w4", "w6", "w7", "w10", "w8" } do
         if wanted(w) then ours_side(run, w, mode) end
       end
       ctx.be:close()
@@ -529,6 +545,8 @@ function bench.report(results, mode)
   timed("W6 hash of the 1M-key database", "w6", 1.1)
   timed("W7 snapshot written to a file (per byte, vs a plain copy of the file, fsync'd)", "w7", 1.1,
     function(x) return x.seconds / x.bytes end, function(x) return x.bytes / x.seconds / 1e6 end, " MB/s")
+  against_floor("W10 export_bolt of the database (an etcd file, SHA-256 trailer), ÷ write_to of a snapshot of it",
+    "w10", seconds, field("write_to_seconds"), 1.5, "write_to")
   timed("W8 defrag after deleting every other key (vs a rewrite into a fresh LMDB file)", "w8", 1.2)
   local w8 = results.w8
   if w8 and #runs_of("w8") > 0 then

@@ -605,6 +605,29 @@ command("import", {
   end,
 })
 
+command("export", {
+  args = { "SRC", "DEST" },
+  options = { flag("no-trailer", "leave out the SHA-256 trailer (then `etcdctl snapshot restore` needs "
+    .. "--skip-hash-check)"), JSON },
+  progress = true,
+  summary = "write a backend database as an etcd data file (bbolt) at DEST, a new file",
+  help = "The inverse of import: DEST is a file as `etcdctl snapshot save` writes it (with its SHA-256\n"
+    .. "trailer unless --no-trailer), for `etcdctl snapshot restore`. SRC is opened read-only: another\n"
+    .. "process may write it meanwhile; the file holds SRC as it was when the export began. DEST must\n"
+    .. "not exist. Prints what was written and the hash (SRC's, which is etcd's HASH of DEST).",
+  run = function(c, o)
+    if file_kind(o.src) == "etcd" then
+      fail("%s is an etcd data file already (bbolt): there is nothing to export", o.src)
+    end
+    local r = backend.export_bolt(o.src, o.dest, { trailer = not o["no-trailer"], progress = c:progress("export") })
+    if o.json then
+      return c:json { buckets = r.buckets, keys = r.keys, bytes = r.bytes, hash = r.hash, size = r.size, path = o.dest }
+    end
+    c:print(fmt("exported %d keys (%s) in %d buckets to %s (%s); hash %08x",
+      r.keys, repl.human_bytes(r.bytes), r.buckets, o.dest, repl.human_bytes(r.size), r.hash))
+  end,
+})
+
 -- etcdctl's tables (olekukonko/tablewriter): headers centred, cells right-aligned.
 local function etcdctl_table(header, row)
   local widths, rule = {}, {}

@@ -98,6 +98,26 @@ function backend.import_bolt(src, dst)
   return core.import_bolt(src, cfg)
 end
 
+local export_fields = { trailer = "boolean", progress = "function" }
+
+--- Writes the committed data of `src` (a path, opened read-only, or an open
+-- Backend, read through a snapshot while writers go on) as a new etcd data
+-- file `dst` (bbolt, with `etcdctl snapshot save`'s SHA-256 trailer unless
+-- opts.trailer == false). opts.progress(done, total) counts the file's bytes.
+-- Returns { buckets, keys, bytes, hash, size }: hash is `src`'s, and etcd's.
+function backend.export_bolt(src, dst, opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    fail("bad argument #3 to 'export_bolt' (table expected, got %s)", type(opts))
+  end
+  for k, v in pairs(opts) do
+    local want = export_fields[k]
+    if not want then fail("unknown export_bolt option '%s'", tostring(k)) end
+    if type(v) ~= want then fail("opts.%s must be a %s, got %s", k, want, type(v)) end
+  end
+  return core.export_bolt(src, dst, opts.trailer ~= false, opts.progress)
+end
+
 --- Open a backend on a new temporary file: returns the backend and its path.
 -- The file (and its directory) is removed on close unless `config.keep`.
 function backend.open_tmp(config)

@@ -1,6 +1,6 @@
 /* fault_test.c: the disk fails (ENOSPC, EIO) at every I/O point of a commit,
- * a map growth, a snapshot write and a defrag, or fills up mid-write, and
- * nothing is lost.
+ * a map growth, a snapshot write, an export and a defrag, or fills up
+ * mid-write, and nothing is lost.
  *
  * Run under the shim: LD_PRELOAD=build/tests/faults/faultfs.so
  * build/tests/faults/fault_test (make faults); without it the test skips.
@@ -9,6 +9,7 @@
  * through the batch tx and a new view, and after a clean close and reopen
  * the file must hold the model exactly. */
 #include "../test.h"
+#include "bolt.h"
 #include "faultfs.h"
 
 #include <dirent.h>
@@ -232,7 +233,7 @@ static void check_commit_fault(db *d, int rc, const bk_error *err, int e,
 /* Which call a fault hit, from the counts before it. */
 static const char *const calls[] = {
     "pwrite@dsync", "pwrite", "writev", "write", "copy_file_range", "fdatasync",
-    "fsync", "open", "mkdtemp", "rename", "mmap",
+    "fsync", "open", "mkdtemp", "rename", "renameat2", "mmap",
 };
 #define NCALLS_SEEN (sizeof calls / sizeof calls[0])
 
@@ -542,7 +543,7 @@ static void snapshot_faults(int e)
     db_close(&d);
 }
 
-/* ---- defrag ---- */
+/* ---- export ---- */
 
 /* Temporary directories ("<db>.backend-tmp.*") beside the database. */
 static int tmp_files(const char *path)
@@ -564,6 +565,57 @@ static int tmp_files(const char *path)
     free(bc);
     return n;
 }
+
+/* Every I/O call of an export on its temporary file fails once, in turn:
+ * its directory (mkdtemp) and marker, the file's open, writes and fsync,
+ * the rename onto its name. Each time bk_bolt_export says why, nothing is
+ * at that name, no temporary directory is left, and the database is as it
+ * was; the last round, with no fault left to hit, exports it whole. */
+static void export_faults(int e)
+{
+    db d;
+    bk_error err;
+    char seen[300] = "", out[PATH_MAX], imported[PATH_MAX];
+    long before[NCALLS_SEEN];
+    int points = 0;
+    db_open(&d, "export", 1000, 0);
+    db_write(&d, 0, NKEYS);   /* 1.6 MB: the file goes out in several writes */
+    CHECK_OK(bk_force_commit(d.be, &err));
+    snprintf(out, sizeof out, "%s.bolt", d.cfg.path);
+    uint32_t h = db_hash(&d);
+    for (long s = 0; s < 100; s++) {
+        bk_bolt_export_stats st;
+        hits_all(before);
+        long hh = hits(NULL);
+        arm("*", ".backend-tmp.", e, s, 1);
+        int rc = bk_bolt_export(d.be, out, NULL, &st, &err);
+        clear_fn();
+        if (hits(NULL) == hh) {   /* past the export's last call */
+            CHECK_OK(rc);
+            CHECK(st.hash == h);
+            break;
+        }
+        points++;
+        note_call(seen, sizeof seen, hit_call(before));
+        check_failure(rc, &err, e, hit_call(before));
+        CHECK(access(out, F_OK) < 0 && errno == ENOENT);
+        CHECK(tmp_files(out) == 0);
+        CHECK(db_hash(&d) == h);
+    }
+    printf("export, %s: %d I/O points faulted:%s\n", strerror(e), points, seen);
+    CHECK(strstr(seen, " mkdtemp,") && strstr(seen, " open,") && strstr(seen, " write,") &&
+          strstr(seen, " fsync,") && strstr(seen, " renameat2,"));
+    bk_config cfg = d.cfg;
+    bk_bolt_import_stats ist;
+    snprintf(imported, sizeof imported, "%s.imported", d.cfg.path);
+    cfg.path = imported;
+    CHECK_OK(bk_bolt_import(out, &cfg, &ist, &err));
+    CHECK(ist.hash == h);
+    db_check(&d);
+    db_close(&d);
+}
+
+/* ---- defrag ---- */
 
 /* Every I/O call of a defrag on its temp file fails once, in turn: its
  * directory's creation (mkdtemp) and marker, LMDB's opens, page and meta
@@ -781,6 +833,11 @@ int main(void)
     long snap = hits(NULL) - h;
 
     h = hits(NULL);
+    for (size_t i = 0; i < 2; i++)
+        export_faults(errs[i]);
+    long export = hits(NULL) - h;
+
+    h = hits(NULL);
     long r = hits("rename");
     for (size_t i = 0; i < 2; i++)
         defrag_faults(errs[i]);
@@ -796,9 +853,9 @@ int main(void)
     }
     long reopen = hits(NULL) - h;
 
-    printf("faults injected: %ld (commit %ld, meta %ld, growth %ld, snapshot %ld, "
+    printf("faults injected: %ld (commit %ld, meta %ld, growth %ld, snapshot %ld, export %ld, "
            "defrag %ld, rename %ld, failed reopen %ld); %s in %.1f s\n",
-           commit + meta + grow + snap + defrag + ren + reopen, commit, meta, grow, snap,
-           defrag, ren, reopen, t_failed ? "CHECKS FAILED" : "nothing lost", now() - t0);
+           commit + meta + grow + snap + export + defrag + ren + reopen, commit, meta, grow, snap,
+           export, defrag, ren, reopen, t_failed ? "CHECKS FAILED" : "nothing lost", now() - t0);
     return t_done();
 }
