@@ -304,7 +304,7 @@ int bk_env_open(bk_backend *be, bk_error *err)
     int dead;
     if (!be->cfg.readonly)
         mdb_reader_check(be->env, &dead);
-    for (uint32_t id = 1; id <= be->nbuckets; id++)
+    for (uint32_t id = 1, n = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE); id <= n; id++)
         be->buckets[id]->dbi = 0;
     gen *g;
     if ((rc = mdb_env_info(be->env, &info)) || (rc = mdb_env_stat(be->env, &st))) {
@@ -565,8 +565,9 @@ static int apply_batches(bk_backend *be, memtable *first, int nm, uint8_t *touch
         mdb_txn_abort(txn);
     else if (!(rc = mdb_txn_commit(txn)))   /* a failed commit frees the txn */
         return 0;
-    /* Handles opened or dropped in the failed txn are closed now. */
-    for (uint32_t id = 1; id <= be->nbuckets; id++)
+    /* Handles opened or dropped in the failed txn are closed now (buckets
+     * the writer registers meanwhile were not touched). */
+    for (uint32_t id = 1, n = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE); id <= n; id++)
         if (touched[id])
             be->buckets[id]->dbi = 0;
     return rc;
