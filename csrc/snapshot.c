@@ -10,15 +10,20 @@
 #include <string.h>
 #include <unistd.h>
 
+#define META_GONE (-1)       /* capture_meta: a writer committed meanwhile */
+#define META_TRIES 100
+
 /* Both meta pages describe txn `txnid` (bk_meta_pair, as bbolt's WriteTo
- * does), so neither can point at pages that later commits reused. */
+ * does), so neither can point at pages that later commits reused. Returns
+ * META_GONE when neither page holds that txn any more. */
 static int capture_meta(bk_backend *be, gen *g, bk_snapshot *s, bk_error *err)
 {
     int fd;
     int rc = mdb_env_get_fd(be->env, &fd);
     if (rc)
         return bk_mdb_fail(err, rc, "snapshot");
-    s->meta = malloc(2 * be->psize);
+    if (!s->meta)
+        s->meta = malloc(2 * be->psize);
     if (!s->meta)
         return bk_fail(err, BK_EIO, "out of memory");
     if (bk_read_full(fd, s->meta, 2 * be->psize, 0))
@@ -32,8 +37,7 @@ static int capture_meta(bk_backend *be, gen *g, bk_snapshot *s, bk_error *err)
         s->size = (m.last_pg + 1) * be->psize;
         return BK_OK;
     }
-    return bk_fail(err, BK_EIO, "snapshot: the meta page of txn %llu is gone "
-                   "(a writer committed meanwhile); retry", (unsigned long long)g->txnid);
+    return META_GONE;
 }
 
 int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
@@ -50,9 +54,24 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
      * snapshot registered, or has swapped files before we look. */
     pthread_mutex_lock(&be->txn_mu);
     pthread_rwlock_rdlock(&be->maplock);
-    rc = bk_fresh_gen(be, &s->g, err);
-    if (!rc)
-        rc = capture_meta(be, s->g, s, err);
+    /* Only another process's writer can commit meanwhile (read-only: txn_mu
+     * keeps ours out), twice between our txn and our read of the pages: a
+     * fresh txn then sees its newest commit. */
+    for (int tries = 1;; tries++) {
+        rc = bk_fresh_gen(be, &s->g, err);
+        if (!rc)
+            rc = capture_meta(be, s->g, s, err);
+        if (rc != META_GONE)
+            break;
+        if (tries == META_TRIES) {
+            rc = bk_fail(err, BK_EIO, "snapshot: the meta page of txn %llu is gone (a writer "
+                         "committed meanwhile, %d times); retry",
+                         (unsigned long long)s->g->txnid, META_TRIES);
+            break;
+        }
+        bk_gen_unref(s->g);
+        s->g = NULL;
+    }
     if (!rc) {
         s->be = be;
         bk_child_attach(be, &s->link, 1);
