@@ -50,37 +50,36 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
         return bk_fail(err, BK_EIO, "out of memory");
     s->opened = bk_now();
     s->psize = be->psize;
-    /* txn_mu: no commit moves the meta pages; maplock: defrag sees the
-     * snapshot registered, or has swapped files before we look. */
-    pthread_mutex_lock(&be->txn_mu);
-    pthread_rwlock_rdlock(&be->maplock);
-    /* Only another process's writer can commit meanwhile (read-only: txn_mu
-     * keeps ours out), twice between our txn and our read of the pages: a
-     * fresh txn then sees its newest commit. */
     for (int tries = 1;; tries++) {
+        /* txn_mu: no commit moves the meta pages; maplock: defrag sees the
+         * snapshot registered, or has swapped files before we look. */
+        pthread_mutex_lock(&be->txn_mu);
+        pthread_rwlock_rdlock(&be->maplock);
         rc = bk_fresh_gen(be, &s->g, err);
         if (!rc)
             rc = capture_meta(be, s->g, s, err);
+        if (!rc) {
+            s->be = be;
+            bk_child_attach(be, &s->link, 1);
+        } else {   /* its txn ends under maplock: before a defrag or reopen closes the env */
+            bk_gen_unref(s->g);
+            s->g = NULL;
+        }
+        pthread_rwlock_unlock(&be->maplock);
+        pthread_mutex_unlock(&be->txn_mu);
+        /* Read-only, another process's writer can commit twice between our
+         * txn and our read of the pages (txn_mu keeps only ours out): catch
+         * up with it and try again. */
         if (rc != META_GONE)
             break;
         if (tries == META_TRIES) {
-            rc = bk_fail(err, BK_EIO, "snapshot: the meta page of txn %llu is gone (a writer "
-                         "committed meanwhile, %d times); retry",
-                         (unsigned long long)s->g->txnid, META_TRIES);
+            rc = bk_fail(err, BK_EIO, "snapshot: a writer committed before each of %d "
+                         "reads of the meta pages; retry", META_TRIES);
             break;
         }
-        bk_gen_unref(s->g);
-        s->g = NULL;
+        if ((rc = bk_readonly_refresh(be, err)))
+            break;
     }
-    if (!rc) {
-        s->be = be;
-        bk_child_attach(be, &s->link, 1);
-    } else {   /* its txn ends under maplock: before a defrag or reopen closes the env */
-        bk_gen_unref(s->g);
-        s->g = NULL;
-    }
-    pthread_rwlock_unlock(&be->maplock);
-    pthread_mutex_unlock(&be->txn_mu);
     if (rc) {
         free(s->meta);
         free(s);
