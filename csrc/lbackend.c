@@ -237,13 +237,25 @@ typedef struct delivery {
  * a pcall around the logger must let through (backend.interrupted). */
 static int is_interrupt(lua_State *L, int idx)
 {
-    size_t len;
-    const char *msg = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
     static const char tail[] = ": interrupted!";
-    if (!msg)
+    size_t len, n = sizeof tail - 1;
+    const char *msg = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+    if (!msg || !strcmp(msg, tail + 2))
+        return msg != NULL;
+    /* "...:<line>: interrupted!" on one line */
+    if (len < n + 2 || memchr(msg, '\n', len) || strcmp(msg + len - n, tail))
         return 0;
-    return !strcmp(msg, tail + 2) ||
-           (len >= sizeof tail - 1 && !strcmp(msg + len - (sizeof tail - 1), tail));
+    size_t i = len - n;
+    while (i > 0 && msg[i - 1] >= '0' && msg[i - 1] <= '9')
+        i--;
+    return i < len - n && i > 0 && msg[i - 1] == ':';
+}
+
+/* interrupted(err): the facade's backend.interrupted, the one definition. */
+static int l_interrupted(lua_State *L)
+{
+    lua_pushboolean(L, is_interrupt(L, 1));
+    return 1;
 }
 
 /* (backend, delivery): takes every queued entry first and only then calls
@@ -1982,6 +1994,7 @@ int luaopen_backend_core(lua_State *L)
         { "open_bolt", l_open_bolt }, { "import_bolt", l_import_bolt },
         { "export_bolt", l_export_bolt },
         { "monotonic", l_monotonic }, { "catch_interrupt", l_catch_interrupt },
+        { "interrupted", l_interrupted },
         { NULL, NULL } };
 
     luaL_newmetatable(L, MT_RESULT);

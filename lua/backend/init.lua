@@ -148,9 +148,7 @@ backend.mkdtemp = core.mkdtemp
 
 --- Whether err is an interrupt: the "interrupted!" error that the lua
 -- interpreter (and catch_interrupt) raise on SIGINT, with or without its position.
-function backend.interrupted(err)
-  return type(err) == "string" and (err == "interrupted!" or err:find("^[^\n]*:%d+: interrupted!$") ~= nil)
-end
+backend.interrupted = core.interrupted
 
 local function pass_interrupt(ok, ...)
   if not ok and backend.interrupted((...)) then error((...), 0) end
