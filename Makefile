@@ -25,11 +25,14 @@ WARN = -std=c99 -fPIC -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wcast-qual
 ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -MMD -MP
 LIBS_CORE  = $(LMDB_LIBS) $(NETTLE_LIBS) -pthread
 
-CORE_SRC = $(filter-out csrc/lbackend.c,$(wildcard csrc/*.c))
+# The layers: the engine (csrc/core), etcd's file format beside it (csrc/bolt),
+# and the Lua binding (csrc/lua), the only code that sees lua.h.
+CORE_SRC = $(wildcard csrc/core/*.c) $(wildcard csrc/bolt/*.c)
 CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
-LUA_OBJ  = $(BUILD)/obj/lbackend.o
-TEST_SRC = $(wildcard csrc/tests/*.c)
-TEST_BIN = $(TEST_SRC:csrc/%.c=$(BUILD)/%)
+LUA_SRC  = $(wildcard csrc/lua/*.c)
+LUA_OBJ  = $(LUA_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+TEST_SRC = $(wildcard tests/*.c)
+TEST_BIN = $(TEST_SRC:%.c=$(BUILD)/%)
 MODULE   = $(BUILD)/backend/core.so
 
 LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
@@ -52,15 +55,19 @@ $(BUILD)/obj/%.o: csrc/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(BINDING_CFLAGS) $(ALL_CFLAGS) -Icsrc -c -o $@ $<
 
+$(BUILD)/obj/tests/%.o: tests/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Icsrc -c -o $@ $<
+
 $(TEST_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(CORE_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_CORE) $(LIBS)
 
 # The plain-LMDB side of the benchmarks (not part of `all`).
-$(BUILD)/bench/lmdb_bench: bench/lmdb_bench.c csrc/crc32c.c csrc/backend.h
+$(BUILD)/bench/lmdb_bench: bench/lmdb_bench.c csrc/core/crc32c.c csrc/core/backend.h
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS) -Icsrc $(LDFLAGS) -o $@ \
-	  bench/lmdb_bench.c csrc/crc32c.c $(LMDB_LIBS) -pthread $(LIBS)
+	  bench/lmdb_bench.c csrc/core/crc32c.c $(LMDB_LIBS) -pthread $(LIBS)
 
 # The etcd side (optional, not in CI): etcd 3.4's backend from Debian's golang-go and
 # golang-etcd-server-dev, built offline in GOPATH mode.
@@ -152,7 +159,7 @@ faults: $(FAULT_SHIM) $(FAULT_TEST)
 	LD_PRELOAD=$(abspath $(FAULT_SHIM)) $(RUN) ./$(FAULT_TEST)
 
 # Not linked with the core: it only stands between the process and libc.
-$(FAULT_SHIM): csrc/tests/faults/faultfs.c csrc/tests/faults/faultfs.h
+$(FAULT_SHIM): tests/faults/faultfs.c tests/faults/faultfs.h
 	@mkdir -p $(@D)
 	$(CC) -shared $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< -ldl $(LIBS)
 
@@ -162,7 +169,7 @@ $(FAULT_TEST): $(BUILD)/obj/tests/faults/fault_test.o $(CORE_OBJ)
 
 # libFuzzer (clang, libclang-rt-14-dev): ops_fuzz drives the core with op
 # sequences checked against a model; bolt_fuzz opens and walks hostile bbolt
-# files. `make fuzz-NAME` fuzzes a copy of csrc/fuzz/corpus/NAME for FUZZ_TIME
+# files. `make fuzz-NAME` fuzzes a copy of tests/fuzz/corpus/NAME for FUZZ_TIME
 # seconds (crashes land in build/fuzz/NAME/); fuzz-smoke runs both briefly.
 FUZZ_CC    ?= clang
 FUZZ_FLAGS ?= -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
@@ -176,13 +183,13 @@ $(FUZZ_DIR)/obj/%.o: csrc/%.c
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(FUZZ_FLAGS) -MMD -MP -Icsrc -c -o $@ $<
 
-$(FUZZ_DIR)/%_fuzz: csrc/fuzz/%_fuzz.c $(FUZZ_OBJ)
+$(FUZZ_DIR)/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_OBJ)
 	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(FUZZ_FLAGS) -Icsrc $(LDFLAGS) -o $@ $^ $(LIBS_CORE)
 
 # Exits non-zero on a crash, a model mismatch, a leak or a hang (-timeout).
 fuzz-%: $(FUZZ_DIR)/%_fuzz
 	@mkdir -p $(FUZZ_DIR)/$*/corpus
-	@cp csrc/fuzz/corpus/$*/* $(FUZZ_DIR)/$*/corpus/
+	@cp tests/fuzz/corpus/$*/* $(FUZZ_DIR)/$*/corpus/
 	@./$< -max_total_time=$(FUZZ_TIME) -timeout=20 $(FUZZ_ARGS_$*) \
 	  -artifact_prefix=$(FUZZ_DIR)/$*/ $(FUZZ_DIR)/$*/corpus 2>$(FUZZ_DIR)/$*/log; rc=$$?; \
 	  grep -E '^#[0-9]+[[:space:]]+DONE' $(FUZZ_DIR)/$*/log; \
@@ -209,7 +216,6 @@ rockspec-check:
 
 # backend/ and csrc/*.o are what `luarocks make` leaves behind.
 clean:
-	rm -rf build build-asan build-tsan backend csrc/*.o
+	rm -rf build build-asan build-tsan backend $(shell find csrc -name '*.o')
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/obj/tests/*.d $(BUILD)/obj/tests/faults/*.d \
-                    $(BUILD)/fuzz/obj/*.d)
+-include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/tests/faults/*.d $(BUILD)/fuzz/obj/*/*.d)

@@ -16,7 +16,7 @@
  * of every put. S(i): 8 bytes, i big-endian. R(k): output k of a generator
  * seeded 3, mod N.
  */
-#include "backend.h"
+#include "core/backend.h"
 
 #include <lmdb.h>
 

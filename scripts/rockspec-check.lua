@@ -1,5 +1,5 @@
 -- Fails when the rockspec drifts from the tree: backend.core's sources must be
--- exactly csrc/*.c, and the Lua modules exactly lua/backend/*.lua.
+-- exactly csrc/*/*.c, and the Lua modules exactly lua/backend/*.lua.
 -- Usage: lua5.4 scripts/rockspec-check.lua rockspec/backend-scm-1.rockspec
 local path = assert(arg[1], "usage: rockspec-check.lua ROCKSPEC")
 local spec = {}
@@ -39,7 +39,7 @@ for name, m in pairs(modules) do
       if m ~= want then print(path .. ": module " .. name .. " should be " .. want); names_ok = false end
    elseif name ~= "backend.core" then lua_files[#lua_files + 1] = "<C module " .. name .. ">" end
 end
-local ok1 = compare("backend.core sources", modules["backend.core"].sources, ls("csrc/*.c"))
+local ok1 = compare("backend.core sources", modules["backend.core"].sources, ls("csrc/*/*.c"))
 local ok2 = compare("Lua modules", lua_files, ls("lua/backend/*.lua"))
 if not (ok1 and ok2 and names_ok) then os.exit(1) end
-print(path .. ": in step with csrc/*.c and lua/backend/*.lua")
+print(path .. ": in step with csrc/*/*.c and lua/backend/*.lua")

@@ -1,6 +1,6 @@
 -- max_buffered_bytes bounds the memory of uncommitted writes: lock() waits
 -- while it is full, nothing waits inside a section, nothing is lost. (The
--- waiting itself, made certain by a full disk, is csrc/tests/failure_test.c's.)
+-- waiting itself, made certain by a full disk, is tests/failure_test.c's.)
 local H = require "spec.helper"
 local backend = require "backend"
 

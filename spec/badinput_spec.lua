@@ -871,7 +871,7 @@ describe("bad input", function()
 
   -- LMDB writes a value's overflow pages in one write(2), which Linux caps at
   -- 0x7ffff000 bytes: the largest value is that many bytes of whole pages
-  -- less LMDB's 16-byte page header (csrc/tests/core_test.c checks the bound
+  -- less LMDB's 16-byte page header (tests/core_test.c checks the bound
   -- itself without the memory).
   it("values that no commit could write raise at put (BACKEND_TEST_BIG=1: 5 GiB of memory)", function()
     if os.getenv("BACKEND_TEST_BIG") ~= "1" then

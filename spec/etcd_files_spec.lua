@@ -103,7 +103,7 @@ describe("etcd data files", function()
   end)
 
   it("walk names each key's bucket, back in the parent after a nested bucket", function()
-    local f <close> = backend.open_bolt(H.root() .. "/csrc/fuzz/corpus/bolt/nested512")
+    local f <close> = backend.open_bolt(H.root() .. "/tests/fuzz/corpus/bolt/nested512")
     local seen = {}
     local function on_kv(b, k, v) seen[#seen + 1] = b .. " " .. k .. "=" .. v end
     f:walk(function(b) seen[#seen + 1] = "bucket " .. b end, on_kv)

@@ -16,7 +16,7 @@
  * walk's work is bounded by the file's size. */
 #include "bolt.h"
 #include "bolt_format.h"
-#include "internal.h"
+#include "core/internal.h"
 #include "sha256.h"
 
 #include <errno.h>

@@ -18,7 +18,7 @@
 #ifndef BOLT_H
 #define BOLT_H
 
-#include "backend.h"
+#include "core/backend.h"
 
 typedef struct bk_bolt bk_bolt;
 

@@ -9,7 +9,7 @@
  * through the batch tx and a new view, and after a clean close and reopen
  * the file must hold the model exactly. */
 #include "../test.h"
-#include "bolt.h"
+#include "bolt/bolt.h"
 #include "faultfs.h"
 
 #include <dirent.h>

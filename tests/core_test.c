@@ -2,7 +2,7 @@
  * and CRC-32C units. Some tests run this program again as a child process
  * (argv[1] == "--child-...") to act as a second process on one database. */
 #include "test.h"
-#include "memtable.h"
+#include "core/memtable.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -4,8 +4,8 @@
  * object is a userdata with a named metatable, created closed before the
  * core resource is taken (liolib's pattern). Children hold their own core
  * reference, so Lua's collection order can never free a backend under them. */
-#include "backend.h"
-#include "bolt.h"
+#include "core/backend.h"
+#include "bolt/bolt.h"
 #include "interrupt.h"
 
 #include <errno.h>

@@ -42,8 +42,8 @@
  * rollback returns to it); each view and the snapshot keep a copy as of
  * their opening.
  */
-#include "backend.h"
-#include "bolt.h"
+#include "core/backend.h"
+#include "bolt/bolt.h"
 
 #include <fcntl.h>
 #include <stdint.h>

@@ -24,7 +24,7 @@
  * commits that grow the map and the progress callback run between steps. */
 #include "bolt.h"
 #include "bolt_format.h"
-#include "internal.h"
+#include "core/internal.h"
 #include "sha256.h"
 
 #include <errno.h>

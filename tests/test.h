@@ -4,7 +4,7 @@
 #ifndef TEST_H
 #define TEST_H
 
-#include "backend.h"
+#include "core/backend.h"
 
 #include <ftw.h>
 #include <limits.h>

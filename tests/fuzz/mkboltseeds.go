@@ -1,7 +1,7 @@
 // mkboltseeds.go: writes bolt_fuzz's seed corpus, corpus/bolt/. From the
 // repository root, offline, against Debian's golang-etcd-server-dev:
 //
-//	GO111MODULE=off GOPATH=/usr/share/gocode go run csrc/fuzz/mkboltseeds.go
+//	GO111MODULE=off GOPATH=/usr/share/gocode go run tests/fuzz/mkboltseeds.go
 //
 // Seeds: etcd's tiny.db as etcdctl saved it (with its SHA-256 trailer) and
 // without the trailer (as a live member/snap/db), a few hostile variants of
@@ -24,7 +24,7 @@ import (
 
 const (
 	fixture = "../shared/fixtures/etcd/tiny.db"
-	out     = "csrc/fuzz/corpus/bolt"
+	out     = "tests/fuzz/corpus/bolt"
 	tinyPS  = 4096
 )
 

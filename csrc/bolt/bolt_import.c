@@ -3,7 +3,7 @@
  * it, then checked: the import's bk_hash must equal the source's etcd hash,
  * computed while reading it exactly as `etcdctl snapshot status` does. */
 #include "bolt.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -7,8 +7,8 @@
  * Exports are read back with the reader and checked page by page as bbolt's
  * tx.Check() does. */
 #include "test.h"
-#include "bolt.h"
-#include "sha256.h"
+#include "bolt/bolt.h"
+#include "bolt/sha256.h"
 
 #include <dirent.h>
 #include <fcntl.h>

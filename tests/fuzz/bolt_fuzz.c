@@ -13,8 +13,8 @@
  *
  * Seeds: corpus/bolt/, made by mkboltseeds.go.
  */
-#include "bolt.h"
-#include "sha256.h"
+#include "bolt/bolt.h"
+#include "bolt/sha256.h"
 
 #include <stdio.h>
 #include <stdlib.h>
