@@ -444,11 +444,7 @@ describe("errors", function()
     end)
 
     it("an etcd (bbolt) file: says 'bbolt file', and the file is untouched", function()
-      local src = "/work/shared/fixtures/etcd/tiny.db"
-      if not H.exists(src) then
-        pending("fixture " .. src .. " missing")
-        return
-      end
+      local src = H.fixture("tiny.db")
       local path = H.tmppath("db")
       local data = H.read_file(src)
       H.write_file(path, data)

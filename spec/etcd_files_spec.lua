@@ -1,4 +1,4 @@
--- etcd's own data files (../shared/fixtures/etcd): read without Go, imported
+-- etcd's own data files (spec/fixtures/etcd): read without Go, imported
 -- byte for byte, and decoded the way etcdctl shows them.
 local H = require "spec.helper"
 local backend = require "backend"

@@ -145,11 +145,11 @@ function H.root()
   return H._root
 end
 
---- The path of one of the shared etcd fixture files (../shared/fixtures/etcd
--- beside the checkout); fails clearly if they are not there.
+--- The path of one of the real etcd data files in spec/fixtures/etcd (each
+-- with the `etcdctl snapshot status` it printed and notes on how it was made).
 function H.fixture(name)
-  local path = H.root() .. "/../shared/fixtures/etcd/" .. name
-  assert(H.exists(path), "fixture " .. path .. " not found (../shared beside the checkout)")
+  local path = H.root() .. "/spec/fixtures/etcd/" .. name
+  assert(H.exists(path), "fixture " .. path .. " not found")
   return path
 end
 

@@ -1,6 +1,6 @@
 /* bolt_test.c: the bbolt reader, importer and writer (bolt.c,
- * bolt_import.c, bolt_write.c) and SHA-256. Real etcd 3.4 files come from ../shared/fixtures/etcd (relative
- * to the repository, where `make ctest` runs; skipped if absent): their
+ * bolt_import.c, bolt_write.c) and SHA-256. Real etcd 3.4 files come from spec/fixtures/etcd (relative
+ * to the repository, where `make ctest` runs): their
  * import must match what `etcdctl snapshot status` printed for them. Hostile
  * files are made here, from tiny.db or from scratch, and each must fail with
  * BK_EFORMAT and a message saying what is wrong, and leave no import behind.
@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define FIXTURES "../shared/fixtures/etcd"
+#define FIXTURES "spec/fixtures/etcd"
 #define PS 4096                /* the fixtures' page size */
 #define TINY_DATA (5 * PS)     /* tiny.db without its SHA-256 trailer */
 
@@ -1269,13 +1269,8 @@ int main(void)
     test_export_empty();
     test_export_many_buckets();
     test_export_lifecycle();
-    struct stat st;
-    if (stat(FIXTURES, &st) == 0) {
-        test_fixture("tiny");
-        test_fixture("mixed");
-        test_hostile_tiny();
-    } else {
-        printf("skipped the etcd fixtures: %s not found (run from the repository)\n", FIXTURES);
-    }
+    test_fixture("tiny");
+    test_fixture("mixed");
+    test_hostile_tiny();
     return t_done();
 }

@@ -23,7 +23,7 @@ import (
 )
 
 const (
-	fixture = "../shared/fixtures/etcd/tiny.db"
+	fixture = "spec/fixtures/etcd/tiny.db"
 	out     = "tests/fuzz/corpus/bolt"
 	tinyPS  = 4096
 )
