@@ -51,9 +51,11 @@ $(MODULE): $(CORE_OBJ) $(LUA_OBJ)
 # Only the binding sees the Lua headers: the core must not depend on Lua.
 $(LUA_OBJ): BINDING_CFLAGS = $(LUA_CFLAGS)
 
+# Hidden: core.so exports only luaopen_backend_core (the tests link the objects
+# themselves, which visibility does not affect).
 $(BUILD)/obj/%.o: csrc/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(BINDING_CFLAGS) $(ALL_CFLAGS) -Icsrc -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(BINDING_CFLAGS) $(ALL_CFLAGS) -fvisibility=hidden -Icsrc -c -o $@ $<
 
 $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(@D)

@@ -45,7 +45,7 @@ end
 local function state(be)
   local dump = be:view(function(v) return H.show(H.all(v, "b")) end)
   local tx = be:batch_tx()
-  if tx:_held() then return "section " .. H.show(H.all(tx, "b")) .. " " .. dump end
+  if pcall(tx.buckets, tx) then return "section " .. H.show(H.all(tx, "b")) .. " " .. dump end
   return be:hash() .. " " .. dump
 end
 
@@ -216,8 +216,7 @@ local API = {
     view = { FN },
   },
   BatchTx = with_reads {
-    lock = {}, unlock = {}, rollback = {}, commit = {}, commit_and_stop = {}, pending = {}, _check = {},
-    _held = {},
+    lock = {}, unlock = {}, rollback = {}, commit = {}, commit_and_stop = {}, pending = {},
     __gc = {}, __close = {}, __tostring = {},
     create_bucket = { str("b", {
       { "", "bucket name must not be empty" }, { LONG, too_long("bucket name", MAX + 1) },
@@ -232,9 +231,9 @@ local API = {
       { "", "key must not be empty" }, { LONG, too_long("key", MAX + 1) }, { "missing", OK },
     }) },
   },
-  ReadTx = with_reads { rlock = {}, runlock = {}, lock = {}, unlock = {}, _check = {}, __gc = {}, __tostring = {} },
+  ReadTx = with_reads { rlock = {}, runlock = {}, lock = {}, unlock = {}, __gc = {}, __tostring = {} },
   ConcurrentReadTx = with_reads {
-    rlock = {}, runlock = {}, lock = {}, unlock = {}, close = {}, _check = {},
+    rlock = {}, runlock = {}, lock = {}, unlock = {}, close = {},
     __gc = {}, __close = {}, __tostring = {},
   },
   Rows = {
@@ -684,7 +683,7 @@ describe("bad input", function()
   describe("calls out of order and on closed objects", function()
     local READ_CALLS = {
       { "range", "b", "k1" }, { "rows", "b", "k1" }, { "get", "b", "k1" }, { "pairs", "b" },
-      { "for_each", "b", NOP }, { "_check" },
+      { "for_each", "b", NOP },
     }
     local WRITE_CALLS = {
       { "put", "b", "k1", "X" }, { "seq_put", "b", "k9", "X" }, { "delete", "b", "k1" },

@@ -772,3 +772,18 @@ int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,
         return bk_mdb_fail(err, rc, "reading committed data");
     return BK_OK;
 }
+
+void bk_lmdb_version(int *major, int *minor, int *patch)
+{
+    mdb_version(major, minor, patch);
+}
+
+size_t bk_lmdb_max_key_size(void)
+{
+    MDB_env *env;
+    if (mdb_env_create(&env))
+        return 0;
+    size_t n = (size_t)mdb_env_get_maxkeysize(env);
+    mdb_env_close(env);
+    return n;
+}

@@ -36,7 +36,8 @@ typedef enum bk_code {
     BK_EBUSY,       /* path already open (this or another process) */
     BK_EFORMAT,     /* file is not a database of ours */
     BK_ESTOPPED,    /* batch tx stopped by commit_and_stop */
-    BK_EIO          /* system or LMDB failure (message has the details) */
+    BK_EIO,         /* system or LMDB failure (message has the details) */
+    BK_EEXIST       /* the target of a new file already exists */
 } bk_code;
 
 typedef struct bk_error {
@@ -248,5 +249,24 @@ typedef struct bk_log_entry {
 int bk_log_pop(bk_backend *be, bk_log_entry *out);
 
 uint32_t bk_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* The LMDB library this core runs on: its version, and its key limit (the
+ * same for every environment of a build; 0 if it cannot be asked). */
+void bk_lmdb_version(int *major, int *minor, int *patch);
+size_t bk_lmdb_max_key_size(void);
+
+/* Called after each chunk (8 MiB) of a snapshot written out: done and total
+ * count bytes. Its non-zero return stops the write and is returned as it
+ * is, err untouched. */
+typedef int (*bk_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+/* The whole snapshot file to fd at its position; progress may be NULL. */
+int bk_snapshot_write_fd(bk_snapshot *s, int fd, bk_progress_fn progress, void *ctx,
+                         bk_error *err);
+/* The whole snapshot file as a NEW file at path (BK_EEXIST if anything is
+ * there, a link too: it may be the database itself, which truncating would
+ * corrupt under its readers), made beside it (bk_tmp), fsync'd and renamed
+ * into place; on any failure nothing is left at path. */
+int bk_snapshot_write_path(bk_snapshot *s, const char *path, bk_progress_fn progress,
+                           void *ctx, bk_error *err);
 
 #endif

@@ -6,8 +6,10 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define META_GONE (-1)       /* capture_meta: a writer committed meanwhile */
@@ -217,4 +219,47 @@ void bk_snapshot_close(bk_snapshot *s)
     free(s->meta);
     free(s);
     bk_free(be);
+}
+
+#define WRITE_CHUNK ((size_t)8 << 20)   /* progress is reported after each */
+
+int bk_snapshot_write_fd(bk_snapshot *s, int fd, bk_progress_fn progress, void *ctx,
+                         bk_error *err)
+{
+    uint64_t total = bk_snapshot_size(s), done = 0;
+    int rc = BK_OK;
+    while (!rc && done < total) {
+        size_t n = total - done < WRITE_CHUNK ? (size_t)(total - done) : WRITE_CHUNK;
+        if (!(rc = bk_snapshot_copy_fd(s, fd, done, n, err))) {
+            done += n;
+            rc = progress ? progress(ctx, done, total) : BK_OK;
+        }
+    }
+    return rc;
+}
+
+int bk_snapshot_write_path(bk_snapshot *s, const char *path, bk_progress_fn progress,
+                           void *ctx, bk_error *err)
+{
+    struct stat exists;
+    bk_tmp tmp;
+    if (lstat(path, &exists) == 0)
+        return bk_fail(err, BK_EEXIST, "%s already exists", path);
+    int rc = bk_tmp_create(&tmp, path, err);
+    if (rc)
+        return rc;
+    int fd = open(tmp.file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = bk_fail(err, BK_EIO, "%s: %s", tmp.file, strerror(errno));
+    } else {
+        rc = bk_snapshot_write_fd(s, fd, progress, ctx, err);
+        if (!rc && fsync(fd) < 0)
+            rc = bk_fail(err, BK_EIO, "%s: %s", path, strerror(errno));
+        if (close(fd) < 0 && !rc)
+            rc = bk_fail(err, BK_EIO, "%s: %s", path, strerror(errno));
+        if (!rc)
+            rc = bk_tmp_publish(&tmp, path, err);
+    }
+    bk_tmp_discard(&tmp);
+    return rc;
 }

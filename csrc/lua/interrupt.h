@@ -1,10 +1,11 @@
 /*
  * interrupt.h: SIGINT (Ctrl-C) delivered once to a callback, for the Lua
- * binding's catch_interrupt. A file of its own because the binding cannot
- * include <signal.h> (its raise() is the binding's error helper).
+ * binding's catch_interrupt: signal handling, apart from Lua.
  */
 #ifndef INTERRUPT_H
 #define INTERRUPT_H
+
+#pragma GCC visibility push(hidden)   /* as in binding.h */
 
 /* The next SIGINT calls on_interrupt() from the signal handler, once: the
  * handler resets to the default action as it is delivered, so a second
@@ -15,5 +16,7 @@ int bk_interrupt_arm(void (*on_interrupt)(void));
 
 /* SIGINT's default action again, if an armed handler is still waiting. */
 void bk_interrupt_disarm(void);
+
+#pragma GCC visibility pop
 
 #endif

@@ -18,7 +18,6 @@
 -- rules exactly: every section from low to count whole, nothing else there.
 local backend = require "backend"
 local checks = require "backend.check"
-local core = require "backend.core"
 
 local crash = {}
 
@@ -383,7 +382,7 @@ end
 function crash.run(opts)
   opts = opts or {}
   local seed, log = opts.seed or os.time(), opts.log or function() end
-  local dir = opts.dir or core.mkdtemp()
+  local dir = opts.dir or backend.mkdtemp()
   local db = dir .. "/db"
   local result = { seed = seed, trials = 0, acks = 0, checked = 0, temps = 0, kills = {}, records = {} }
   for ph in pairs(kills) do result.kills[ph] = 0 end

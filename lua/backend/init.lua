@@ -1,17 +1,20 @@
 --- backend: etcd's MVCC storage backend on LMDB.
 -- The facade over the C module `backend.core`: configuration checks, the
--- "stderr" logger, open_tmp, and the Lua idioms (update, view, for_each) on
--- top of the C methods.
+-- "stderr" logger, open_tmp, temporary directories and a monotonic clock.
+-- The methods are the binding's (its Lua idioms too: backend.idioms).
 local core = require "backend.core"
 local json = require "backend.json"
+local system = require "system"   -- lua-system
 
 local backend = {
   version = core.version,
   lmdb_version = core.lmdb_version,
   max_key_size = core.max_key_size,
   crc32c = core.crc32c,
-  monotonic = core.monotonic,   -- seconds on a monotonic clock, for timings
 }
+
+--- Seconds on a monotonic clock, for timings: Lua has none finer than os.time.
+backend.monotonic = system.monotime
 
 local function fail(msg, ...)
   error("backend: " .. string.format(msg, ...), 0)
@@ -118,6 +121,16 @@ function backend.export_bolt(src, dst, opts)
   return core.export_bolt(src, dst, opts.trailer ~= false, opts.progress)
 end
 
+--- A new private directory (mode 0700) in $TMPDIR (or /tmp): its path.
+-- lua-luv's mkdtemp(3), loaded on first use: nothing else needs libuv.
+function backend.mkdtemp()
+  local tmpdir = os.getenv("TMPDIR")
+  if tmpdir == nil or tmpdir == "" then tmpdir = "/tmp" end
+  local dir, err = require("luv").fs_mkdtemp(tmpdir .. "/backend-XXXXXX")
+  if not dir then fail("creating a temporary directory: %s", err) end
+  return dir
+end
+
 --- Open a backend on a new temporary file: returns the backend and its path.
 -- The file (and its directory) is removed on close unless `config.keep`.
 function backend.open_tmp(config)
@@ -128,9 +141,9 @@ function backend.open_tmp(config)
   end
   if config.path ~= nil then fail("open_tmp chooses the path itself; do not set config.path") end
   local cfg = normalize(config, { keep = true })
-  local dir = core.mkdtemp()
+  local dir = backend.mkdtemp()
   cfg.path = dir .. "/database"
-  cfg.remove_on_close = not config.keep
+  cfg.owns_dir = not config.keep   -- the core removes the files and the directory
   local ok, be = pcall(core.open, cfg)
   if not ok then   -- a config the core refuses leaves no directory behind
     os.remove(cfg.path)
@@ -140,9 +153,6 @@ function backend.open_tmp(config)
   end
   return be, cfg.path
 end
-
---- A new private directory (mode 0700) in $TMPDIR (or /tmp): its path.
-backend.mkdtemp = core.mkdtemp
 
 -- Interrupts (Ctrl-C) --------------------------------------------------------
 
@@ -166,86 +176,5 @@ end
 -- instruction (a blocking read returns first); a second one before that kills
 -- the process. The interpreter disarms after one; call this again to catch the next.
 backend.catch_interrupt = core.catch_interrupt
-
--- Lua methods on the C types ------------------------------------------------
-
-local methods = core.methods
-
--- Argument errors worded as the C methods word them, numbered as Lua numbers
--- them: a method call does not count self. Called by check_*, called by the method.
-local function arg_error(i, fname, want, value)
-  local info = debug.getinfo(3, "n")
-  if info and info.namewhat == "method" then
-    i = i - 1
-    if i == 0 then fail("calling '%s' on bad self (%s expected, got %s)", fname, want, type(value)) end
-  end
-  fail("bad argument #%d to '%s' (%s expected, got %s)", i, fname, want, type(value))
-end
-
-local function check_arg(value, want, i, fname)
-  if type(value) ~= want then arg_error(i, fname, want, value) end
-end
-
--- self must be an object of the C type `tname` (a key of core.methods).
-local function check_self(value, tname, fname)
-  local mt = type(value) == "userdata" and getmetatable(value)
-  if not (type(mt) == "table" and mt.__index == methods[tname]) then
-    arg_error(1, fname, "backend." .. tname, value)
-  end
-end
-
--- for_each of the tx type `tname`: pairs (C, reading in chunks) to a callback.
-local function tx_for_each(tname)
-  return function(tx, bucket, fn)
-    check_self(tx, tname, "for_each")
-    check_arg(bucket, "string", 2, "for_each")
-    check_arg(fn, "function", 3, "for_each")
-    for k, v in tx:pairs(bucket) do fn(k, v) end
-  end
-end
-
-for _, name in ipairs { "BatchTx", "ReadTx", "ConcurrentReadTx" } do
-  methods[name].for_each = tx_for_each(name)
-end
-
-local function rethrow(ok, ...)
-  if not ok then error((...), 0) end
-  return ...
-end
-
--- update's guard: rolls the section back unless fn returned, however its
--- scope is left (an error, or coroutine.close on a suspended fn).
-local Section = { __close = function(guard)
-  if guard.tx and guard.tx:_held() then guard.tx:rollback() end
-end }
-
---- lock(), fn(tx), unlock() if fn returns: all or nothing. When fn raises
--- (or its coroutine is closed), the section is rolled back; errors re-raised.
-function methods.Backend.update(be, fn)
-  check_self(be, "Backend", "update")
-  check_arg(fn, "function", 2, "update")
-  local tx = be:batch_tx():lock()
-  local guard <close> = setmetatable({ tx = tx }, Section)
-  local results = table.pack(fn(tx))
-  guard.tx = nil
-  if tx:_held() then tx:unlock() end   -- fn may have ended its section itself
-  return table.unpack(results, 1, results.n)
-end
-
---- Prometheus text exposition of the backend's metrics (backend.metrics).
-function methods.Backend.metrics(be)
-  check_self(be, "Backend", "metrics")
-  return require("backend.metrics").text(be:stats())
-end
-
---- fn(rtx) on a concurrent read tx that is closed afterwards, even on error.
-function methods.Backend.view(be, fn)
-  check_self(be, "Backend", "view")
-  check_arg(fn, "function", 2, "view")
-  local rtx = be:concurrent_read_tx()
-  local results = table.pack(pcall(fn, rtx))
-  rtx:close()
-  return rethrow(table.unpack(results, 1, results.n))
-end
 
 return backend

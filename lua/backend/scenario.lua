@@ -54,7 +54,6 @@
 --   error step expect = text  the step raises a "backend: " error containing text
 local backend = require "backend"
 local check = require "backend.check"
-local core = require "backend.core"
 local model = require "backend.model"
 
 local scenario = {}
@@ -379,7 +378,7 @@ local OPS = {
     local snap <close> = st.snaps[name] or misuse("no snapshot named %s", quote(name))
     st.snaps[name] = nil
     local size = snap:size()
-    local v = new_view(st, name, { dir = core.mkdtemp() })
+    local v = new_view(st, name, { dir = backend.mkdtemp() })
     local path = v.dir .. "/snapshot"
     local n = write_snapshot(snap, path, step.write)
     snap:close()
