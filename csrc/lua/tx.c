@@ -138,24 +138,20 @@ static void push_results(lua_State *L, bk_result *r)
     bl_scratch_done(r);
 }
 
-static int do_range(lua_State *L, const tx_kind *k)
+/* range (keys, values: two tables) or rows (a Rows). */
+static int do_query(lua_State *L, const tx_kind *k, int as_rows)
 {
     ltx *t = k->check(L);
     bk_query q;
     bk_slice to;
-    check_query(L, "range", &q, &to);
-    push_results(L, read_scratch(L, k, t, &q));
+    check_query(L, as_rows ? "rows" : "range", &q, &to);
+    bk_result *r = read_scratch(L, k, t, &q);
+    if (as_rows) {
+        bl_push_rows(L, r);
+        return 1;
+    }
+    push_results(L, r);
     return 2;
-}
-
-static int do_rows(lua_State *L, const tx_kind *k)
-{
-    ltx *t = k->check(L);
-    bk_query q;
-    bk_slice to;
-    check_query(L, "rows", &q, &to);
-    bl_push_rows(L, read_scratch(L, k, t, &q));
-    return 1;
 }
 
 static int do_get(lua_State *L, const tx_kind *k)
@@ -264,8 +260,8 @@ static int do_pairs(lua_State *L, int kind)
 
 /* The read methods of each tx type. */
 #define TX_READS(prefix, kind)                                                      \
-    static int prefix##_range(lua_State *L) { return do_range(L, &KINDS[kind]); }   \
-    static int prefix##_rows(lua_State *L) { return do_rows(L, &KINDS[kind]); }     \
+    static int prefix##_range(lua_State *L) { return do_query(L, &KINDS[kind], 0); } \
+    static int prefix##_rows(lua_State *L) { return do_query(L, &KINDS[kind], 1); }  \
     static int prefix##_get(lua_State *L) { return do_get(L, &KINDS[kind]); }       \
     static int prefix##_buckets(lua_State *L) { return do_buckets(L, &KINDS[kind]); } \
     static int prefix##_pairs(lua_State *L) { return do_pairs(L, kind); }
