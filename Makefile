@@ -35,11 +35,24 @@ TEST_SRC = $(wildcard tests/*.c)
 TEST_BIN = $(TEST_SRC:%.c=$(BUILD)/%)
 MODULE   = $(BUILD)/backend/core.so
 
-LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/init.lua;;' \
-          LUA_CPATH_5_4='$(BUILD)/?.so;;' LUA_CPATH='$(BUILD)/?.so;;'
+# The one place that sets the Lua search paths for code run from this tree:
+# every recipe (busted and the lua5.4 children the specs start, the demo, the
+# benchmarks) finds this tree's modules, and the module built in $(BUILD), through
+# these two variables in its environment; the defaults (;;) follow, for the Lua
+# libraries Debian installs. Lua 5.4 reads the _5_4 names before LUA_PATH and
+# LUA_CPATH, which other Lua versions (busted's own `lua`) never see.
+# To run busted or lua5.4 by hand: eval "$$(make -s env)".
+export LUA_PATH_5_4  = $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
+export LUA_CPATH_5_4 = $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test check ctest spec lint demo bench bench-etcd install asan valgrind tsan \
-        faults fuzz fuzz-smoke stress rockspec-check clean
+# What `make install` puts under PREFIX (and `make uninstall` removes): the C
+# module, every Lua module under lua/ at its place below LUA_LMOD, and backendctl.
+LUA_MODULES = $(sort $(shell find lua -name '*.lua'))
+INSTALLED   = $(DESTDIR)$(LUA_CMOD)/backend/core.so $(DESTDIR)$(PREFIX)/bin/backendctl \
+              $(LUA_MODULES:lua/%=$(DESTDIR)$(LUA_LMOD)/%)
+
+.PHONY: all deps check-deps env test check ctest spec lint demo bench bench-etcd install uninstall \
+        package-check asan valgrind tsan faults fuzz fuzz-smoke stress rockspec-check clean
 .DELETE_ON_ERROR:
 
 all: $(MODULE)
@@ -86,18 +99,29 @@ $(BUILD)/bench/bolt_check: bench/bolt_check.go
 	@mkdir -p $(@D)
 	$(GO_ENV) $(GO) build -o $@ bench/bolt_check.go
 
+# `deps` installs the Debian packages (apt-get, as root or with sudo); every
+# other target only checks that they are there and says what is missing.
 deps:
 	@bash scripts/install-deps
 
+check-deps:
+	@bash scripts/install-deps --check
+
+# The search paths above as shell commands: eval "$$(make -s env)".
+env:
+	@echo "export LUA_PATH_5_4='$(LUA_PATH_5_4)'"
+	@echo "export LUA_CPATH_5_4='$(LUA_CPATH_5_4)'"
+
 # Sub-makes keep the steps in order under -j. `check` is the quick loop;
 # `test` (what CI runs) adds the sanitizer and valgrind runs.
-check: deps
+check: check-deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory ctest
 	@$(MAKE) --no-print-directory faults
 	@$(MAKE) --no-print-directory spec
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory rockspec-check
+	@$(MAKE) --no-print-directory package-check
 
 test: check
 	@$(MAKE) --no-print-directory asan
@@ -114,27 +138,47 @@ spec: all
 lint:
 	$(LUACHECK) .
 
-demo: deps
+demo: check-deps
 	@$(MAKE) --no-print-directory all
-	$(LUA_ENV) $(LUA) lua/backend/demo.lua
+	$(LUA) lua/backend/demo.lua
 
 # The benchmark suite (bench/README.md): BENCH_ARGS="--n 100000 --runs 1" for a quick look.
 BENCH_ARGS ?=
-bench: deps
+bench: check-deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench
-	$(LUA_ENV) $(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench $(BENCH_ARGS)
+	$(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench $(BENCH_ARGS)
 
-bench-etcd: deps
+bench-etcd: check-deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench $(BUILD)/bench/etcd_bench
-	$(LUA_ENV) $(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench \
+	$(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench \
 	  --etcd $(BUILD)/bench/etcd_bench $(BENCH_ARGS)
 
+# backendctl is installed with one line added after its first: the prefix's
+# module directories go first in its search paths, so it runs from any PREFIX
+# without LUA_PATH (Lua looks in /usr/local by itself, but nowhere else).
 install: all
-	install -d $(DESTDIR)$(LUA_CMOD)/backend $(DESTDIR)$(LUA_LMOD)/backend
-	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMOD)/backend/core.so
-	install -m 0644 lua/backend/*.lua $(DESTDIR)$(LUA_LMOD)/backend/
+	install -D -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMOD)/backend/core.so
+	@set -e; for f in $(LUA_MODULES); do \
+	  echo "install -D -m 0644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}"; \
+	  install -D -m 0644 $$f $(DESTDIR)$(LUA_LMOD)/$${f#lua/}; done
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 bin/backendctl $(DESTDIR)$(PREFIX)/bin/backendctl
+	{ sed -n 1p bin/backendctl; \
+	  echo 'package.path = "$(LUA_LMOD)/?.lua;$(LUA_LMOD)/?/init.lua;" .. package.path; package.cpath = "$(LUA_CMOD)/?.so;" .. package.cpath   -- make install'; \
+	  sed 1d bin/backendctl; } > $(BUILD)/backendctl
+	install -m 0755 $(BUILD)/backendctl $(DESTDIR)$(PREFIX)/bin/backendctl
+
+# Removes the files `make install` puts (the same PREFIX and DESTDIR), then
+# the backend/ directories it made once they are empty; nothing else.
+uninstall:
+	rm -f $(INSTALLED)
+	@for d in $(sort $(dir $(LUA_MODULES:lua/%=$(DESTDIR)$(LUA_LMOD)/%)) $(DESTDIR)$(LUA_CMOD)/backend/); do \
+	  echo "$$d"; done | sort -r | while read -r d; do [ ! -d "$$d" ] || rmdir --ignore-fail-on-non-empty "$$d"; done
+
+# The packaging as a user meets it, from outside the tree: `luarocks make` into
+# a temporary tree and `make install`/`uninstall` into a temporary prefix, each
+# then used from /tmp with nothing but its own paths (scripts/package-check).
+package-check: all
+	@bash scripts/package-check
 
 # The C tests and the whole busted suite under AddressSanitizer+UBSan (lua5.4
 # itself is not instrumented, so the runtimes are preloaded), then valgrind.

@@ -9,10 +9,16 @@ description = {
       The batch-transaction storage backend of etcd (buckets, batched writes with a
       commit timer, buffered reads, snapshots, defragmentation, CRC-32C hash),
       implemented in C on LMDB and exported to Lua 5.4 as require "backend".
+      Build it for Lua 5.4 (Debian 12's luarocks defaults to 5.1):
+        luarocks --lua-version 5.4 make rockspec/backend-scm-1.rockspec
    ]],
    -- Licence not decided yet; etcd's own is Apache-2.0. `luarocks lint` requires the field.
    license = "Apache-2.0",
 }
+-- Only what luarocks satisfies without its registry: Lua itself. LMDB and
+-- nettle are system libraries (Debian: liblmdb-dev, nettle-dev), and the Lua
+-- libraries the tools use come from Debian packages (README, "Quick start";
+-- scripts/install-deps installs them all).
 dependencies = {
    "lua >= 5.4, < 5.5",
 }

@@ -153,14 +153,18 @@ function H.fixture(name)
   return path
 end
 
---- Shell prefix exporting LUA_PATH/LUA_CPATH for a child lua5.4 using this tree
--- (its module from $BACKEND_BUILD, as for busted itself: `build` unless a
--- sanitizer build is under test).
+-- The search paths come from the environment, where the Makefile puts them
+-- (the one place that sets them): busted and every lua5.4 child share them.
+if not os.getenv("LUA_CPATH_5_4") then
+  error("the specs find the module through LUA_PATH_5_4 and LUA_CPATH_5_4: run them with "
+    .. "`make spec` (busted's options in SPEC_FLAGS), or after eval \"$(make -s env)\"", 0)
+end
+
+--- Shell prefix handing a child lua5.4 the search paths this suite runs with
+-- (the Makefile's: this tree's modules, and the module from $(BUILD)).
 function H.lua_env()
-  local r = H.root()
-  return format("export LUA_PATH=%s; export LUA_CPATH=%s; ",
-    H.q(r .. "/lua/?.lua;" .. r .. "/lua/?/init.lua;;"),
-    H.q(r .. "/" .. (os.getenv("BACKEND_BUILD") or "build") .. "/?.so;;"))
+  return format("export LUA_PATH_5_4=%s; export LUA_CPATH_5_4=%s; ",
+    H.q(os.getenv("LUA_PATH_5_4") or ";;"), H.q(os.getenv("LUA_CPATH_5_4")))
 end
 
 --- Starts `lua5.4 script args...` (script source written to a temp file) with

@@ -272,6 +272,38 @@ static void test_txn_full(void)
     CHECK(committed_count(&cfg) == 80);
 }
 
+/* force_commit answers for a commit attempt that began after it was called:
+ * an attempt that was already failing on the full disk when room came back
+ * is not its answer. The committer retries every millisecond here, so some
+ * of these rounds free the disk while an attempt is in flight. */
+static void test_failure_in_flight(void)
+{
+    bk_config cfg;
+    bk_error err;
+    bk_config_default(&cfg);
+    bk_backend *be = open_full(&cfg, "inflight.db");
+    if (!be)
+        return;
+    CHECK_OK(bk_close(be, 0, &err));
+    bk_free(be);
+    disk_free();
+    cfg.batch_interval = 0.001;
+    cfg.batch_limit = 5;
+    CHECK_OK(bk_open(&cfg, &be, &err));
+    int rounds = getenv("BACKEND_TEST_QUICK") ? 50 : 1000;
+    for (int r = 0; r < rounds; r++) {
+        disk_full(&cfg);
+        write_batch(be, 10 * r, 10);
+        struct timespec ts = { 0, 200000 * (r % 10) };
+        nanosleep(&ts, NULL);
+        disk_free();
+        CHECK_OK(bk_force_commit(be, &err));
+    }
+    CHECK_OK(bk_close(be, 0, &err));
+    bk_free(be);
+    CHECK(committed_count(&cfg) == (size_t)(10 * rounds));
+}
+
 typedef struct writer {
     bk_backend *be;
     int from, sections;
@@ -391,6 +423,7 @@ int main(void)
     test_group_commit("group.db", (uint64_t)256 << 20, 1);
     test_group_commit("group4.db", 4 << 20, 3);
     test_txn_full();
+    test_failure_in_flight();
     test_backpressure();
     return t_done();
 }

@@ -742,6 +742,7 @@ static void *committer_main(void *arg)
                  m = m->qnext, nm++)
                 bytes += m->arena_bytes;
             be->kick = 0;
+            uint64_t attempt = ++be->attempts;
             pthread_mutex_unlock(&be->cmu);
             bk_error err;
             int rc = commit_batches(be, first, &nm, &err);
@@ -751,6 +752,7 @@ static void *committer_main(void *arg)
                 retry_at = 0;
             } else {
                 be->failures++;
+                be->failed_attempt = attempt;
                 be->last_err = err;
                 retry_at = bk_now() + interval;
                 bk_log(be, "error", "commit failed, will retry: %s", err.msg);
@@ -860,11 +862,13 @@ int bk_wait_committed(bk_backend *be, bk_error *err)
     int rc = BK_OK;
     pthread_mutex_lock(&be->cmu);
     uint64_t target = be->qtail ? be->qtail->id : be->committed_id;
-    uint64_t failures = be->failures;
+    /* Only an attempt begun after this call answers it: one already under
+     * way may fail on a disk that has had room since. */
+    uint64_t begun = be->attempts;
     be->kick = 1;
     pthread_cond_signal(&be->ccv);
     while (be->committed_id < target) {
-        if (be->failures != failures) {
+        if (be->failed_attempt > begun) {
             *err = be->last_err;
             rc = err->code;
             break;

@@ -146,7 +146,9 @@ struct bk_backend {
     uint64_t next_mt_id;
     uint64_t committed_id;         /* newest memtable id in LMDB */
     uint64_t queued_writes;
+    uint64_t attempts;             /* commit attempts begun so far */
     uint64_t failures;             /* failed commit attempts so far */
+    uint64_t failed_attempt;       /* the number of the last failed attempt */
     bk_error last_err;             /* of the last failed attempt */
     int kick, stop;
     int committer_running;
