@@ -114,23 +114,24 @@ lint:
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	$(LUA_ENV) $(LUA) lua/backend/demo.lua
+	$(LUA_ENV) $(LUA) examples/demo.lua
 
 # The benchmark suite (bench/README.md): BENCH_ARGS="--n 100000 --runs 1" for a quick look.
 BENCH_ARGS ?=
 bench: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench
-	$(LUA_ENV) $(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench $(BENCH_ARGS)
+	$(LUA_ENV) $(LUA) bench/bench.lua --lmdb $(BUILD)/bench/lmdb_bench $(BENCH_ARGS)
 
 bench-etcd: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench $(BUILD)/bench/etcd_bench
-	$(LUA_ENV) $(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench \
+	$(LUA_ENV) $(LUA) bench/bench.lua --lmdb $(BUILD)/bench/lmdb_bench \
 	  --etcd $(BUILD)/bench/etcd_bench $(BENCH_ARGS)
 
 install: all
-	install -d $(DESTDIR)$(LUA_CMOD)/backend $(DESTDIR)$(LUA_LMOD)/backend
+	install -d $(DESTDIR)$(LUA_CMOD)/backend $(DESTDIR)$(LUA_LMOD)/backend/tools
 	install -m 0755 $(MODULE) $(DESTDIR)$(LUA_CMOD)/backend/core.so
 	install -m 0644 lua/backend/*.lua $(DESTDIR)$(LUA_LMOD)/backend/
+	install -m 0644 lua/backend/tools/*.lua $(DESTDIR)$(LUA_LMOD)/backend/tools/
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 bin/backendctl $(DESTDIR)$(PREFIX)/bin/backendctl
 
@@ -200,7 +201,7 @@ fuzz: fuzz-ops fuzz-bolt
 fuzz-smoke:
 	@$(MAKE) --no-print-directory FUZZ_TIME=30 fuzz
 
-# The crash harness at length (spec/crash_spec.lua runs 200 trials in `spec`):
+# The crash harness (spec/support/crash.lua) at length (spec/crash_spec.lua runs 200 trials in `spec`):
 # STRESS_TRIALS SIGKILL trials; BACKEND_SEED=n replays a run's configs and kills.
 STRESS_TRIALS ?= 1000
 stress: all
