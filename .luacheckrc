@@ -2,6 +2,8 @@ std = "lua54"
 max_line_length = 120
 include_files = {
    "lua/**/*.lua",
+   "bench/*.lua",
+   "examples/*.lua",
    "spec/**/*.lua",
    "rockspec/*.rockspec",
    "scripts/*.lua",

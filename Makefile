@@ -140,17 +140,17 @@ lint:
 
 demo: check-deps
 	@$(MAKE) --no-print-directory all
-	$(LUA) lua/backend/demo.lua
+	$(LUA) examples/demo.lua
 
 # The benchmark suite (bench/README.md): BENCH_ARGS="--n 100000 --runs 1" for a quick look.
 BENCH_ARGS ?=
 bench: check-deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench
-	$(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench $(BENCH_ARGS)
+	$(LUA) bench/bench.lua --lmdb $(BUILD)/bench/lmdb_bench $(BENCH_ARGS)
 
 bench-etcd: check-deps
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/lmdb_bench $(BUILD)/bench/etcd_bench
-	$(LUA) lua/backend/bench.lua --lmdb $(BUILD)/bench/lmdb_bench \
+	$(LUA) bench/bench.lua --lmdb $(BUILD)/bench/lmdb_bench \
 	  --etcd $(BUILD)/bench/etcd_bench $(BENCH_ARGS)
 
 # backendctl is installed with one line added after its first: the prefix's
@@ -246,7 +246,7 @@ fuzz: fuzz-ops fuzz-bolt
 fuzz-smoke:
 	@$(MAKE) --no-print-directory FUZZ_TIME=30 fuzz
 
-# The crash harness at length (spec/crash_spec.lua runs 200 trials in `spec`):
+# The crash harness (spec/support/crash.lua) at length (spec/crash_spec.lua runs 200 trials in `spec`):
 # STRESS_TRIALS SIGKILL trials; BACKEND_SEED=n replays a run's configs and kills.
 STRESS_TRIALS ?= 1000
 stress: all

@@ -1,5 +1,5 @@
 -- Fails when the rockspec drifts from the tree: backend.core's sources must be
--- exactly csrc/*/*.c, and the Lua modules exactly lua/backend/*.lua.
+-- exactly csrc/*/*.c, and the Lua modules exactly lua/backend/**/*.lua.
 -- Usage: lua5.4 scripts/rockspec-check.lua rockspec/backend-scm-1.rockspec
 local path = assert(arg[1], "usage: rockspec-check.lua ROCKSPEC")
 local spec = {}
@@ -11,9 +11,10 @@ local function set_of(list)
    return s
 end
 
-local function ls(pattern)
+-- The lines a shell command prints.
+local function lines(command)
    local out = {}
-   local p = assert(io.popen("ls -1 " .. pattern .. " 2>/dev/null"))
+   local p = assert(io.popen(command .. " 2>/dev/null"))
    for line in p:lines() do out[#out + 1] = line end
    p:close()
    return out
@@ -39,7 +40,7 @@ for name, m in pairs(modules) do
       if m ~= want then print(path .. ": module " .. name .. " should be " .. want); names_ok = false end
    elseif name ~= "backend.core" then lua_files[#lua_files + 1] = "<C module " .. name .. ">" end
 end
-local ok1 = compare("backend.core sources", modules["backend.core"].sources, ls("csrc/*/*.c"))
-local ok2 = compare("Lua modules", lua_files, ls("lua/backend/*.lua"))
+local ok1 = compare("backend.core sources", modules["backend.core"].sources, lines("ls -1 csrc/*/*.c"))
+local ok2 = compare("Lua modules", lua_files, lines("find lua/backend -name '*.lua'"))
 if not (ok1 and ok2 and names_ok) then os.exit(1) end
-print(path .. ": in step with csrc/*/*.c and lua/backend/*.lua")
+print(path .. ": in step with csrc/*/*.c and lua/backend/**/*.lua")

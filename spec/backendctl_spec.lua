@@ -4,9 +4,14 @@
 -- call ctl.main and repl.run in this process, with modules replaced.
 local H = require "spec.helper"
 local backend = require "backend"
-local ctl = require "backend.ctl"
-local json = require "backend.json"
-local repl = require "backend.repl"
+local ctl = require "backend.tools.ctl"
+local mime = require "mime"
+local repl = require "backend.tools.repl"
+
+-- base64 as etcdctl -w json gives bytes
+local function base64(s)
+  return (mime.b64(s))
+end
 
 local COMMANDS = { "stat", "buckets", "get", "dump", "put", "delete", "hash", "snapshot", "defrag", "check",
                    "import", "export", "status", "etcd", "scenario", "bench", "repl", "metrics" }
@@ -111,14 +116,20 @@ describe("backendctl", function()
 
   it("--help, --version, help COMMAND and COMMAND --help for every command", function()
     local out = expect(0, { "--help" })
-    for _, name in ipairs(COMMANDS) do assert.truthy(out:find("\n  " .. name .. " ", 1, true), name) end
+    for _, name in ipairs(COMMANDS) do assert.truthy(out:find("\n%s+" .. name .. " "), name) end
     assert.truthy(expect(0, { "--version" }):find("^backendctl " .. backend.version:gsub("%p", "%%%0")))
     for _, name in ipairs(COMMANDS) do
       local help = expect(0, { name, "--help" })
-      assert.truthy(help:find("usage: backendctl " .. name .. " ", 1, true), name)
+      assert.truthy(help:find("Usage: backendctl " .. name .. " ", 1, true), name)
       assert.truthy(help:find("-h, --help", 1, true), name)
       local code, again = main { "help", name }
       assert.are.same({ 0, help }, { code, again })
+    end
+  end)
+
+  it("the tools' old module names are aliases of backend.tools.*", function()
+    for _, name in ipairs { "ctl", "repl", "check", "scenario", "model" } do
+      assert.are.equal(require("backend.tools." .. name), require("backend." .. name), name)
     end
   end)
 
@@ -132,7 +143,7 @@ describe("backendctl", function()
     } do
       local out, err = expect(2, args)
       assert.are.equal("", out)
-      assert.truthy(err:find("^backendctl: [^\n]+\nusage: backendctl "), err)
+      assert.truthy(err:find("^backendctl: .-\nUsage: backendctl "), err)
     end
   end)
 
@@ -301,13 +312,13 @@ describe("backendctl", function()
     it("get --json like etcdctl -w json, --prefix, ls, history, leases, meta", function()
       local r = decode(expect(0, { "etcd", H.fixture("tiny.db"), "get", "--prefix", "/tiny/", "--json" }))
       assert.are.same({ 10, 11, 10 }, { r.count, r.header.revision, #r.kvs })
-      assert.are.same({ key = json.base64("/tiny/key3"), value = json.base64("value-3"), create_revision = 5,
+      assert.are.same({ key = base64("/tiny/key3"), value = base64("value-3"), create_revision = 5,
                         mod_revision = 5, version = 1 }, r.kvs[4])
       local ls = expect(0, { "etcd", mixed, "ls", "/mixed/lease/l4/" })
       assert.are.equal("/mixed/lease/l4/00\n/mixed/lease/l4/01\n/mixed/lease/l4/02\n", ls)
       assert.are.equal(1951, decode(expect(0, { "etcd", mixed, "ls", "--json" })).count)
       local history = decode(expect(0, { "etcd", mixed, "history", "/mixed/hot/counter", "--json" }))
-      assert.are.equal(json.base64("250"), history[#history].kv.value)
+      assert.are.equal(base64("250"), history[#history].kv.value)
       local text = expect(0, { "etcd", mixed, "history", "/mixed/hot/counter" })
       assert.truthy(text:find("^REVISION +OP +VERSION"))
       expect(1, { "etcd", mixed, "history", "/no/such/key" })
@@ -362,17 +373,16 @@ describe("backendctl", function()
       expect(0, { "etcd", db, "put", "/l", "v", "--lease", "694d7c3e8a1f2b01" })
       assert.truthy(expect(0, { "etcd", db, "leases" }):find("694d7c3e8a1f2b01 ttl 60s, 1 keys\n  /l\n", 1, true))
       for _, case in ipairs {
-        { { "etcd", db, "put", "/x", "y", "--prefix" }, "--prefix does not apply to etcd put" },
-        { { "etcd", db, "get", "/x", "--lease", "1" }, "--lease does not apply to etcd get" },
+        { { "etcd", db, "put", "/x", "y", "--prefix" }, "unknown option '--prefix'" },
+        { { "etcd", db, "get", "/x", "--lease", "1" }, "unknown option '--lease'" },
         { { "etcd", db, "put", "/x", "y", "--lease", "zz" }, "--lease wants a lease ID in hex, got 'zz'" },
-        { { "etcd", db, "put", "/x" }, "missing VALUE" },
-        { { "etcd", db, "compact" }, "missing REV" },
+        { { "etcd", db, "put", "/x" }, "missing argument 'VALUE'" },
+        { { "etcd", db, "compact" }, "missing argument 'REV'" },
         { { "etcd", db, "compact", "x" }, "REV must be a positive integer, got 'x'" },
-        { { "etcd", db, "hashkv", "extra" }, "unexpected argument 'extra'" },
+        { { "etcd", db, "hashkv", "extra" }, "too many arguments" },
         { { "etcd", db, "del", "/a", "--from-key", "--range-end", "/b" },
           "--from-key and --range-end exclude each other" },
-        { { "etcd", db, "frob" }, "unknown etcd subcommand 'frob' (get, ls, history, leases, meta, hashkv, put, del, "
-          .. "compact)" },
+        { { "etcd", db, "frob" }, "unknown command 'frob'" },
       } do
         local _, err = expect(2, case[1])
         assert.are.equal("backendctl: " .. case[2], err:match("^[^\n]*"))
@@ -394,7 +404,7 @@ describe("backendctl", function()
     expect(0, { "put", db, "b", "\255x", "-" }, "raw\0value")   -- argv cannot hold a NUL; stdin can
     assert.are.equal("raw\0value", expect(0, { "get", db, "b", "\255x" }))
     assert.are.equal("line 1\nline 2", expect(0, { "get", db, "b", "tab\tkey" }))
-    assert.are.same({ bucket = "b", key = { base64 = json.base64("\0\255\n\\") }, value = { base64 = "AP8=" } },
+    assert.are.same({ bucket = "b", key = { base64 = base64("\0\255\n\\") }, value = { base64 = "AP8=" } },
       decode(expect(0, { "get", "--json", "--hex", db, "b", "00ff0a5c" })))
     assert.are.same({ bucket = "b", key = "naïve", value = "café" },
       decode(expect(0, { "get", "--json", db, "b", "naïve" })))
@@ -411,8 +421,8 @@ describe("backendctl", function()
     local lines = {}
     for line in expect(0, { "dump", "--format", "json", db }):gmatch("[^\n]+") do lines[#lines + 1] = decode(line) end
     assert.are.same({ bucket = "b", key = "tab\tkey", value = "line 1\nline 2" }, lines[3])
-    assert.are.same({ base64 = json.base64("\0\255\n\\") }, lines[1].key)
-    assert.are.same({ bucket = "b", key = { base64 = json.base64("\255x") }, value = "raw\0value" }, lines[4])
+    assert.are.same({ base64 = base64("\0\255\n\\") }, lines[1].key)
+    assert.are.same({ bucket = "b", key = { base64 = base64("\255x") }, value = "raw\0value" }, lines[4])
     expect(1, { "dump", db, "nob" })
     expect(0, { "put", db, "b", "--", "-dash", "-" }, "d")   -- `--` ends the options
     assert.are.equal("d", expect(0, { "get", db, "b", "--", "-dash" }))
@@ -492,15 +502,15 @@ describe("backendctl", function()
   end)
 
   it("check and scenario exit 1 when one fails (modules replaced in this process)", function()
-    local saved_check, saved_scenario = package.loaded["backend.check"], package.loaded["backend.scenario"]
-    package.loaded["backend.check"] = {
+    local saved_check, saved_scenario = package.loaded["backend.tools.check"], package.loaded["backend.tools.scenario"]
+    package.loaded["backend.tools.check"] = {
       run = function()
         return { ok = false, checks = { { name = "views", ok = false, detail = "", seconds = 0 } },
                  findings = { { check = "views", bucket = "b", key = "\255", message = "differs" } } }
       end,
       format = function() return "FAILED" end,
     }
-    package.loaded["backend.scenario"] = {
+    package.loaded["backend.tools.scenario"] = {
       random = function(o) return { seed = o.seed } end,
       run = function(s) return { ok = false, name = "random " .. s.seed, steps = 3,
                                  failures = { { step = 2, message = "get differs" } } } end,
@@ -515,7 +525,7 @@ describe("backendctl", function()
       code, out = main { "scenario", "--random", "7" }
       assert.are.same({ 1, "random 7: FAILED\n1 scenarios, 1 failed\n" }, { code, out })
     end)
-    package.loaded["backend.check"], package.loaded["backend.scenario"] = saved_check, saved_scenario
+    package.loaded["backend.tools.check"], package.loaded["backend.tools.scenario"] = saved_check, saved_scenario
     assert(ok, err)
   end)
 
@@ -590,7 +600,7 @@ describe("backendctl", function()
 
   describe("Ctrl-C (a real SIGINT) stops the command at once: exit 130, nothing claimed", function()
     it("check: no check reported failed", function()
-      local code, out, err = interrupt('require("backend.check").views = function() ready() end',
+      local code, out, err = interrupt('require("backend.tools.check").views = function() ready() end',
         { "check", database { k = "v" } })
       assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
     end)
@@ -606,7 +616,8 @@ describe("backendctl", function()
       local code, out, err = interrupt(hook("BatchTx", "put"),
         { "scenario", file })
       assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
-      code, out, err = interrupt('getmetatable(require("backend.model").new {}).__index.put = function() ready() end',
+      code, out, err = interrupt(
+        'getmetatable(require("backend.tools.model").new {}).__index.put = function() ready() end',
         { "scenario", "--random", "1", "--ops", "50" })
       assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
       H.write_file(file, 'return { steps = { { "create_bucket", "b" }, { "error", { "put", "b", "k", "v" } } } }')
@@ -622,7 +633,7 @@ describe("backendctl", function()
     end)
 
     it("dump of an etcd file, in the bbolt reader's walk", function()
-      local code, out, err = interrupt('require("backend.json").encode = function() ready() end',
+      local code, out, err = interrupt('require("dkjson").encode = function() ready() end',
         { "dump", "--format", "json", H.fixture("tiny.db") })
       assert.are.same({ 130, "", "backendctl: interrupted\n" }, { code, out, err })
     end)

@@ -4,7 +4,7 @@
 -- or on a database another process wrote behind the backend's back.
 local H = require "spec.helper"
 local backend = require "backend"
-local check = require "backend.check"
+local check = require "backend.tools.check"
 
 local HOUR = 3600
 
@@ -104,7 +104,7 @@ describe("backend.check", function()
   it("run raises an interrupt (a real SIGINT) at once, as no finding", function()
     local child, errfile = H.spawn([[
       local backend = require "backend"
-      local check = require "backend.check"
+      local check = require "backend.tools.check"
       local be <close> = backend.open_tmp()
       local after = 0   -- checks run after the interrupt
       check.committed = function() after = after + 1; return {}, "" end

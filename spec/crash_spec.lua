@@ -6,7 +6,7 @@
 --   BACKEND_SEED=n          replay a run (its configs and kill plans; timing differs)
 local H = require "spec.helper"
 local backend = require "backend"
-local crash = require "backend.crash"
+local crash = require "spec.support.crash"
 
 describe("crash harness", function()
   teardown(H.cleanup)

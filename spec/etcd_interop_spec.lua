@@ -12,7 +12,7 @@
 local H = require "spec.helper"
 local backend = require "backend"
 local etcd = require "backend.etcd"
-local json = require "backend.json"
+local mime = require "mime"   -- base64, as etcdctl -w json gives bytes
 
 local format = string.format
 local LIFETIME = 300   -- seconds any server may live, whatever happens to this process
@@ -167,7 +167,7 @@ end
 local function as_etcdctl(kvs)
   local out = {}
   for i, kv in ipairs(kvs) do
-    out[i] = { key = json.base64(kv.key), value = kv.value ~= "" and json.base64(kv.value) or nil,
+    out[i] = { key = (mime.b64(kv.key)), value = kv.value ~= "" and (mime.b64(kv.value)) or nil,
                create_revision = kv.create_revision, mod_revision = kv.mod_revision, version = kv.version,
                lease = kv.lease ~= 0 and kv.lease or nil }
   end

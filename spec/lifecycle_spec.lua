@@ -2,7 +2,7 @@
 -- update/view, read views across later writes, snapshots, stats, module functions.
 local H = require "spec.helper"
 local backend = require "backend"
-local model = require "backend.model"
+local model = require "backend.tools.model"
 
 local HOUR = 3600
 

@@ -1,6 +1,6 @@
 -- The pure-Lua model (lua/backend/model.lua) on its own, then seeded random
 -- operation sequences run against the backend with the model's answers as
--- expectations (backend.scenario's random scenarios).
+-- expectations (backend.tools.scenario's random scenarios).
 --
 --   BACKEND_SEED=n   replay one seed (its config is chosen by the seed)
 --   BACKEND_OPS=n    operations per seed (default 500)
@@ -10,7 +10,7 @@
 --
 -- A failure names the step, shows the steps before it and saves the scenario.
 local H = require "spec.helper"
-local model = require "backend.model"
+local model = require "backend.tools.model"
 
 local fmt = string.format
 
@@ -118,12 +118,12 @@ end)
 -- Random sequences against the backend: scenario.random writes them with the
 -- model's answers as expectations, scenario.run checks the backend against them.
 
-local have_scenario, scenario = pcall(require, "backend.scenario")
+local have_scenario, scenario = pcall(require, "backend.tools.scenario")
 
 describe("backend against the model", function()
   if not have_scenario then
     it("needs the C module", function()
-      error("require 'backend.scenario' failed: " .. tostring(scenario))
+      error("require 'backend.tools.scenario' failed: " .. tostring(scenario))
     end)
     return
   end

@@ -3,7 +3,7 @@
 -- dump/load round trips. spec/scenarios/*.lua run here too.
 local H = require "spec.helper"
 local backend = require "backend"
-local scenario = require "backend.scenario"
+local scenario = require "backend.tools.scenario"
 
 local HOUR = 3600
 
@@ -236,7 +236,7 @@ describe("backend.scenario", function()
 
   it("leaves no files behind", function()
     local out, left, errfile = H.spawn_in_tmpdir [[
-      local scenario = require "backend.scenario"
+      local scenario = require "backend.tools.scenario"
       local result = scenario.run(scenario.load("spec/scenarios/snapshot_defrag_reopen.lua"))
       print(result.ok)
     ]]

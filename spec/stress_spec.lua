@@ -3,7 +3,7 @@
 -- the machine. BACKEND_STRESS=n multiplies the amount of work (default 1).
 local H = require "spec.helper"
 local backend = require "backend"
-local model = require "backend.model"
+local model = require "backend.tools.model"
 
 local SCALE = tonumber(os.getenv("BACKEND_STRESS")) or 1
 local fmt = string.format

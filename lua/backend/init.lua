@@ -3,7 +3,7 @@
 -- "stderr" logger, open_tmp, temporary directories and a monotonic clock.
 -- The methods are the binding's (its Lua idioms too: backend.idioms).
 local core = require "backend.core"
-local json = require "backend.json"
+local json = require "dkjson"   -- lua-dkjson
 local system = require "system"   -- lua-system
 
 local backend = {
@@ -45,7 +45,7 @@ local levels = { debug = true, info = true, warn = true, error = true }
 local function stderr_logger(level, message, fields)
   local line = { level = level, msg = message, ts = os.time() }
   for k, v in pairs(fields) do line[k] = v end
-  io.stderr:write(json.encode(line), "\n")
+  io.stderr:write(json.encode(line, { keyorder = { "level", "msg", "ts" } }), "\n")   -- those first
 end
 
 local function check_field(name, value)

@@ -1,4 +1,4 @@
---- A short tour of the backend: run with `make demo` (or `lua5.4 -l backend.demo`).
+--- A short tour of the backend: run with `make demo` (or `lua5.4 examples/demo.lua`).
 -- Opens a temporary database, writes, reads while the writes are still
 -- buffered, holds a concurrent read tx across later writes, snapshots,
 -- hashes, defragments and prints the statistics.

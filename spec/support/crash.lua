@@ -1,11 +1,11 @@
---- backend.crash: the crash harness. A writer process (`crash.child`, run as
--- `lua5.4 -e 'require("backend.crash").child{...}'`) writes sections whose
+--- spec.support.crash: the crash harness. A writer process (`crash.child`, run as
+-- `lua5.4 -e 'require("spec.support.crash").child{...}'`) writes sections whose
 -- invariants can be checked, and acknowledges what commit, snapshot, hash and
 -- defrag made durable; the parent (`crash.run`) SIGKILLs it at a random moment,
 -- often just as it enters one of those calls, then reopens the database and
 -- checks that nothing acknowledged was lost and no section is half there.
 --
---   local crash = require "backend.crash"
+--   local crash = require "spec.support.crash"
 --   print(crash.summary(crash.run { trials = 200, seed = 1, log = print }))
 --
 -- Section n (one lock ... unlock) writes, in three buckets:
@@ -17,7 +17,8 @@
 -- (main/low: the oldest kept). `crash.verify` checks a database against these
 -- rules exactly: every section from low to count whole, nothing else there.
 local backend = require "backend"
-local checks = require "backend.check"
+local checks = require "backend.tools.check"
+local uv = require "luv"
 
 local crash = {}
 
@@ -234,12 +235,15 @@ end
 -- Names in dir that start with prefix.
 local function files(dir, prefix)
   local out = {}
-  local p = assert(io.popen("ls -1A " .. q(dir)))
-  for name in p:lines() do
+  for name in uv.fs_scandir_next, assert(uv.fs_scandir(dir)) do
     if name:sub(1, #prefix) == prefix then out[#out + 1] = name end
   end
-  p:close()
   return out
+end
+
+-- Removes the files in dir that start with prefix.
+local function remove_files(dir, prefix)
+  for _, name in ipairs(files(dir, prefix)) do assert(os.remove(dir .. "/" .. name)) end
 end
 
 local function open(cfg)
@@ -324,7 +328,7 @@ end
 local function crash_child(rec, killer, lua, errfile)
   local c = rec.config
   local cmd = fmt("export LUA_PATH_5_4=%s LUA_CPATH_5_4=%s; exec timeout -s KILL %d %s -e %s 2>%s",
-    q(package.path), q(package.cpath), HANG, lua, q("require('backend.crash').child" .. literal(c)), q(errfile))
+    q(package.path), q(package.cpath), HANG, lua, q("require('spec.support.crash').child" .. literal(c)), q(errfile))
   local t0 = now()
   local p = assert(io.popen(cmd, "r"))
   local pid = tonumber((p:read("l") or ""):match("^pid (%d+)$"))
@@ -393,7 +397,7 @@ function crash.run(opts)
   for i = 1, opts.trials or 200 do
     local rec = { trial = i, fresh = i == 1 or math.random(opts.fresh_every or 10) == 1 }
     rec.config = trial_config(db, dir)
-    if rec.fresh then os.execute("rm -rf " .. q(db) .. "*") end
+    if rec.fresh then remove_files(dir, "db") end
     local ok, err = backend.pcall(function()
       crash_child(rec, killer, opts.lua or "lua5.4", dir .. "/child.stderr")
       os.remove(rec.config.snapshot)
@@ -415,7 +419,10 @@ function crash.run(opts)
   end
   killer:close()
   result.seconds = now() - t0
-  if not opts.dir then os.execute("rm -rf " .. q(dir)) end
+  if not opts.dir then   -- it holds files only
+    remove_files(dir, "")
+    assert(uv.fs_rmdir(dir))
+  end
   return result
 end
 

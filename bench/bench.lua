@@ -1,4 +1,5 @@
---- backend.bench: the benchmark suite. Runs each workload through the module
+--- bench/bench.lua: the benchmark suite (`make bench`, `backendctl bench` from a
+-- checkout; not installed). Runs each workload through the module
 -- from Lua and, in the same run, the same workload in plain LMDB C
 -- (`build/bench/lmdb_bench`, same data, same durability) and, when given, in
 -- etcd's own Go backend (`build/bench/etcd_bench`), then prints markdown
@@ -9,9 +10,10 @@
 -- in Lua has (3M more live strings: values, 8-byte keys, short names), where
 -- every string and table the engine makes costs more.
 --
---   lua5.4 lua/backend/bench.lua [--n 1000000] [--runs 3] [--only w1,w3]
---                                [--lmdb build/bench/lmdb_bench] [--etcd build/bench/etcd_bench]
+--   lua5.4 bench/bench.lua [--n 1000000] [--runs 3] [--only w1,w3]
+--                          [--lmdb build/bench/lmdb_bench] [--etcd build/bench/etcd_bench]
 local backend = require "backend"
+local uv = require "luv"
 
 local bench = {}
 local now = backend.monotonic
@@ -339,11 +341,14 @@ local function median(xs)
   return #s % 2 == 1 and s[m + 1] or (s[m] + s[m + 1]) / 2, s[1], s[#s]
 end
 
-local function tmpdir()
-  local name = os.tmpname()
-  os.remove(name)
-  assert(os.execute("mkdir -m 700 '" .. name .. "'"), "mkdir " .. name)
-  return name
+-- Removes the directory tree at path.
+local function remove_tree(path)
+  local req = assert(uv.fs_scandir(path))
+  for name, kind in uv.fs_scandir_next, req do
+    local sub = path .. "/" .. name
+    if kind == "directory" then remove_tree(sub) else assert(uv.fs_unlink(sub)) end
+  end
+  assert(uv.fs_rmdir(path))
 end
 
 -- The loaded heap: 3 strings a key that stay live through the workloads, as
@@ -379,10 +384,10 @@ function bench.run(opts)
   local function wanted(w) return not only or only[w] end
   local function other(run, w, side, program)
     if not program then return end
-    local dir = tmpdir()
+    local dir = backend.mkdtemp()
     log(fmt("run %d: %s (%s)", run, w, side))
     record(w, side, run_program(program, w, n, dir))
-    os.execute("rm -rf '" .. dir .. "'")
+    remove_tree(dir)
   end
   local function ours_side(run, w, mode)
     log(fmt("run %d: %s (%s)", run, w, mode))
@@ -393,7 +398,7 @@ function bench.run(opts)
     for m, mode in ipairs(MODES) do
       ctx.heap = mode == "ours_loaded" and loaded_heap(n) or nil
       -- W1 builds the database the next ones use (W8 last: it deletes).
-      ctx.dir = tmpdir()
+      ctx.dir = backend.mkdtemp()
       if wanted("w1") then
         ours_side(run, "w1", mode)
       else
@@ -407,7 +412,7 @@ function bench.run(opts)
       for _, w in ipairs { "w2", "w5", "w9", "m1" } do
         if wanted(w) then ours_side(run, w, mode) end
       end
-      os.execute("rm -rf '" .. ctx.dir .. "'")
+      remove_tree(ctx.dir)
       ctx.heap = nil
       if m == 1 then   -- the other programs, once a run
         for _, w in ipairs { "w1", "w2", "w3", "w3b", "w4", "w6", "w7", "w8" } do
@@ -600,8 +605,15 @@ function bench.report(results, mode)
   return table.concat(out, "\n")
 end
 
+--- build/bench/lmdb_bench of the tree this suite is in, if it is built.
+function bench.lmdb_program()
+  local src = package.searchpath("bench.bench", package.path)
+  local path = src and src:gsub("bench/bench%.lua$", "build/bench/lmdb_bench")
+  return path and uv.fs_stat(path) and path or nil
+end
+
 local function main(args)
-  local opts = { lmdb = "build/bench/lmdb_bench" }
+  local opts = { lmdb = bench.lmdb_program() }
   local i = 1
   while args[i] do
     local a, v = args[i], args[i + 1]
