@@ -40,6 +40,7 @@ LUA_ENV = LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_PATH='lua/?.lua;lua/?/in
 
 .PHONY: all deps test check ctest spec lint demo bench bench-etcd install asan valgrind tsan \
         faults fuzz fuzz-smoke stress rockspec-check clean
+.PHONY: layers-check
 .DELETE_ON_ERROR:
 
 all: $(MODULE)
@@ -91,6 +92,7 @@ deps:
 # `test` (what CI runs) adds the sanitizer and valgrind runs.
 check: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory layers-check
 	@$(MAKE) --no-print-directory ctest
 	@$(MAKE) --no-print-directory faults
 	@$(MAKE) --no-print-directory spec
@@ -210,6 +212,11 @@ stress: all
 tsan:
 	@$(MAKE) --no-print-directory BUILD=build-tsan SANFLAGS='$(TSAN_FLAGS)' build-tsan/tests/threads_test
 	TSAN_OPTIONS=halt_on_error=1 BACKEND_TEST_SECONDS=5 build-tsan/tests/threads_test
+
+# The core's files call each other without a circle; each layer uses only
+# what it may (scripts/layers-check.lua).
+layers-check: all
+	$(LUA) scripts/layers-check.lua $(BUILD)
 
 rockspec-check:
 	$(LUA) scripts/rockspec-check.lua $(ROCKSPEC)
