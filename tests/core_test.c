@@ -318,14 +318,14 @@ static void test_open_close_reopen(void)
     CHECK(be && has(be, "b", "k3", "v3"));
     close_be(be);
 
-    /* remove_on_close removes the files and the emptied directory. */
+    /* owns_dir: closing removes the files and the emptied directory. */
     const char *dir = tmp_path("rmdir");
     CHECK(mkdir(dir, 0700) == 0);
     char file[PATH_MAX];
     snprintf(file, sizeof file, "%s/x.db", dir);
     bk_config cfg;
     cfg_init(&cfg, file);
-    cfg.remove_on_close = 1;
+    cfg.owns_dir = 1;
     be = open_cfg(&cfg);
     if (be) {
         mk_buckets(be, (const char *const[]){ "b", NULL });

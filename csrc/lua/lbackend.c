@@ -12,7 +12,6 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <lauxlib.h>
-#include <lmdb.h>
 #include <lua.h>
 #include <lualib.h>
 #include <stdio.h>
@@ -381,7 +380,7 @@ static void read_config(lua_State *L, int i, const char *fname, bk_config *cfg)
     cfg->max_readers = readers > 100000 ? 100001 : (unsigned)readers;
     field_bool(L, i, "no_fsync", &cfg->no_fsync);
     field_bool(L, i, "readonly", &cfg->readonly);
-    field_bool(L, i, "remove_on_close", &cfg->remove_on_close);
+    field_bool(L, i, "remove_on_close", &cfg->owns_dir);
 }
 
 static int l_open(lua_State *L)
@@ -2014,14 +2013,13 @@ int luaopen_backend_core(lua_State *L)
     lua_pushliteral(L, BK_VERSION);
     lua_setfield(L, -2, "version");
     int major, minor, patch;
-    mdb_version(&major, &minor, &patch);
+    bk_lmdb_version(&major, &minor, &patch);
     lua_pushfstring(L, "%d.%d.%d", major, minor, patch);
     lua_setfield(L, -2, "lmdb_version");
-    MDB_env *env;   /* the key limit of this LMDB build */
-    if (mdb_env_create(&env) == 0) {
-        lua_pushinteger(L, mdb_env_get_maxkeysize(env));
+    size_t max_key = bk_lmdb_max_key_size();   /* the key limit of this LMDB build */
+    if (max_key) {
+        lua_pushinteger(L, (lua_Integer)max_key);
         lua_setfield(L, -2, "max_key_size");
-        mdb_env_close(env);
     }
     return 1;
 }
