@@ -32,6 +32,7 @@ CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 LUA_SRC  = $(wildcard csrc/lua/*.c)
 LUA_OBJ  = $(LUA_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 TEST_SRC = $(wildcard tests/*.c)
+TEST_SRC += $(wildcard tests/core/*.c)
 TEST_BIN = $(TEST_SRC:%.c=$(BUILD)/%)
 MODULE   = $(BUILD)/backend/core.so
 
@@ -226,3 +227,4 @@ clean:
 	rm -rf build build-asan build-tsan backend $(shell find csrc -name '*.o')
 
 -include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/tests/faults/*.d $(BUILD)/fuzz/obj/*/*.d)
+-include $(wildcard $(BUILD)/obj/tests/core/*.d)
