@@ -303,7 +303,7 @@ size_t bk_max_value_size(const bk_backend *be)
 }
 
 /* Queue the active batch (batch lock held). Never waits: the queue has no
- * fixed size, writers wait for room in lock() (batch.c). */
+ * fixed size, writers wait for room in bk_lock. */
 int bk_rotate(bk_backend *be, bk_error *err)
 {
     memtable *old = be->active;
@@ -313,7 +313,7 @@ int bk_rotate(bk_backend *be, bk_error *err)
     if (!fresh)
         return bk_fail(err, BK_EIO, "out of memory");
     /* maplock: the version replaced (maybe its gen's txn too) ends here,
-     * never while env_reopen closes the environment. Readers see fresh in
+     * never while bk_env_reopen closes the environment. Readers see fresh in
      * front of old from now on; the committer, which keeps every batch
      * newer than what it committed, cannot drop either. */
     pthread_rwlock_rdlock(&be->maplock);

@@ -208,7 +208,7 @@ static int commit_batches(bk_backend *be, memtable *first, int *nm, bk_error *er
             bk_log(be, "warn", "no memory for a new version after commit");
         bk_gen_unref(g);
         /* Grow ahead, at a commit boundary, before writes hit the end; once
-         * g is installed, as a failed remap reopens (env_reopen). */
+         * g is installed, as a failed remap reopens (bk_env_reopen). */
         if (__atomic_load_n(&be->size, __ATOMIC_RELAXED) >
             __atomic_load_n(&be->map_size, __ATOMIC_RELAXED) / 4 * 3)
             bk_map_grow(be, &gerr);
@@ -373,6 +373,6 @@ void bk_committer_stop(bk_backend *be, int drop)
     be->stop = drop ? 2 : 1;
     pthread_cond_signal(&be->ccv);
     pthread_mutex_unlock(&be->cmu);
-    /* Even if it ended by itself (env_reopen failed): bk_close calls this once. */
+    /* Even if it ended by itself (bk_env_reopen failed): bk_close calls this once. */
     pthread_join(be->committer, NULL);
 }

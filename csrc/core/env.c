@@ -211,7 +211,7 @@ int bk_env_open(bk_backend *be, bk_error *err)
         return rc;
     }
     bk_sizes_update(be, g);
-    /* Reopened by env_reopen: the batches of the current version stay. */
+    /* Reopened by bk_env_reopen: the batches of the current version stay. */
     version *v = be->cur ? bk_version_make(g, be->cur, NULL) : bk_version_make(g, NULL, be->active);
     bk_gen_unref(g);
     if (!v) {

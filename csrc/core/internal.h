@@ -48,6 +48,9 @@
 #define BK_WRITE_MAX 0x7ffff000u
 #define BK_PAGE_HEADER 16          /* LMDB's PAGEHDRSZ, before an overflow value */
 
+/* ---- the shared structures, each under the file that owns it ---- */
+
+/* bucket.c */
 typedef struct bk_bucket {
     char *name;                    /* any bytes */
     size_t len;
@@ -57,6 +60,7 @@ typedef struct bk_bucket {
     MDB_dbi dbi;                   /* committer's handle; 0 = not in LMDB */
 } bk_bucket;
 
+/* version.c */
 typedef struct gen {
     int refs;                      /* atomic */
     MDB_txn *txn;
@@ -74,7 +78,8 @@ typedef struct version {
     memtable *mts[];               /* newest first */
 } version;
 
-/* Views and snapshots: listed in their backend so that close and defrag
+/* children.c (views: read.c, snapshots: snapshot.c). Views and snapshots:
+ * listed in their backend so that close and defrag
  * can end their LMDB txns. The link is each one's first member. */
 typedef struct bk_child {
     struct bk_child *prev, *next;
@@ -100,18 +105,20 @@ struct bk_snapshot {
     double opened;
 };
 
-/* A write of the open section, for rollback: the node, and for a bucket
+/* batch.c: a write of the open section, for rollback: the node, and for a bucket
  * event whether the bucket existed before it. */
 typedef struct bk_undo {
     mt_node *node;
     int existed;
 } bk_undo;
 
+/* util.c: the log queue */
 typedef struct log_node {
     bk_log_entry e;
     struct log_node *next;
 } log_node;
 
+/* A backend: its fields are grouped by the file that owns them. */
 struct bk_backend {
     int refs;                      /* atomic: handle + views + snapshots */
     int closed;                    /* atomic: 1 closed, 2 failed (bk_set_failed) */
@@ -183,7 +190,7 @@ struct bk_backend {
     /* stats (atomics) */
     uint64_t commits, size, size_in_use, map_size, map_grows;
     double last_commit_s, total_commit_s, defrag_s, snapshot_s;
-    pthread_t closer;              /* defrag's close of the replaced file */
+    pthread_t closer;              /* the replaced file's close (files.c) */
     int closer_started;
     pthread_mutex_t hist_mu;
     bk_hist commit_hist, defrag_hist, snapshot_hist;
