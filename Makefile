@@ -32,6 +32,7 @@ CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 LUA_SRC  = $(wildcard csrc/lua/*.c)
 LUA_OBJ  = $(LUA_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 TEST_SRC = $(wildcard tests/*.c)
+TEST_SRC += $(wildcard tests/core/*.c)
 TEST_BIN = $(TEST_SRC:%.c=$(BUILD)/%)
 MODULE   = $(BUILD)/backend/core.so
 
@@ -52,7 +53,7 @@ INSTALLED   = $(DESTDIR)$(LUA_CMOD)/backend/core.so $(DESTDIR)$(PREFIX)/bin/back
               $(LUA_MODULES:lua/%=$(DESTDIR)$(LUA_LMOD)/%)
 
 .PHONY: all deps check-deps env test check ctest spec lint demo bench bench-etcd install uninstall \
-        package-check asan valgrind tsan faults fuzz fuzz-smoke stress rockspec-check clean
+        package-check layers-check asan valgrind tsan faults fuzz fuzz-smoke stress rockspec-check clean
 .DELETE_ON_ERROR:
 
 all: $(MODULE)
@@ -116,6 +117,7 @@ env:
 # `test` (what CI runs) adds the sanitizer and valgrind runs.
 check: check-deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory layers-check
 	@$(MAKE) --no-print-directory ctest
 	@$(MAKE) --no-print-directory faults
 	@$(MAKE) --no-print-directory spec
@@ -257,6 +259,11 @@ tsan:
 	@$(MAKE) --no-print-directory BUILD=build-tsan SANFLAGS='$(TSAN_FLAGS)' build-tsan/tests/threads_test
 	TSAN_OPTIONS=halt_on_error=1 BACKEND_TEST_SECONDS=5 build-tsan/tests/threads_test
 
+# The core's files call each other without a circle; each layer uses only
+# what it may (scripts/layers-check.lua).
+layers-check: all
+	$(LUA) scripts/layers-check.lua $(BUILD)
+
 rockspec-check:
 	$(LUA) scripts/rockspec-check.lua $(ROCKSPEC)
 
@@ -265,3 +272,4 @@ clean:
 	rm -rf build build-asan build-tsan backend $(shell find csrc -name '*.o')
 
 -include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/tests/faults/*.d $(BUILD)/fuzz/obj/*/*.d)
+-include $(wildcard $(BUILD)/obj/tests/core/*.d)

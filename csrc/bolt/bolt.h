@@ -73,7 +73,7 @@ typedef struct bk_bolt_import_stats {
 
 /* Copy every bucket, key and value of the bbolt file src, byte for byte,
  * into a NEW backend database at dst->path (refused if that path exists;
- * dst must not be readonly or remove_on_close) through the public API,
+ * dst must not be readonly or owns_dir) through the public API,
  * commit it durably and close it. Files with nested buckets or top-level
  * plain keys, which etcd never writes, are refused with BK_EFORMAT naming
  * them. On any failure nothing is left behind at dst->path (nor its -lock

@@ -3,7 +3,7 @@
  * it, then checked: the import's bk_hash must equal the source's etcd hash,
  * computed while reading it exactly as `etcdctl snapshot status` does. */
 #include "bolt.h"
-#include "core/internal.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -121,9 +121,9 @@ int bk_bolt_import(const char *src, const bk_config *dst, bk_bolt_import_stats *
 {
     if (!dst->path || !*dst->path)
         return bk_fail(err, BK_EARG, "config.path must be a non-empty string");
-    if (dst->readonly || dst->remove_on_close)
+    if (dst->readonly || dst->owns_dir)
         return bk_fail(err, BK_EARG, "an import needs config.readonly and "
-                       "config.remove_on_close off");
+                       "config.owns_dir off");
     importer im = { src, NULL, err, { 0, 0, 0, 0 }, 0, 0 };
     bk_bolt *b;
     struct stat exists;

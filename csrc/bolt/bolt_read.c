@@ -16,11 +16,12 @@
  * walk's work is bounded by the file's size. */
 #include "bolt.h"
 #include "bolt_format.h"
-#include "core/internal.h"
+#include "core/util.h"
 #include "sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,16 +255,6 @@ static int check_meta(const bk_bolt *b, bk_error *err)
     return rc;
 }
 
-static int is_lmdb(int fd)
-{
-    unsigned char head[BK_META_HEAD];
-    bk_meta m;
-    if (pread(fd, head, sizeof head, 0) != (ssize_t)sizeof head)
-        return 0;
-    bk_meta_parse(head, &m);
-    return m.magic == BK_LMDB_MAGIC;
-}
-
 /* Opens, locks and maps the file. bbolt takes flock(LOCK_EX) to write and
  * LOCK_SH to read: sharing it keeps a running etcd out of the file while we
  * read (it would reuse pages under us), as its own read-only opens do. */
@@ -277,7 +268,7 @@ static int map_file(bk_bolt *b, bk_error *err)
     if (flock(b->fd, LOCK_SH | LOCK_NB) < 0)
         rc = errno != EWOULDBLOCK
             ? bk_fail(err, BK_EIO, "%s: flock: %s", b->path, strerror(errno))
-            : is_lmdb(b->fd)   /* a backend writer flocks its file as etcd does */
+            : bk_is_lmdb_file(b->fd)   /* a backend writer flocks its file as etcd does */
             ? bad(b, err, "a backend database open for writing, not a bbolt file")
             : bk_fail(err, BK_EBUSY, "%s is open for writing (by a running etcd?)", b->path);
     else if (fstat(b->fd, &st) < 0)
@@ -375,11 +366,6 @@ static int bad_element(const walker *w, const page *pg, unsigned i, const char *
     return bad(w->b, w->err, "%s, element %u of %u (file offset %llu): %s", what, i,
                pg->count, (ull)file_offset(w->b, pg->p + PAGE_HEADER + (size_t)i * ELEMENT_SIZE),
                detail);
-}
-
-static int keycmp(bk_slice a, bk_slice b)
-{
-    return mt_keycmp(a.data, a.len, b.data, b.len);
 }
 
 static int walk_node(walker *w, bucket_keys *keys, const page *pg, int depth);
@@ -481,7 +467,7 @@ static int walk_node(walker *w, bucket_keys *keys, const page *pg, int depth)
         char q1[QUOTE], q2[QUOTE];
         int rc;
         if (branch) {
-            if (i && keycmp(prev, key) >= 0) {
+            if (i && bk_slice_cmp(prev, key) >= 0) {
                 bk_quote(q1, sizeof q1, key);
                 bk_quote(q2, sizeof q2, prev);
                 return bad_element(w, pg, i, "branch key \"%s\" is not above the one before "
@@ -492,7 +478,7 @@ static int walk_node(walker *w, bucket_keys *keys, const page *pg, int depth)
         } else {
             if (flags & ~(uint32_t)ELEMENT_BUCKET)
                 return bad_element(w, pg, i, "unknown flags 0x%x", flags);
-            if (keys->has_last && keycmp(keys->last, key) >= 0) {
+            if (keys->has_last && bk_slice_cmp(keys->last, key) >= 0) {
                 bk_quote(q1, sizeof q1, key);
                 bk_quote(q2, sizeof q2, keys->last);
                 return bad_element(w, pg, i, "key \"%s\" is not above the key before it in "

@@ -24,11 +24,12 @@
  * commits that grow the map and the progress callback run between steps. */
 #include "bolt.h"
 #include "bolt_format.h"
-#include "core/internal.h"
+#include "core/util.h"
 #include "sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,7 @@
 #define STEP_BYTES ((uint64_t)8 << 20)  /* of keys and values */
 #define OUT_BUFFER ((size_t)1 << 20)
 #define READ_BUFFER ((size_t)1 << 18)
-#define MAIN_DBI 1                     /* LMDB's main database: bucket names */
+#define STEP_STOP (-1)                 /* bk_snapshot_scan: the step's budget is spent */
 
 typedef unsigned long long ull;   /* for printf */
 
@@ -76,12 +77,6 @@ typedef struct hasher {
     unsigned char buf[READ_BUFFER];
 } hasher;
 
-typedef struct bucket_ref {
-    char *name;
-    size_t len;
-    uint32_t id;                /* in the backend's registry */
-} bucket_ref;
-
 typedef struct exporter {
     bk_backend *be;
     bk_snapshot *snap;
@@ -90,14 +85,14 @@ typedef struct exporter {
     uint32_t ps;
     int writing;                /* 0: the plan pass */
 
-    bucket_ref *buckets;        /* in name order, listed by the first step */
-    size_t nbuckets;
+    bk_result names;            /* the buckets in name order, listed by the first step */
     int listed;
     size_t cur;                 /* the bucket being exported */
     int in_bucket;              /* its name is counted, keys are going in */
     unsigned char last[512];    /* where the last step stopped in it */
     size_t last_len;
     int has_last;
+    uint64_t step_entries, step_bytes;   /* spent in the step so far */
 
     tree top, bucket;
     uint64_t next_page;
@@ -395,65 +390,24 @@ static size_t bucket_value(exporter *x, uint64_t root)
 
 /* ---- reading the snapshot ---- */
 
-/* The buckets of the snapshot in name order, as bk_hash lists them. */
-static int list_buckets(exporter *x, gen *g, bk_error *err)
-{
-    MDB_cursor *c;
-    MDB_val name, v;
-    size_t cap = 0;
-    int rc = mdb_cursor_open(g->txn, MAIN_DBI, &c);
-    if (rc)
-        return bk_mdb_fail(err, rc, "export");
-    for (rc = mdb_cursor_get(c, &name, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c, &name, &v, MDB_NEXT)) {
-        char buf[512];
-        bk_slice bname;
-        bk_bucket *b = bk_bucket_by_dbname(x->be, name.mv_data, name.mv_size, &bname, buf);
-        if (!b || b->id >= g->ndbis || !g->dbis[b->id])
-            continue;   /* not a bucket of ours */
-        if (x->nbuckets == cap) {
-            size_t n = cap ? 2 * cap : 16;
-            bucket_ref *p = realloc(x->buckets, n * sizeof *p);
-            if (!p)
-                break;
-            x->buckets = p;
-            cap = n;
-        }
-        bucket_ref *r = &x->buckets[x->nbuckets];
-        if (!(r->name = malloc(bname.len)))
-            break;
-        memcpy(r->name, bname.data, bname.len);
-        r->len = bname.len;
-        r->id = b->id;
-        x->nbuckets++;
-    }
-    mdb_cursor_close(c);
-    if (rc == 0)
-        return bk_fail(err, BK_EIO, "out of memory");
-    if (rc != MDB_NOTFOUND)
-        return bk_mdb_fail(err, rc, "export");
-    x->listed = 1;
-    return BK_OK;
-}
-
-static void bucket_begin(exporter *x, const bucket_ref *b)
+static void bucket_begin(exporter *x, bk_slice name)
 {
     x->in_bucket = 1;
     x->has_last = 0;
     if (x->writing) {
         x->st.buckets++;
-        x->st.hash = bk_crc32c(x->st.hash, b->name, b->len);
+        x->st.hash = bk_crc32c(x->st.hash, name.data, name.len);
     }
 }
 
-static int bucket_end(exporter *x, const bucket_ref *b, bk_error *err)
+static int bucket_end(exporter *x, bk_slice name, bk_error *err)
 {
     uint64_t root;
     int rc = tree_finish(x, &x->bucket, 1, &root, err);
     if (!rc) {
         size_t vlen = bucket_value(x, root);
-        rc = level_add(x, &x->top, 0, ELEMENT_BUCKET, b->name, b->len, x->inline_value, vlen,
-                       0, err);
+        rc = level_add(x, &x->top, 0, ELEMENT_BUCKET, name.data, name.len, x->inline_value,
+                       vlen, 0, err);
     }
     tree_reset(&x->bucket);
     x->in_bucket = 0;
@@ -461,84 +415,75 @@ static int bucket_end(exporter *x, const bucket_ref *b, bk_error *err)
     return rc;
 }
 
-static int kv_add(exporter *x, const MDB_val *k, const MDB_val *v, bk_error *err)
+typedef struct kv_job {
+    exporter *x;
+    bk_error *err;
+} kv_job;
+
+/* One entry of the current bucket; STEP_STOP once the step's budget is
+ * spent (the walk resumes after this key). */
+static int kv_add(void *ctx, bk_slice k, bk_slice v)
 {
+    kv_job *job = ctx;
+    exporter *x = job->x;
     if (x->writing) {
         x->st.keys++;
-        x->st.bytes += k->mv_size + v->mv_size;
-        x->st.hash = bk_crc32c(x->st.hash, k->mv_data, k->mv_size);
-        x->st.hash = bk_crc32c(x->st.hash, v->mv_data, v->mv_size);
+        x->st.bytes += k.len + v.len;
+        x->st.hash = bk_crc32c(x->st.hash, k.data, k.len);
+        x->st.hash = bk_crc32c(x->st.hash, v.data, v.len);
     }
-    return level_add(x, &x->bucket, 0, 0, k->mv_data, k->mv_size, v->mv_data, v->mv_size, 0,
-                     err);
+    int rc = level_add(x, &x->bucket, 0, 0, k.data, k.len, v.data, v.len, 0, job->err);
+    if (rc)
+        return rc;
+    x->step_bytes += k.len + v.len;
+    if (++x->step_entries >= STEP_ENTRIES || x->step_bytes >= STEP_BYTES) {
+        memcpy(x->last, k.data, k.len);   /* keys fit: LMDB's limit is 511 */
+        x->last_len = k.len;
+        x->has_last = 1;
+        return STEP_STOP;
+    }
+    return BK_OK;
 }
 
 /* Keys of the current bucket from where the last step stopped, until the
- * bucket ends or the step's budget (*entries, *bytes) is spent. */
-static int bucket_keys(exporter *x, gen *g, uint64_t *entries, uint64_t *bytes, bk_error *err)
+ * bucket ends or the step's budget is spent. */
+static int bucket_keys(exporter *x, bk_error *err)
 {
-    const bucket_ref *b = &x->buckets[x->cur];
-    MDB_cursor *c;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(g->txn, g->dbis[b->id], &c), stopped = 0;
-    if (rc)
-        return bk_mdb_fail(err, rc, "export");
-    if (x->has_last) {
-        k.mv_data = x->last;
-        k.mv_size = x->last_len;
-        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-        if (!rc && k.mv_size == x->last_len && !memcmp(k.mv_data, x->last, x->last_len))
-            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    } else {
-        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    }
-    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        int brc = kv_add(x, &k, &v, err);
-        if (brc) {
-            mdb_cursor_close(c);
-            return brc;
-        }
-        *bytes += k.mv_size + v.mv_size;
-        if (++*entries >= STEP_ENTRIES || *bytes >= STEP_BYTES) {
-            memcpy(x->last, k.mv_data, k.mv_size);   /* keys fit: LMDB's limit is 511 */
-            x->last_len = k.mv_size;
-            x->has_last = stopped = 1;
-            break;
-        }
-    }
-    mdb_cursor_close(c);
-    if (stopped)
+    bk_slice name = bk_result_key(&x->names, x->cur), from = { x->last, x->last_len };
+    kv_job job = { x, err };
+    if (!x->has_last)
+        from.len = 0;
+    int rc = bk_snapshot_scan(x->snap, name, from, x->has_last, kv_add, &job, err);
+    if (rc == STEP_STOP)
         return BK_OK;
-    if (rc != MDB_NOTFOUND)
-        return bk_mdb_fail(err, rc, "export");
-    return bucket_end(x, b, err);
+    return rc ? rc : bucket_end(x, name, err);
 }
 
-/* One step of a pass, in the snapshot's txn. */
-static int step(exporter *x, bk_error *err)
+/* The snapshot's failure, as the export's. */
+static int stopped(exporter *x, int rc, bk_error *err)
 {
-    bk_backend *be = x->be;
-    uint64_t entries = 0, bytes = 0;
-    pthread_rwlock_rdlock(&be->maplock);   /* no remap nor swap under us */
-    int rc = bk_snapshot_check(x->snap, err);
-    if (rc) {
+    if (rc == BK_EINVALID || rc == BK_ECLOSED) {
         char msg[sizeof err->msg];
         memcpy(msg, err->msg, sizeof msg);
         bk_fail(err, rc, "export to %s stopped: %s", x->dst, msg);
-    } else {
-        gen *g = x->snap->g;
-        pthread_mutex_lock(&g->mu);
-        if (!x->listed)
-            rc = list_buckets(x, g, err);
-        while (!rc && x->cur < x->nbuckets && entries < STEP_ENTRIES && bytes < STEP_BYTES) {
-            if (!x->in_bucket)
-                bucket_begin(x, &x->buckets[x->cur]);
-            rc = bucket_keys(x, g, &entries, &bytes, err);
-        }
-        pthread_mutex_unlock(&g->mu);
     }
-    pthread_rwlock_unlock(&be->maplock);
     return rc;
+}
+
+/* One step of a pass: a bounded amount of the snapshot's data. */
+static int step(exporter *x, bk_error *err)
+{
+    int rc = BK_OK;
+    x->step_entries = x->step_bytes = 0;
+    if (!x->listed && !(rc = bk_snapshot_buckets(x->snap, &x->names, err)))
+        x->listed = 1;
+    while (!rc && x->cur < x->names.count && x->step_entries < STEP_ENTRIES &&
+           x->step_bytes < STEP_BYTES) {
+        if (!x->in_bucket)
+            bucket_begin(x, bk_result_key(&x->names, x->cur));
+        rc = bucket_keys(x, err);
+    }
+    return stopped(x, rc, err);
 }
 
 /* ---- the passes ---- */
@@ -588,7 +533,7 @@ static int run_pass(exporter *x, int writing, bk_error *err)
     tree_reset(&x->top);
     tree_reset(&x->bucket);
     int rc;
-    while (!(rc = step(x, err)) && x->cur < x->nbuckets)
+    while (!(rc = step(x, err)) && x->cur < x->names.count)
         if (writing) {
             out_step(x);
             if ((rc = progress(x, x->written)))
@@ -699,9 +644,7 @@ static void exporter_free(exporter *x)
 {
     if (!x)
         return;
-    for (size_t i = 0; i < x->nbuckets; i++)
-        free(x->buckets[i].name);
-    free(x->buckets);
+    bk_result_free(&x->names);
     tree_free(&x->top);
     tree_free(&x->bucket);
     free(x->inline_value);

@@ -60,7 +60,8 @@ typedef struct bk_config {
     unsigned max_readers;
     int no_fsync;
     int readonly;
-    int remove_on_close;     /* remove the files (and an empty parent dir) */
+    int owns_dir;            /* the backend owns its files: bk_close removes
+                                them (and their directory once empty) */
 } bk_config;
 
 /* A histogram of durations in seconds, with Prometheus' exponential bounds:
@@ -205,6 +206,18 @@ int bk_snapshot_copy_fd(bk_snapshot *s, int fd, uint64_t off, size_t len,
 int bk_snapshot_read(bk_snapshot *s, uint64_t off, void *buf, size_t len,
                      bk_error *err);
 void bk_snapshot_close(bk_snapshot *s);
+/* The names of the snapshot's buckets, in byte order (as bk_hash walks
+ * them), as the keys of out (values empty). */
+int bk_snapshot_buckets(bk_snapshot *s, bk_result *out, bk_error *err);
+/* fn(ctx, key, value) for each entry of the snapshot's bucket in key order,
+ * from `from` on (after: past it; from.len == 0: from the first). fn's
+ * non-zero return stops the walk and is returned as it is; else BK_OK once
+ * the bucket ends (a bucket not in the snapshot has no entries). The
+ * snapshot's txn is held meanwhile: walk in bounded steps, resuming after
+ * the last key. */
+typedef int (*bk_entry_fn)(void *ctx, bk_slice key, bk_slice value);
+int bk_snapshot_scan(bk_snapshot *s, bk_slice bucket, bk_slice from, int after,
+                     bk_entry_fn fn, void *ctx, bk_error *err);
 
 /* CRC-32C of every bucket name, key and value, as etcd's Hash; ignores is
  * an array of n (bucket, key) pairs: 2*n slices. */
@@ -249,6 +262,10 @@ typedef struct bk_log_entry {
 int bk_log_pop(bk_backend *be, bk_log_entry *out);
 
 uint32_t bk_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Whether the file at fd starts with an LMDB meta page: a database of ours
+ * (not, say, an etcd file). */
+int bk_is_lmdb_file(int fd);
 
 /* The LMDB library this core runs on: its version, and its key limit (the
  * same for every environment of a build; 0 if it cannot be asked). */

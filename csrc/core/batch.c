@@ -2,9 +2,11 @@
  * active memtable under the batch lock, as one section: unlock() publishes
  * them to readers and queues the batch for the committer once batch_limit
  * writes pend; rollback() unlinks them again, unseen. A locked section is
- * never queued, so every commit holds whole sections. Backpressure: lock()
- * waits while the uncommitted batches hold max_buffered_bytes; nothing
- * else a writer calls waits for the committer. */
+ * never queued, so every commit holds whole sections. Queueing a batch
+ * for the committer (bk_rotate) and waiting for it to be committed are
+ * here too, the writer's side of the queue. Backpressure: lock() waits
+ * while the uncommitted batches hold max_buffered_bytes; nothing else a
+ * writer calls waits for the committer. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -45,7 +47,7 @@ static int not_locked(bk_error *err)
     return bk_fail(err, BK_ENOTLOCKED, "batch tx is not locked");
 }
 
-static int held(bk_backend *be, bk_error *err)
+int bk_tx_held(bk_backend *be, bk_error *err)
 {
     int rc = usable(be, err);
     if (rc)
@@ -233,7 +235,7 @@ static int check_bucket_name(bk_backend *be, bk_slice name, bk_error *err)
 
 static int bucket_event(bk_backend *be, bk_slice name, uint8_t type, bk_error *err)
 {
-    int rc = held(be, err);
+    int rc = bk_tx_held(be, err);
     if (rc || (rc = check_bucket_name(be, name, err)))
         return rc;
     bk_bucket *b = bk_bucket_find(be, name.data, name.len);
@@ -259,7 +261,7 @@ int bk_delete_bucket(bk_backend *be, bk_slice name, bk_error *err)
 static int key_write(bk_backend *be, bk_slice bucket_name, bk_slice key,
                      bk_slice value, uint8_t type, bk_error *err)
 {
-    int rc = held(be, err);
+    int rc = bk_tx_held(be, err);
     if (rc || (rc = bk_check_key(be, "key", key, err)))
         return rc;
     if (value.len > bk_max_value_size(be))
@@ -300,6 +302,73 @@ size_t bk_max_value_size(const bk_backend *be)
     return BK_WRITE_MAX / be->psize * be->psize - BK_PAGE_HEADER;
 }
 
+/* Queue the active batch (batch lock held). Never waits: the queue has no
+ * fixed size, writers wait for room in bk_lock. */
+int bk_rotate(bk_backend *be, bk_error *err)
+{
+    memtable *old = be->active;
+    if (old->writes == 0 && old->dropped == 0)
+        return BK_OK;   /* a memtable of rolled-back writes goes too: its memory */
+    memtable *fresh = mt_new(be->next_mt_id + 1, &be->pool);
+    if (!fresh)
+        return bk_fail(err, BK_EIO, "out of memory");
+    /* maplock: the version replaced (maybe its gen's txn too) ends here,
+     * never while bk_env_reopen closes the environment. Readers see fresh in
+     * front of old from now on; the committer, which keeps every batch
+     * newer than what it committed, cannot drop either. */
+    pthread_rwlock_rdlock(&be->maplock);
+    int vrc = bk_version_update(be, NULL, fresh);
+    pthread_rwlock_unlock(&be->maplock);
+    if (vrc) {
+        mt_unref(fresh);
+        return bk_fail(err, BK_EIO, "out of memory");
+    }
+    be->next_mt_id++;
+    be->active = fresh;
+    __atomic_store_n(&be->active_bytes, fresh->arena_bytes, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&be->cmu);
+    if (be->qtail)   /* be->active's reference moves to the queue */
+        be->qtail->qnext = old;
+    else
+        be->qhead = old;
+    be->qtail = old;
+    be->nqueue++;
+    __atomic_add_fetch(&be->queued_writes, old->writes, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&be->queued_bytes, old->arena_bytes, __ATOMIC_RELAXED);
+    pthread_cond_signal(&be->ccv);
+    pthread_mutex_unlock(&be->cmu);
+    /* After queueing, so that bk_pending never misses these writes. */
+    __atomic_store_n(&be->active_writes, 0, __ATOMIC_RELEASE);
+    return BK_OK;
+}
+
+/* Wait until every batch queued so far is in LMDB, or an attempt fails. */
+int bk_wait_committed(bk_backend *be, bk_error *err)
+{
+    int rc = BK_OK;
+    pthread_mutex_lock(&be->cmu);
+    uint64_t target = be->qtail ? be->qtail->id : be->committed_id;
+    /* Only an attempt begun after this call answers it: one already under
+     * way may fail on a disk that has had room since. */
+    uint64_t begun = be->attempts;
+    be->kick = 1;
+    pthread_cond_signal(&be->ccv);
+    while (be->committed_id < target) {
+        if (be->failed_attempt > begun) {
+            *err = be->last_err;
+            rc = err->code;
+            break;
+        }
+        if (!be->committer_running) {
+            rc = bk_fail(err, BK_ECLOSED, "backend is closed");
+            break;
+        }
+        pthread_cond_wait(&be->done_cv, &be->cmu);
+    }
+    pthread_mutex_unlock(&be->cmu);
+    return rc;
+}
+
 /* Between sections: queue the active batch and wait for the committer. */
 static int commit_locked(bk_backend *be, int stop, bk_error *err)
 {
@@ -328,33 +397,4 @@ int bk_force_commit(bk_backend *be, bk_error *err)
     if (rc || be->cfg.readonly || be->stopped)
         return rc;   /* read-only or stopped: nothing of ours can be pending */
     return commit_locked(be, 0, err);
-}
-
-/* Reads through the batch tx: the current version, all of it; q NULL
- * lists the buckets. */
-int bk_tx_read(bk_backend *be, const bk_query *q, bk_result *out, bk_error *err)
-{
-    int rc = held(be, err);
-    if (rc)
-        return rc;
-    pthread_rwlock_rdlock(&be->maplock);
-    version *v = bk_version_get(be);
-    rc = q ? bk_read(be, v, UINT64_MAX, q, out, err)
-           : bk_list_buckets(be, v, UINT64_MAX, out, err);
-    bk_version_unref(v);
-    pthread_rwlock_unlock(&be->maplock);
-    return rc;
-}
-
-int bk_tx_range(bk_backend *be, bk_slice bucket, bk_slice from,
-                const bk_slice *to, int64_t limit, bk_result *out,
-                bk_error *err)
-{
-    bk_query q = { bucket, from, to, 0, 0, limit };
-    return bk_tx_read(be, &q, out, err);
-}
-
-int bk_tx_buckets(bk_backend *be, bk_result *out, bk_error *err)
-{
-    return bk_tx_read(be, NULL, out, err);
 }

@@ -8,8 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +45,23 @@ static int copy_bucket(MDB_env *dst, MDB_txn **tx, MDB_txn *src, MDB_dbi sdbi,
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+typedef struct copy_job {
+    MDB_env *dst;
+    MDB_txn **tx;
+    MDB_txn *src;
+    size_t *puts;
+} copy_job;
+
+/* Buckets with a handle only: the others are not in LMDB. */
+static int copy_one(void *ctx, bk_bucket *b, bk_slice name)
+{
+    copy_job *job = ctx;
+    (void)name;
+    if (!b || !b->dbi)
+        return 0;
+    return copy_bucket(job->dst, job->tx, job->src, b->dbi, b->dbname, job->puts);
+}
+
 /* The new file starts its txn ids where the database's left off: another
  * process (a readonly reader) keeps the lock file open, so LMDB reuses the
  * lock's last txn id after the swap instead of the file's, and picks meta
@@ -79,8 +94,6 @@ static int fill(bk_backend *be, const char *tmp, MDB_txn *src, bk_error *err)
 {
     MDB_env *dst;
     MDB_txn *tx = NULL;
-    MDB_cursor *names;
-    MDB_val name, v;
     size_t puts = 0;
     /* Not just the source's map: a database opened with a smaller mmap_size
      * (or just defragmented) has a map exactly its size, which cannot hold a
@@ -95,22 +108,10 @@ static int fill(bk_backend *be, const char *tmp, MDB_txn *src, bk_error *err)
     if ((rc = mdb_env_set_maxdbs(dst, BK_MAX_BUCKETS)) ||
         (rc = mdb_env_set_mapsize(dst, (size_t)map)) ||
         (rc = mdb_env_open(dst, tmp, MDB_NOSUBDIR | MDB_NOLOCK | MDB_NOSYNC, 0600)) ||
-        (rc = mdb_txn_begin(dst, NULL, 0, &tx)) ||
-        (rc = mdb_cursor_open(src, 1 /* MAIN_DBI */, &names)))
+        (rc = mdb_txn_begin(dst, NULL, 0, &tx)))
         goto out;
-    for (rc = mdb_cursor_get(names, &name, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(names, &name, &v, MDB_NEXT)) {
-        char buf[512];
-        bk_slice raw;
-        bk_bucket *b = bk_bucket_by_dbname(be, name.mv_data, name.mv_size, &raw, buf);
-        if (!b || !b->dbi)
-            continue;
-        if ((rc = copy_bucket(dst, &tx, src, b->dbi, b->dbname, &puts)))
-            break;
-    }
-    mdb_cursor_close(names);
-    if (rc == MDB_NOTFOUND)
-        rc = 0;
+    copy_job job = { dst, &tx, src, &puts };
+    rc = bk_each_bucket(be, src, copy_one, &job);
     if (!rc) {
         rc = mdb_txn_commit(tx);
         tx = NULL;
@@ -124,47 +125,6 @@ out:
     if (rc)   /* the new file is beside the database, on its file system */
         return bk_write_fail(be, err, rc, "defrag: writing the new file");
     return continue_txnids(tmp, be->psize, mdb_txn_id(src), err);
-}
-
-int bk_fsync_dir(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return -1;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-static void *close_fd(void *arg)
-{
-    close((int)(intptr_t)arg);
-    return NULL;
-}
-
-/* Closing the last reference to the replaced file makes the filesystem free
- * all its blocks (tens of ms for hundreds of MB): do it off the caller's
- * path, on a thread of its own, joined by the next defrag or bk_close (not
- * detached: its code must not be unloaded under it, as a Lua state's close
- * unloads the module). */
-static void close_later(bk_backend *be, int fd)
-{
-    bk_closer_join(be);
-    if (fd >= 0 && pthread_create(&be->closer, NULL, close_fd, (void *)(intptr_t)fd) == 0)
-        be->closer_started = 1;
-    else if (fd >= 0)
-        close(fd);
-}
-
-void bk_closer_join(bk_backend *be)
-{
-    if (be->closer_started)
-        pthread_join(be->closer, NULL);
-    be->closer_started = 0;
 }
 
 /* Swap the filled file in: no LMDB txn may live, so views and snapshots are
@@ -195,7 +155,7 @@ static int swap_in(bk_backend *be, const char *tmp, bk_error *err)
                      be->path, oerr.msg);
     }
     pthread_rwlock_unlock(&be->maplock);
-    close_later(be, old);
+    bk_files_close_later(be, old);
     return rc;
 }
 

@@ -11,7 +11,8 @@
  *   page in use (meta.c);
  * - read-only media: on a read-only file system a read-only open goes
  *   without the lock file, as bbolt opens read-only media;
- * - the temporary directories of defrag, snapshots and imports. */
+ * - the temporary directories of defrag, snapshots and imports;
+ * - closing the file a defrag replaced, off the caller's path. */
 #include "internal.h"
 
 #include <ctype.h>
@@ -604,4 +605,33 @@ void bk_tmp_discard(bk_tmp *t)
         close(t->markfd);
     t->markfd = -1;
     t->dir[0] = 0;
+}
+
+/* ---- the replaced file ---- */
+
+static void *close_fd(void *arg)
+{
+    close((int)(intptr_t)arg);
+    return NULL;
+}
+
+/* Closing the last reference to the replaced file makes the filesystem free
+ * all its blocks (tens of ms for hundreds of MB): do it off the caller's
+ * path, on a thread of its own, joined by the next defrag or bk_close (not
+ * detached: its code must not be unloaded under it, as a host that
+ * dlcloses the library would). */
+void bk_files_close_later(bk_backend *be, int fd)
+{
+    bk_closer_join(be);
+    if (fd >= 0 && pthread_create(&be->closer, NULL, close_fd, (void *)(intptr_t)fd) == 0)
+        be->closer_started = 1;
+    else if (fd >= 0)
+        close(fd);
+}
+
+void bk_closer_join(bk_backend *be)
+{
+    if (be->closer_started)
+        pthread_join(be->closer, NULL);
+    be->closer_started = 0;
 }

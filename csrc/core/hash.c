@@ -12,15 +12,10 @@ typedef struct ignore_set {
     size_t n;
 } ignore_set;
 
-static int slice_cmp(bk_slice a, bk_slice b)
-{
-    return mt_keycmp(a.data, a.len, b.data, b.len);
-}
-
 static int pair_cmp(const bk_slice *a, const bk_slice *b)
 {
-    int c = slice_cmp(a[0], b[0]);
-    return c ? c : slice_cmp(a[1], b[1]);
+    int c = bk_slice_cmp(a[0], b[0]);
+    return c ? c : bk_slice_cmp(a[1], b[1]);
 }
 
 /* Insertion sort: ignore lists are short (etcd's has one entry). */
@@ -52,50 +47,41 @@ static int ignored(const ignore_set *set, bk_slice bucket, bk_slice key)
     return 0;
 }
 
-static int hash_gen(bk_backend *be, gen *g, const ignore_set *set, uint32_t *out)
-{
-    MDB_cursor *names, *c;
-    MDB_val name, k, v;
-    uint32_t crc = 0;
-    int rc = mdb_cursor_open(g->txn, 1 /* MAIN_DBI */, &names);
-    if (rc)
-        return rc;
-    for (rc = mdb_cursor_get(names, &name, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(names, &name, &v, MDB_NEXT)) {
-        char buf[512];
-        bk_slice bname;
-        bk_bucket *b = bk_bucket_by_dbname(be, name.mv_data, name.mv_size, &bname, buf);
-        if (!b || b->id >= g->ndbis || !g->dbis[b->id])
-            continue;   /* not a bucket of ours */
-        crc = bk_crc32c(crc, bname.data, bname.len);
-        if ((rc = mdb_cursor_open(g->txn, g->dbis[b->id], &c)))
-            break;
-        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-            bk_slice key = { k.mv_data, k.mv_size };
-            if (set->n && ignored(set, bname, key))
-                continue;
-            crc = bk_crc32c(crc, k.mv_data, k.mv_size);
-            crc = bk_crc32c(crc, v.mv_data, v.mv_size);
-        }
-        mdb_cursor_close(c);
-        if (rc != MDB_NOTFOUND)
-            break;
-    }
-    mdb_cursor_close(names);
-    *out = crc;
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
 typedef struct hash_job {
     const ignore_set *set;
-    uint32_t *out;
+    const gen *g;
+    uint32_t crc;
 } hash_job;
+
+static int hash_bucket(void *ctx, bk_bucket *b, bk_slice name)
+{
+    hash_job *job = ctx;
+    const gen *g = job->g;
+    MDB_cursor *c;
+    MDB_val k, v;
+    if (!b || b->id >= g->ndbis || !g->dbis[b->id])
+        return 0;   /* not a bucket of ours */
+    job->crc = bk_crc32c(job->crc, name.data, name.len);
+    int rc = mdb_cursor_open(g->txn, g->dbis[b->id], &c);
+    if (rc)
+        return rc;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        bk_slice key = { k.mv_data, k.mv_size };
+        if (job->set->n && ignored(job->set, name, key))
+            continue;
+        job->crc = bk_crc32c(job->crc, k.mv_data, k.mv_size);
+        job->crc = bk_crc32c(job->crc, v.mv_data, v.mv_size);
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
 
 static int hash_visit(bk_backend *be, gen *g, void *ctx)
 {
     hash_job *job = ctx;
-    return hash_gen(be, g, job->set, job->out);
+    job->g = g;
+    return bk_each_bucket(be, g->txn, hash_bucket, job);
 }
 
 int bk_hash(bk_backend *be, const bk_slice *ignores, size_t n,
@@ -107,8 +93,10 @@ int bk_hash(bk_backend *be, const bk_slice *ignores, size_t n,
     for (size_t i = 0; i < n; i++)
         set.order[i] = i;
     ignores_sort(&set);
-    hash_job job = { &set, out };
+    hash_job job = { &set, NULL, 0 };
     int rc = bk_visit_committed(be, hash_visit, &job, "hash", err);
+    if (!rc)
+        *out = job.crc;
     free(set.order);
     return rc;
 }

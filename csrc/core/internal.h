@@ -1,4 +1,5 @@
-/* internal.h: the structures the core's files share; not part of the API.
+/* internal.h: the structures the core's files share; not part of the API
+ * (only csrc/core includes it: the other layers see backend.h and util.h).
  *
  * The state readers see is a `version`: one LMDB read txn over committed
  * data (a `gen`) plus the memtables not yet committed in it, newest first.
@@ -6,13 +7,31 @@
  * number; writers only append to the newest memtable, the committer only
  * swaps in new versions, so a reader's view never changes and never copies.
  *
- * Lock order: batch lock (a flag) > txn_mu > maplock > ver_mu > gen->mu;
- * cmu, views_mu, log_mu, reg_mu and pool.mu are leaves. */
+ * The files, each over the ones it calls (scripts/layers-check.lua keeps
+ * the graph acyclic), and the sections below in the same order:
+ *   util, crc32c, memtable, meta   helpers and formats, calling no other file
+ *   handle      the handle's references and closed state
+ *   files       the data and lock files, temporary directories
+ *   bucket      the bucket registry, name checks, bk_each_bucket
+ *   version     gens and versions
+ *   children    the views and snapshots listed for invalidation
+ *   batch       the batch tx: sections, rotation into the commit queue
+ *   env         the LMDB environment: open, reopen, grow, read txns
+ *   committer   the thread that applies queued batches
+ *   backend     open and close
+ *   read        merged reads, views, results
+ *   snapshot    snapshots, walks over committed data
+ *   hash, defrag, stats   what uses all of the above
+ *
+ * Lock order, the one place it is written: batch lock (a flag) > txn_mu >
+ * maplock > ver_mu > gen->mu; cmu, views_mu, log_mu, reg_mu, hist_mu and
+ * pool.mu are leaves. */
 #ifndef INTERNAL_H
 #define INTERNAL_H
 
 #include "backend.h"
 #include "memtable.h"
+#include "util.h"
 
 #include <lmdb.h>
 #include <pthread.h>
@@ -29,6 +48,9 @@
 #define BK_WRITE_MAX 0x7ffff000u
 #define BK_PAGE_HEADER 16          /* LMDB's PAGEHDRSZ, before an overflow value */
 
+/* ---- the shared structures, each under the file that owns it ---- */
+
+/* bucket.c */
 typedef struct bk_bucket {
     char *name;                    /* any bytes */
     size_t len;
@@ -38,6 +60,7 @@ typedef struct bk_bucket {
     MDB_dbi dbi;                   /* committer's handle; 0 = not in LMDB */
 } bk_bucket;
 
+/* version.c */
 typedef struct gen {
     int refs;                      /* atomic */
     MDB_txn *txn;
@@ -55,7 +78,8 @@ typedef struct version {
     memtable *mts[];               /* newest first */
 } version;
 
-/* Views and snapshots: listed in their backend so that close and defrag
+/* children.c (views: read.c, snapshots: snapshot.c). Views and snapshots:
+ * listed in their backend so that close and defrag
  * can end their LMDB txns. The link is each one's first member. */
 typedef struct bk_child {
     struct bk_child *prev, *next;
@@ -81,18 +105,20 @@ struct bk_snapshot {
     double opened;
 };
 
-/* A write of the open section, for rollback: the node, and for a bucket
+/* batch.c: a write of the open section, for rollback: the node, and for a bucket
  * event whether the bucket existed before it. */
 typedef struct bk_undo {
     mt_node *node;
     int existed;
 } bk_undo;
 
+/* util.c: the log queue */
 typedef struct log_node {
     bk_log_entry e;
     struct log_node *next;
 } log_node;
 
+/* A backend: its fields are grouped by the file that owns them. */
 struct bk_backend {
     int refs;                      /* atomic: handle + views + snapshots */
     int closed;                    /* atomic: 1 closed, 2 failed (bk_set_failed) */
@@ -166,7 +192,7 @@ struct bk_backend {
     /* stats (atomics) */
     uint64_t commits, size, size_in_use, map_size, map_grows;
     double last_commit_s, total_commit_s, defrag_s, snapshot_s;
-    pthread_t closer;              /* defrag's close of the replaced file */
+    pthread_t closer;              /* the replaced file's close (files.c) */
     int closer_started;
     pthread_mutex_t hist_mu;
     bk_hist commit_hist, defrag_hist, snapshot_hist;
@@ -178,27 +204,19 @@ struct bk_backend {
     int log_len;                   /* atomic loads; changed under log_mu */
 };
 
-/* errors and logging (backend.c) */
-int bk_fail(bk_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* ---- util.c (beside util.h's) ---- */
 int bk_mdb_fail(bk_error *err, int rc, const char *what);
 /* An LMDB failure to write: a short write (EIO) on a full disk is reported
  * as the disk being full. */
 int bk_write_fail(const bk_backend *be, bk_error *err, int rc, const char *what);
-void bk_quote(char *out, size_t size, bk_slice s);
 void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-double bk_now(void);
-/* pread until len bytes are in (zeros past the end of the file) / write all
- * of buf at the file offset: 0, or -1 and errno. */
-int bk_read_full(int fd, char *buf, size_t len, uint64_t off);
-int bk_write_full(int fd, const char *buf, size_t len);
+void bk_hist_init(bk_hist *h, double first, int n);
 void bk_hist_observe(bk_backend *be, bk_hist *h, double seconds);
-/* fsync the directory holding path (defrag.c): -1 and errno on failure. */
-int bk_fsync_dir(const char *path);
-void bk_closer_join(bk_backend *be);   /* defrag.c */
+/* LMDB takes non-const pointers for data it only reads. */
+#define BK_UNCONST(p) ((void *)(uintptr_t)(p))
 
-/* meta.c: LMDB's meta pages (pages 0 and 1 of the file). */
+/* ---- meta.c: LMDB's meta pages (pages 0 and 1 of the file) ---- */
 #define BK_LMDB_MAGIC 0xBEEFC0DEu
 #define BK_META_HEAD 152   /* the bytes of a meta page that bk_meta_parse reads */
 typedef struct bk_meta {
@@ -216,7 +234,12 @@ void bk_meta_pair(void *pair, size_t psize, int newest, uint64_t txnid);
  * why[] saying what is wrong. */
 int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen);
 
-/* files.c: the data file and its lock file. */
+/* ---- handle.c ---- */
+/* The database could not be reopened: every call now says the backend is
+ * closed, and bk_close still releases it. */
+void bk_set_failed(bk_backend *be);
+
+/* ---- files.c: the data file and its lock file ---- */
 /* Opens and checks them, takes the locks, registers the file as open in
  * this process; sets path, lockpath, datafd, lockfd and MDB_NOLOCK when a
  * read-only file system has no room for a lock file. */
@@ -231,23 +254,18 @@ int bk_files_check_replaced(bk_backend *be, bk_error *err);
 int bk_files_lock_new(const char *from, int *fd, bk_error *err);
 /* After that rename: fd holds the data file; returns the old descriptor. */
 int bk_files_swapped(bk_backend *be, int fd);
+/* Closes fd (the replaced file) on a thread of its own; bk_closer_join
+ * waits for it. */
+void bk_files_close_later(bk_backend *be, int fd);
+void bk_closer_join(bk_backend *be);
 /* Removes the temporary directories beside target (bk_tmp_create's) whose
  * owner died; returns how many. */
 int bk_tmp_sweep(const char *target);
 
-/* LMDB takes non-const pointers for data it only reads. */
-#define BK_UNCONST(p) ((void *)(uintptr_t)(p))
-
-/* buckets (backend.c) */
+/* ---- bucket.c ---- */
 bk_bucket *bk_bucket_find(bk_backend *be, const void *name, size_t len);
-/* BK_ELOCKED if the calling thread holds the batch lock: what commits
- * must not (a locked section is never committed). */
-int bk_not_in_section(bk_backend *be, bk_error *err);
-/* Take and drop the batch lock's flag; caller holds lock_mu. */
-void bk_lock_take(bk_backend *be);
-void bk_lock_drop(bk_backend *be);
 bk_bucket *bk_bucket_register(bk_backend *be, const void *name, size_t len,
-                           bk_error *err);
+                              bk_error *err);
 size_t bk_dbname_len(const void *name, size_t len);
 /* The bucket a main-database key names; *name gets its name when it is
  * well-formed (else NULL and name.len == 0). */
@@ -255,24 +273,29 @@ bk_bucket *bk_bucket_by_dbname(bk_backend *be, const void *dbname, size_t len,
                                bk_slice *name, char buf[512]);
 int bk_check_key(const bk_backend *be, const char *what, bk_slice s,
                  bk_error *err);
+/* fn(ctx, b, name) for each key of txn's main database that is a bucket
+ * name we could have made, in name order (the escape keeps byte order);
+ * b is its registry entry, NULL if not registered. Stops at fn's first
+ * non-zero return and returns it; else 0 or the LMDB code. */
+typedef int (*bk_bucket_fn)(void *ctx, bk_bucket *b, bk_slice name);
+int bk_each_bucket(bk_backend *be, MDB_txn *txn, bk_bucket_fn fn, void *ctx);
 
-/* versions and generations (backend.c) */
+/* ---- version.c ---- */
 version *bk_version_get(bk_backend *be);
 void bk_version_unref(version *v);
 void bk_gen_unref(gen *g);
-int bk_rotate(bk_backend *be, bk_error *err);
-int bk_fresh_gen(bk_backend *be, gen **out, bk_error *err);
-int bk_wait_committed(bk_backend *be, bk_error *err);
-int bk_committer_start(bk_backend *be, bk_error *err);
-void bk_committer_stop(bk_backend *be, int drop);
-int bk_readonly_refresh(bk_backend *be, bk_error *err);
-int bk_env_open(bk_backend *be, bk_error *err);
-/* mdb_txn_begin(MDB_RDONLY), clearing dead processes' slots when full. */
-int bk_read_txn_begin(bk_backend *be, MDB_txn **txn);
-void bk_env_close(bk_backend *be);
-/* The database could not be reopened: every call now says the backend is
- * closed, and bk_close still releases it. */
-void bk_set_failed(bk_backend *be);
+/* A version over g with the memtables of `from` newer than g, plus `push`
+ * in front when given. Takes new references. */
+version *bk_version_make(gen *g, const version *from, memtable *push);
+/* Replace the current version by one over g (NULL: the current gen) and
+ * the current memtables newer than it, push in front: 0, or -1 (memory). */
+int bk_version_update(bk_backend *be, gen *g, memtable *push);
+void bk_version_install(bk_backend *be, version *v);
+int bk_gen_make(bk_backend *be, MDB_txn *txn, uint64_t last_mt_id, gen **out,
+                bk_error *err);
+
+/* ---- children.c ---- */
+/* Ends every view's and snapshot's txn (caller holds maplock for writing). */
 void bk_invalidate_children(bk_backend *be, int code);
 void bk_child_attach(bk_backend *be, bk_child *c, int is_snapshot);
 void bk_child_detach(bk_backend *be, bk_child *c);
@@ -280,22 +303,54 @@ void bk_child_detach(bk_backend *be, bk_child *c);
 void bk_child_link(bk_backend *be, bk_child *c, int is_snapshot);
 void bk_child_unlink(bk_backend *be, bk_child *c);
 
-/* reading (read.c) */
-int bk_read(bk_backend *be, const version *v, uint64_t seq, const bk_query *q,
-            bk_result *out, bk_error *err);
+/* ---- batch.c ---- */
+/* BK_ELOCKED if the calling thread holds the batch lock: what commits
+ * must not (a locked section is never committed). */
+int bk_not_in_section(bk_backend *be, bk_error *err);
+/* BK_OK if the batch tx is usable and the calling thread holds its lock. */
+int bk_tx_held(bk_backend *be, bk_error *err);
+/* Take and drop the batch lock's flag; caller holds lock_mu. */
+void bk_lock_take(bk_backend *be);
+void bk_lock_drop(bk_backend *be);
+/* Queue the active batch for the committer (batch lock held). */
+int bk_rotate(bk_backend *be, bk_error *err);
+/* Wait until every batch queued so far is in LMDB, or an attempt fails. */
+int bk_wait_committed(bk_backend *be, bk_error *err);
+
+/* ---- env.c ---- */
+int bk_env_open(bk_backend *be, bk_error *err);
+void bk_env_close(bk_backend *be);
+/* Close and open the environment again (LMDB gave up on it); on failure
+ * the backend has failed. Caller holds txn_mu and maplock for writing. */
+int bk_env_reopen(bk_backend *be, const char *why, bk_error *err);
+/* After a failed commit: reopen the environment if LMDB gave up on it. */
+void bk_env_check(bk_backend *be);
+int bk_map_grow(bk_backend *be, bk_error *err);
+/* mdb_txn_begin(MDB_RDONLY), clearing dead processes' slots when full. */
+int bk_read_txn_begin(bk_backend *be, MDB_txn **txn);
+/* A gen over the newest committed state (caller holds txn_mu). */
+int bk_gen_open(bk_backend *be, uint64_t last_mt_id, gen **out, bk_error *err);
+/* The stats' size and size in use, as g sees the file. */
+void bk_sizes_update(bk_backend *be, gen *g);
+/* Read-only: catch up with the other process's writer. */
+int bk_readonly_refresh(bk_backend *be, bk_error *err);
+/* The gen holding everything committed so far (caller holds txn_mu). */
+int bk_fresh_gen(bk_backend *be, gen **out, bk_error *err);
+
+/* ---- committer.c ---- */
+int bk_committer_start(bk_backend *be, bk_error *err);
+void bk_committer_stop(bk_backend *be, int drop);
+
+/* ---- read.c ---- */
+int bk_result_append(bk_result *r, const void *k, size_t klen,
+                     const void *v, size_t vlen);
+
+/* ---- snapshot.c ---- */
 /* Commit (or, read-only, catch up), then fn(be, g, ctx) on a gen holding
  * everything committed, with g->mu held: fn's non-zero LMDB code is
  * reported as `what` failing. */
 typedef int (*bk_gen_visit)(bk_backend *be, gen *g, void *ctx);
 int bk_visit_committed(bk_backend *be, bk_gen_visit fn, void *ctx, const char *what,
                        bk_error *err);
-int bk_list_buckets(bk_backend *be, const version *v, uint64_t seq, bk_result *out,
-                    bk_error *err);
-int bk_result_append(bk_result *r, const void *k, size_t klen,
-                     const void *v, size_t vlen);
-
-/* invalidation: drops the pinned LMDB state (caller holds views_mu) */
-void bk_view_invalidate(bk_view *v, int code);
-void bk_snapshot_invalidate(bk_snapshot *s, int code);
 
 #endif

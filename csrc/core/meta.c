@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define META_MAGIC_OFF 16
 #define META_PSIZE_OFF 40     /* mm_dbs[FREE_DBI].md_pad holds the page size */
@@ -33,6 +34,16 @@ void bk_meta_parse(const void *page, bk_meta *m)
     m->main_root = get64(p + META_MAIN_ROOT_OFF);
     m->last_pg = get64(p + META_LAST_PG_OFF);
     m->txnid = get64(p + META_TXNID_OFF);
+}
+
+int bk_is_lmdb_file(int fd)
+{
+    unsigned char head[BK_META_HEAD];
+    bk_meta m;
+    if (pread(fd, head, sizeof head, 0) != (ssize_t)sizeof head)
+        return 0;
+    bk_meta_parse(head, &m);
+    return m.magic == BK_LMDB_MAGIC;
 }
 
 int bk_meta_newest(const void *pair, size_t psize)

@@ -1,4 +1,5 @@
-/* read.c: reads merge the memtables of a version (newest first) with its
+/* read.c: every read through the batch tx or a view, and the results they
+ * fill. Reads merge the memtables of a version (newest first) with its
  * LMDB read txn, seeing only entries with seq <= the reader's sequence:
  * key order, no duplicates, deletes and dropped buckets honoured, any limit
  * on any bucket. Callers hold maplock for reading. */
@@ -6,6 +7,76 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- results ---- */
+
+void bk_result_init(bk_result *r)
+{
+    memset(r, 0, sizeof *r);
+}
+
+void bk_result_clear(bk_result *r)
+{
+    r->count = 0;
+    r->used = 0;
+}
+
+void bk_result_free(bk_result *r)
+{
+    free(r->offs);
+    free(r->data);
+    bk_result_init(r);
+}
+
+int bk_result_append(bk_result *r, const void *k, size_t klen,
+                     const void *v, size_t vlen)
+{
+    if (r->count == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        size_t *offs = realloc(r->offs, cap * 4 * sizeof *offs);
+        if (!offs)
+            return -1;
+        r->offs = offs;
+        r->cap = cap;
+    }
+    if (r->size - r->used < klen + vlen) {
+        size_t size = r->size ? r->size : 4096;
+        while (size - r->used < klen + vlen)
+            size *= 2;
+        char *data = realloc(r->data, size);
+        if (!data)
+            return -1;
+        r->data = data;
+        r->size = size;
+    }
+    size_t *o = r->offs + r->count * 4;
+    o[0] = r->used;
+    o[1] = klen;
+    if (klen)
+        memcpy(r->data + r->used, k, klen);
+    r->used += klen;
+    o[2] = r->used;
+    o[3] = vlen;
+    if (vlen)
+        memcpy(r->data + r->used, v, vlen);
+    r->used += vlen;
+    r->count++;
+    return 0;
+}
+
+bk_slice bk_result_key(const bk_result *r, size_t i)
+{
+    bk_slice s = { r->data + r->offs[i * 4], r->offs[i * 4 + 1] };
+    return s;
+}
+
+bk_slice bk_result_value(const bk_result *r, size_t i)
+{
+    bk_slice s = { r->data + r->offs[i * 4 + 2], r->offs[i * 4 + 3] };
+    return s;
+}
+
+/* ---- merged reads ---- */
 
 typedef struct src {
     mt_node *n;        /* memtable: start of the current key's versions */
@@ -250,8 +321,8 @@ static int read_range(const version *v, scan *sc, int use_db, const bk_query *q,
  * memtables. */
 #define SCAN_STACK 8
 
-int bk_read(bk_backend *be, const version *v, uint64_t seq, const bk_query *q,
-            bk_result *out, bk_error *err)
+static int read_query(bk_backend *be, const version *v, uint64_t seq, const bk_query *q,
+                      bk_result *out, bk_error *err)
 {
     bk_result_clear(out);
     int single = !q->to && !q->open_end;
@@ -289,8 +360,8 @@ static int bucket_order(const void *a, const void *b)
     return mt_keycmp(x->name, x->len, y->name, y->len);
 }
 
-int bk_list_buckets(bk_backend *be, const version *v, uint64_t seq, bk_result *out,
-                    bk_error *err)
+static int list_buckets(bk_backend *be, const version *v, uint64_t seq, bk_result *out,
+                        bk_error *err)
 {
     bk_result_clear(out);
     uint32_t n = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE), found = 0;
@@ -310,6 +381,13 @@ int bk_list_buckets(bk_backend *be, const version *v, uint64_t seq, bk_result *o
             rc = bk_fail(err, BK_EIO, "out of memory");
     free(live);
     return rc;
+}
+
+/* A query, or with q NULL the list of buckets. */
+static int read_any(bk_backend *be, const version *v, uint64_t seq, const bk_query *q,
+                    bk_result *out, bk_error *err)
+{
+    return q ? read_query(be, v, seq, q, out, err) : list_buckets(be, v, seq, out, err);
 }
 
 /* ---- views ---- */
@@ -375,15 +453,14 @@ int bk_view_check(bk_view *v, bk_error *err)
 }
 
 /* q NULL lists the buckets. Under maplock the view's version stays (see
- * bk_view_invalidate). */
+ * bk_invalidate_children). */
 int bk_view_read(bk_view *v, const bk_query *q, bk_result *out, bk_error *err)
 {
     bk_backend *be = v->be;
     pthread_rwlock_rdlock(&be->maplock);
     int rc = bk_view_check(v, err);
     if (!rc)
-        rc = q ? bk_read(be, v->v, v->seq, q, out, err)
-               : bk_list_buckets(be, v->v, v->seq, out, err);
+        rc = read_any(be, v->v, v->seq, q, out, err);
     pthread_rwlock_unlock(&be->maplock);
     return rc;
 }
@@ -399,14 +476,6 @@ int bk_view_range(bk_view *v, bk_slice bucket, bk_slice from,
 int bk_view_buckets(bk_view *v, bk_result *out, bk_error *err)
 {
     return bk_view_read(v, NULL, out, err);
-}
-
-/* Caller holds views_mu. */
-void bk_view_invalidate(bk_view *v, int code)
-{
-    bk_version_unref(v->v);
-    v->v = NULL;
-    __atomic_store_n(&v->invalid, code, __ATOMIC_RELEASE);
 }
 
 /* Drops a reference to v unless it is the last: whether it did. */
@@ -457,4 +526,34 @@ void bk_view_close(bk_view *v)
     if (!kept)
         free(v);
     bk_free(be);
+}
+
+/* ---- reads through the batch tx ---- */
+
+/* Reads through the batch tx: the current version, all of it; q NULL
+ * lists the buckets. */
+int bk_tx_read(bk_backend *be, const bk_query *q, bk_result *out, bk_error *err)
+{
+    int rc = bk_tx_held(be, err);
+    if (rc)
+        return rc;
+    pthread_rwlock_rdlock(&be->maplock);
+    version *v = bk_version_get(be);
+    rc = read_any(be, v, UINT64_MAX, q, out, err);
+    bk_version_unref(v);
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}
+
+int bk_tx_range(bk_backend *be, bk_slice bucket, bk_slice from,
+                const bk_slice *to, int64_t limit, bk_result *out,
+                bk_error *err)
+{
+    bk_query q = { bucket, from, to, 0, 0, limit };
+    return bk_tx_read(be, &q, out, err);
+}
+
+int bk_tx_buckets(bk_backend *be, bk_result *out, bk_error *err)
+{
+    return bk_tx_read(be, NULL, out, err);
 }

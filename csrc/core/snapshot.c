@@ -2,7 +2,9 @@
  * an LMDB read txn (a gen), so no page it can reach is reused, and keeps
  * the file's two meta pages as they were at that moment, both rewritten to
  * point at its state. write_to then copies the file's other pages with
- * copy_file_range: the speed of a file copy, not of LMDB's page walk. */
+ * copy_file_range: the speed of a file copy, not of LMDB's page walk.
+ * Also here: the walks over a snapshot's buckets and keys (bolt's export)
+ * and over the committed state (hash, bucket stats). */
 #include "internal.h"
 
 #include <errno.h>
@@ -94,14 +96,6 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
 uint64_t bk_snapshot_size(const bk_snapshot *s)
 {
     return s->size;
-}
-
-/* Caller holds views_mu. */
-void bk_snapshot_invalidate(bk_snapshot *s, int code)
-{
-    bk_gen_unref(s->g);
-    s->g = NULL;
-    __atomic_store_n(&s->invalid, code, __ATOMIC_RELEASE);
 }
 
 int bk_snapshot_check(bk_snapshot *s, bk_error *err)
@@ -197,6 +191,126 @@ int bk_snapshot_read(bk_snapshot *s, uint64_t off, void *buf, size_t len,
                      bk_error *err)
 {
     return transfer(s, off, len, -1, buf, err);
+}
+
+/* ---- the committed state, walked ---- */
+
+int bk_visit_committed(bk_backend *be, bk_gen_visit fn, void *ctx, const char *what,
+                       bk_error *err)
+{
+    int rc = be->cfg.readonly ? bk_readonly_refresh(be, err) : bk_force_commit(be, err);
+    if (rc)
+        return rc;
+    gen *g;
+    pthread_mutex_lock(&be->txn_mu);
+    pthread_rwlock_rdlock(&be->maplock);
+    rc = bk_fresh_gen(be, &g, err);
+    /* Commits may go on while we read; defrag and remaps wait for us. */
+    pthread_mutex_unlock(&be->txn_mu);
+    if (rc == BK_OK) {
+        pthread_mutex_lock(&g->mu);
+        int mrc = fn(be, g, ctx);
+        pthread_mutex_unlock(&g->mu);
+        if (mrc)
+            rc = bk_mdb_fail(err, mrc, what);
+        bk_gen_unref(g);
+    }
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}
+
+/* fn(be, s->g, ctx) with maplock (no remap nor swap under it) and the
+ * gen's mutex held: its code is returned as it is. */
+static int with_gen(bk_snapshot *s, bk_gen_visit fn, void *ctx, bk_error *err)
+{
+    bk_backend *be = s->be;
+    pthread_rwlock_rdlock(&be->maplock);
+    int rc = bk_snapshot_check(s, err);
+    if (!rc) {
+        pthread_mutex_lock(&s->g->mu);
+        rc = fn(be, s->g, ctx);
+        pthread_mutex_unlock(&s->g->mu);
+    }
+    pthread_rwlock_unlock(&be->maplock);
+    return rc;
+}
+
+typedef struct names_job {
+    const gen *g;
+    bk_result *out;
+    bk_error *err;
+} names_job;
+
+static int add_name(void *ctx, bk_bucket *b, bk_slice name)
+{
+    names_job *job = ctx;
+    if (!b || b->id >= job->g->ndbis || !job->g->dbis[b->id])
+        return 0;   /* not a bucket of ours */
+    return bk_result_append(job->out, name.data, name.len, "", 0) ? -1 : 0;
+}
+
+static int list_names(bk_backend *be, gen *g, void *ctx)
+{
+    names_job *job = ctx;
+    job->g = g;
+    int rc = bk_each_bucket(be, g->txn, add_name, job);
+    if (rc == -1)
+        return bk_fail(job->err, BK_EIO, "out of memory");
+    return rc ? bk_mdb_fail(job->err, rc, "snapshot") : BK_OK;
+}
+
+int bk_snapshot_buckets(bk_snapshot *s, bk_result *out, bk_error *err)
+{
+    names_job job = { NULL, out, err };
+    bk_result_clear(out);
+    return with_gen(s, list_names, &job, err);
+}
+
+typedef struct scan_job {
+    bk_slice bucket, from;
+    int after;
+    bk_entry_fn fn;
+    void *ctx;
+    bk_error *err;
+} scan_job;
+
+static int scan_gen(bk_backend *be, gen *g, void *ctx)
+{
+    scan_job *job = ctx;
+    bk_bucket *b = bk_bucket_find(be, job->bucket.data, job->bucket.len);
+    if (!b || b->id >= g->ndbis || !g->dbis[b->id])
+        return BK_OK;   /* not in the snapshot: no keys */
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(g->txn, g->dbis[b->id], &c), stop = 0;
+    if (rc)
+        return bk_mdb_fail(job->err, rc, "snapshot");
+    if (job->from.len) {
+        k.mv_data = BK_UNCONST(job->from.data);
+        k.mv_size = job->from.len;
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (!rc && job->after && k.mv_size == job->from.len &&
+            !memcmp(k.mv_data, job->from.data, job->from.len))
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    } else {
+        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    }
+    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        bk_slice key = { k.mv_data, k.mv_size }, value = { v.mv_data, v.mv_size };
+        if ((stop = job->fn(job->ctx, key, value)))
+            break;
+    }
+    mdb_cursor_close(c);
+    if (stop)
+        return stop;
+    return rc == MDB_NOTFOUND ? BK_OK : bk_mdb_fail(job->err, rc, "snapshot");
+}
+
+int bk_snapshot_scan(bk_snapshot *s, bk_slice bucket, bk_slice from, int after,
+                     bk_entry_fn fn, void *ctx, bk_error *err)
+{
+    scan_job job = { bucket, from, after, fn, ctx, err };
+    return with_gen(s, scan_gen, &job, err);
 }
 
 void bk_snapshot_close(bk_snapshot *s)

@@ -67,7 +67,7 @@ void bl_read_config(lua_State *L, int i, const char *fname, bk_config *cfg)
     cfg->max_readers = readers > 100000 ? 100001 : (unsigned)readers;
     field_bool(L, i, "no_fsync", &cfg->no_fsync);
     field_bool(L, i, "readonly", &cfg->readonly);
-    field_bool(L, i, "owns_dir", &cfg->remove_on_close);
+    field_bool(L, i, "owns_dir", &cfg->owns_dir);
 }
 
 /* core.open(config): the facade has checked the field names. */

@@ -1,0 +1,25 @@
+/* util.h: the helpers of the core that the layers beside it (csrc/bolt) may
+ * use too, beyond the API of backend.h: errors, quoting, whole reads and
+ * writes, fsync of a directory, the clock and key order. Defined in util.c. */
+#ifndef BK_UTIL_H
+#define BK_UTIL_H
+
+#include "backend.h"
+
+/* Fills err (code and a printf message) and returns code. */
+int bk_fail(bk_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Bytes for a message: printable ASCII as it is, the rest as \xHH, cut
+ * with "..." to fit out[size]. */
+void bk_quote(char *out, size_t size, bk_slice s);
+/* pread until len bytes are in (zeros past the end of the file) / write all
+ * of buf at the file offset: 0, or -1 and errno. */
+int bk_read_full(int fd, char *buf, size_t len, uint64_t off);
+int bk_write_full(int fd, const char *buf, size_t len);
+/* fsync the directory holding path: -1 and errno on failure. */
+int bk_fsync_dir(const char *path);
+double bk_now(void);
+/* Byte order, a prefix first: the order of keys and bucket names. */
+int bk_slice_cmp(bk_slice a, bk_slice b);
+
+#endif
