@@ -367,6 +367,11 @@ int bk_files_open(bk_backend *be, bk_error *err)
             break;
         release(be, created);
     }
+    /* A new file's name is durable before any commit to it is acknowledged:
+     * without this a power cut could take the whole file, commits and all
+     * (LMDB never fsyncs the directory). */
+    if (!rc && created && bk_fsync_dir(be->path) < 0)
+        rc = bk_fail(err, BK_EIO, "%s: fsync of its directory: %s", be->path, strerror(errno));
     if (rc) {
         release(be, created);
         return rc;
