@@ -349,64 +349,86 @@ end
 
 -- Running ------------------------------------------------------------------------
 
---- The states of shard `shard` of `jobs`: prints "V phase C/J message" per
--- violation and "N phase states violations" per phase.
-local function worker(mutant, shard, jobs)
+--- The states of shard `shard` of `jobs`, from state number `from` on:
+-- "D n phase C/J" before each (flushed: a state that crashes the process is
+-- known by it), then "O n" or "V n message".
+local function worker(mutant, shard, jobs, from)
   local h = history(mutant)
   local exp = expectations(h)
   local pts = plan(h)
   local dir = fmt("%s/state%s.%d", opts.out, mutant or "", shard)
   sh("rm -rf " .. q(dir) .. " && mkdir -p " .. q(dir))
-  local per, idx = {}, 0
+  local idx = 0
   for _, p in ipairs(pts) do
     for j = 0, p.n - 1 do
       idx = idx + 1
-      if idx % jobs == shard then
+      if idx % jobs == shard and idx >= from then
+        io.stdout:write(fmt("D %d %s %d/%d\n", idx, promises(h, p.c).phase, p.c, j))
+        io.stdout:flush()
         local st = model.state(h, p.c, choose(p, j))
-        local bad, phase = check_state(h, exp, p.c, st, dir)
-        local r = per[phase] or { states = 0, violations = 0 }
-        per[phase] = r
-        r.states = r.states + 1
-        if #bad > 0 then
-          r.violations = r.violations + 1
-          print(fmt("V %s %d/%d %s", phase, p.c, j, table.concat(bad, "; ")))
-        end
+        local bad = check_state(h, exp, p.c, st, dir)
+        print(#bad > 0 and fmt("V %d %s", idx, table.concat(bad, "; ")) or fmt("O %d", idx))
       end
     end
   end
-  for phase, r in pairs(per) do print(fmt("N %s %d %d", phase, r.states, r.violations)) end
 end
 
 if cmd == "worker" then
-  worker(opts.mutant, tonumber(opts.shard), opts.jobs)
+  worker(opts.mutant, tonumber(opts.shard), opts.jobs, tonumber(opts.from))
   os.exit(0)
 end
 
---- Runs the workers in parallel; returns the states, the violations, the
--- per-phase counts and the first violation lines.
+--- Runs the workers in parallel, each into a file of its own (one that a
+-- state kills goes on after it); returns the states, the violations, the
+-- per-phase counts and the violations' lines.
 local function replay(mutant)
-  local pipes = {}
-  for shard = 0, opts.jobs - 1 do
-    pipes[#pipes + 1] = io.popen(fmt("%s %s --out %s --seed %d --states %d %s %s--shard %d --jobs %d worker",
-      q(LUA), q(arg[0]), q(opts.out), opts.seed, opts.states, opts.small and "--small" or "",
-      mutant and "--mutant " .. mutant .. " " or "", shard, opts.jobs))
-  end
   local n, v, per, lines = 0, 0, {}, {}
-  for _, pipe in ipairs(pipes) do
-    for line in pipe:lines() do
-      local phase, s, bad = line:match("^N (%S+) (%d+) (%d+)$")
-      if phase then
-        local r = per[phase] or { 0, 0 }
-        per[phase] = { r[1] + tonumber(s), r[2] + tonumber(bad) }
-        n, v = n + tonumber(s), v + tonumber(bad)
-      elseif line:match("^V ") then
-        lines[#lines + 1] = line
-      else
-        io.stderr:write(line, "\n")
+  local function count(phase, bad)
+    local r = per[phase] or { 0, 0 }
+    per[phase] = { r[1] + 1, r[2] + (bad and 1 or 0) }
+    n, v = n + 1, v + (bad and 1 or 0)
+  end
+  local from = {}
+  for shard = 0, opts.jobs - 1 do from[shard] = 0 end
+  while next(from) do
+    local cmds = {}
+    for shard, start in pairs(from) do
+      local out = fmt("%s/worker%s.%d", opts.out, mutant or "", shard)
+      cmds[#cmds + 1] = fmt("(%s %s --out %s --seed %d --states %d %s %s--shard %d --jobs %d --from %d worker "
+        .. ">%s 2>&1; echo $? >%s.rc) &", q(LUA), q(arg[0]), q(opts.out), opts.seed, opts.states,
+        opts.small and "--small" or "", mutant and "--mutant " .. mutant .. " " or "", shard, opts.jobs, start,
+        q(out), q(out))
+    end
+    sh(table.concat(cmds, " ") .. " wait")
+    local again = {}
+    for shard in pairs(from) do
+      local out = fmt("%s/worker%s.%d", opts.out, mutant or "", shard)
+      local doing, output = nil, {}
+      for line in io.lines(out) do
+        local idx, phase, id = line:match("^D (%d+) (%S+) (%S+)$")
+        if idx then
+          doing, output = { idx = tonumber(idx), phase = phase, id = id }, {}
+        elseif line:match("^[OV] ") then
+          local bad = line:match("^V %d+ (.*)$")
+          count(doing.phase, bad)
+          if bad then lines[#lines + 1] = fmt("%s %s: %s", doing.phase, doing.id, bad) end
+          doing = nil
+        else
+          output[#output + 1] = line
+        end
+      end
+      if doing then   -- the state killed the checking process
+        count(doing.phase, true)
+        lines[#lines + 1] = fmt("%s %s: checking it killed the process: %s", doing.phase, doing.id,
+          table.concat(output, " | "):sub(1, 300))
+        again[shard] = doing.idx + 1
+      elseif slurp(out .. ".rc") ~= "0\n" then
+        error("a worker failed: " .. table.concat(output, "\n"), 0)
       end
     end
-    if not pipe:close() then error("a worker failed", 0) end
+    from = again
   end
+  table.sort(lines)
   return n, v, per, lines
 end
 
