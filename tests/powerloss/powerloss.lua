@@ -333,8 +333,9 @@ local function check_state(h, exp, c, st, dir)
     end
     local key = kind .. name .. (type(v) == "table" and backend.crc32c(st.files[v]) .. "." .. #st.files[v] or "dir")
     if cache[key] == nil then
+      local path = dir .. "/" .. name
       local bad = type(v) ~= "table" and "is a directory"
-        or kind == "file" and check_db(dir .. "/" .. name, true, want) or kind == "bolt" and check_bolt(dir .. "/" .. name, want)
+        or kind == "file" and check_db(path, true, want) or kind == "bolt" and check_bolt(path, want)
       cache[key] = bad or false
     end
     if cache[key] then
