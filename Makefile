@@ -227,7 +227,7 @@ clean:
 PL_SHIM    = $(BUILD)/tests/powerloss/plrec.so
 PL_DIR     = $(BUILD)/powerloss
 PL_SEED   ?= 1
-PL_STATES ?= 10500
+PL_STATES ?= 12000
 PL_JOBS   ?= 2
 PL_RUN     = $(LUA_ENV) $(LUA) tests/powerloss/powerloss.lua --shim $(PL_SHIM) \
              --seed $(PL_SEED) --jobs $(PL_JOBS)
