@@ -7,6 +7,7 @@ include_files = {
    "spec/**/*.lua",
    "rockspec/*.rockspec",
    "scripts/*.lua",
+   "tests/**/*.lua",
    "bin/backendctl",
    ".busted",
    ".luacheckrc",

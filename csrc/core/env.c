@@ -196,6 +196,15 @@ int bk_env_open(bk_backend *be, bk_error *err)
     int dead;
     if (!be->cfg.readonly)
         mdb_reader_check(be->env, &dead);
+    /* A new file's meta pages are durable before its first commit writes
+     * pages behind them (files.c is_unborn: what a power cut may leave). */
+    if (!be->cfg.readonly && !be->cfg.no_fsync && (rc = mdb_env_info(be->env, &info)) == 0 &&
+        info.me_last_txnid == 0)
+        rc = mdb_env_sync(be->env, 1);
+    if (rc) {
+        bk_env_close(be);
+        return bk_mdb_fail(err, rc, "syncing the new file's meta pages");
+    }
     for (uint32_t id = 1, n = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE); id <= n; id++)
         be->buckets[id]->dbi = 0;
     gen *g;

@@ -201,11 +201,37 @@ static int data_open(bk_backend *be, int ro, int *created, struct stat *st, bk_e
     return BK_OK;
 }
 
-/* A file LMDB began to create and never committed to (see reset_unborn). */
-static int is_unborn(const bk_meta *m, uint64_t file_size)
+/* A file LMDB began to create and never committed to (see reset_unborn):
+ * its two meta pages (LMDB's page size is the system's for a new file) each
+ * either not written (zeros) or a fresh meta (txn 0, last page 1), and zeros
+ * past the meta (LMDB writes the pair from a calloc'd buffer). A power cut
+ * can leave any sectors of that write, in any order. Past the metas may lie
+ * pages of a first commit that never wrote its meta, but only behind a fresh
+ * meta: bk_env_open syncs a new file's metas before any commit, and a file
+ * whose metas are both gone with pages behind them is damage, not a birth. */
+static int is_unborn(int fd, uint64_t size)
 {
-    return m->magic == BK_LMDB_MAGIC && file_size == m->psize && m->last_pg == 1 &&
-           m->txnid == 0;
+    const uint64_t ps = (uint64_t)sysconf(_SC_PAGESIZE);
+    static const unsigned char zero[BK_META_HEAD];
+    unsigned char buf[1 << 16];
+    uint64_t n = size < 2 * ps ? size : 2 * ps;
+    int fresh = 0;
+    if (size == 0 || 2 * ps > sizeof buf || pread(fd, buf, (size_t)n, 0) != (ssize_t)n)
+        return 0;
+    memset(buf + n, 0, (size_t)(2 * ps - n));
+    for (int i = 0; i < 2; i++) {
+        const unsigned char *page = buf + (size_t)i * ps;
+        bk_meta m;
+        bk_meta_parse(page, &m);
+        int is_fresh = m.magic == BK_LMDB_MAGIC && m.last_pg == 1 && m.txnid == 0;
+        if (!is_fresh && memcmp(page, zero, sizeof zero))
+            return 0;
+        fresh |= is_fresh;
+        for (size_t k = BK_META_HEAD; k < ps; k++)
+            if (page[k])
+                return 0;
+    }
+    return size <= 2 * ps || fresh;
 }
 
 /* What the data file holds: nothing yet (a writer's new file), an LMDB file
@@ -220,12 +246,13 @@ static int check_file(int fd, const char *path, int ro, bk_error *err)
         return bk_fail(err, BK_EIO, "%s: %s", path, strerror(errno));
     if (n == 0 && !ro)
         return BK_OK;   /* empty: LMDB initialises it */
+    /* an unborn file is no damage: reset_unborn empties it */
+    if (!ro && is_unborn(fd, (uint64_t)st.st_size))
+        return BK_OK;
     bk_meta_parse(head, &m);
     if (m.magic == BK_LMDB_MAGIC) {
         char why[200];
-        /* an unborn file is no damage: reset_unborn empties it */
-        if ((!ro && is_unborn(&m, (uint64_t)st.st_size)) ||
-            !bk_pages_check(fd, (uint64_t)st.st_size, why, sizeof why))
+        if (!bk_pages_check(fd, (uint64_t)st.st_size, why, sizeof why))
             return BK_OK;
         return bk_fail(err, BK_EFORMAT, "%s is truncated or damaged: %s", path, why);
     }
@@ -238,20 +265,17 @@ static int check_file(int fd, const char *path, int ro, bk_error *err)
 
 /* A process killed while LMDB creates the file can leave only its first meta
  * page: LMDB writes both in one pwrite, and Linux may stop a write between
- * pages on SIGKILL. LMDB then refuses the file for good ("not an LMDB file"),
- * though nothing was ever committed to it (a commit writes the second meta
- * page and pages past it). So empty such a file, one page long with a fresh
- * meta (last page 1, txn 0), and LMDB initialises it again. Caller holds the
- * flocks. Returns -1 if truncating failed (LMDB then says what the file is). */
+ * pages on SIGKILL; a power cut can leave any part of that write (is_unborn).
+ * LMDB then refuses the file for good ("not an LMDB file"), though nothing
+ * was ever committed to it. So empty such a file, and LMDB initialises it
+ * again. Caller holds the flocks. Returns -1 if truncating failed (LMDB then
+ * says what the file is). */
 static int reset_unborn(int fd)
 {
-    unsigned char head[BK_META_HEAD];
-    bk_meta m;
     struct stat st;
-    if (fstat(fd, &st) < 0 || pread(fd, head, sizeof head, 0) != (ssize_t)sizeof head)
+    if (fstat(fd, &st) < 0)
         return 0;
-    bk_meta_parse(head, &m);
-    return is_unborn(&m, (uint64_t)st.st_size) ? ftruncate(fd, 0) : 0;
+    return is_unborn(fd, (uint64_t)st.st_size) ? ftruncate(fd, 0) : 0;
 }
 
 static int busy(const bk_backend *be, const char *locked, const struct stat *st, bk_error *err)
@@ -368,6 +392,11 @@ int bk_files_open(bk_backend *be, bk_error *err)
             break;
         release(be, created);
     }
+    /* A new file's name is durable before any commit to it is acknowledged:
+     * without this a power cut could take the whole file, commits and all
+     * (LMDB never fsyncs the directory). */
+    if (!rc && created && bk_fsync_dir(be->path) < 0)
+        rc = bk_fail(err, BK_EIO, "%s: fsync of its directory: %s", be->path, strerror(errno));
     if (rc) {
         release(be, created);
         return rc;
