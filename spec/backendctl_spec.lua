@@ -695,7 +695,7 @@ describe("backendctl", function()
       assert.truthy(out:find("^2\nstdin:1: attempt to call a nil value %(global 'nosuch'%)\n$"), out)
     end)
 
-    it("on a terminal, Ctrl-C cancels the line typed or the statement running, and Ctrl-D ends it", function()
+    it("on a terminal (--plain), Ctrl-C cancels the line typed or the statement running, and Ctrl-D ends it", function()
       local dir = H.tmpdir()
       local pidfile, outfile = dir .. "/pid", dir .. "/out"
       H.write_file(outfile, "")
@@ -703,7 +703,7 @@ describe("backendctl", function()
       -- Under ASan (make asan) script's own leaks are not ours: only the REPL's count.
       local asan = os.getenv("ASAN_OPTIONS")
       local inner = (asan and "export ASAN_OPTIONS=" .. H.q(asan) .. "; " or "") .. "echo $$ >" .. H.q(pidfile)
-        .. "; exec " .. command_line { "repl", database { k = "v" } }
+        .. "; exec " .. command_line { "repl", "--plain", database { k = "v" } }
       local term = assert(io.popen(H.lua_env() .. "export ASAN_OPTIONS=detect_leaks=0; " .. TIMEOUT
         .. "script -q -e -c " .. H.q(inner) .. " /dev/null >" .. H.q(outfile), "w"))
       term:setvbuf("no")
@@ -743,6 +743,51 @@ describe("backendctl", function()
       assert.are.equal(0, code, all)
       assert.falsy(all:find("stdin:1: typed", 1, true), all)   -- the cancelled lines never ran
       assert.falsy(all:find("expected", 1, true), all)
+    end)
+
+    it("on a terminal with lua-readline: the up arrow brings the last line back, a line with Ctrl-C is not run", function()
+      if not pcall(require, "readline") then
+        pending("lua-readline is not installed (Debian: lua-readline): the REPL reads plain lines")
+        return
+      end
+      local dir = H.tmpdir()
+      local outfile = dir .. "/out"
+      H.write_file(outfile, "")
+      local term = assert(io.popen(H.lua_env() .. "export ASAN_OPTIONS=detect_leaks=0; " .. TIMEOUT
+        .. "script -q -e -c " .. H.q(command_line { "repl", database { k = "v" } }) .. " /dev/null >" .. H.q(outfile), "w"))
+      term:setvbuf("no")
+      local seen = 0
+      local function wait_for(text)
+        local at
+        local found = H.wait_until(function()
+          at = select(2, H.read_file(outfile):find(text, seen + 1, true))
+          return at ~= nil
+        end, 30)
+        assert(found, string.format("no %q after %q", text, H.read_file(outfile):sub(1, seen)))
+        seen = at
+      end
+      wait_for("> ")
+      term:write("print(6 * 7)\n")
+      wait_for("42\r\n")
+      term:write("\27[A\n")                  -- up arrow, Enter: the same line again
+      wait_for("42\r\n")
+      term:write("error('typed')\3")         -- Ctrl-C, then Enter: the line is dropped
+      wait_for("^C")
+      term:write("\n")
+      wait_for("the line was not run")
+      term:write("print('next')\n")
+      wait_for("next\r\n")
+      term:write("print('spinning') while true do end\n")   -- Ctrl-C stops a statement, as without readline
+      wait_for("spinning\r\n")
+      term:write("\3")
+      wait_for("interrupted\r\n")
+      term:write("print('still here')\n")
+      wait_for("still here\r\n")
+      term:write("\4")
+      local _, _, code = term:close()
+      local all = H.read_file(outfile)
+      assert.are.equal(0, code, all)
+      assert.falsy(all:find("stdin:1: typed", 1, true), all)
     end)
   end)
 end)

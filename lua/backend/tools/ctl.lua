@@ -938,20 +938,24 @@ command("bench", {
 })
 
 command("repl", {
-  args = { "[PATH]" }, options = { flag("write", "open the database for writing (default: read-only)") },
+  args = { "[PATH]" }, options = { flag("write", "open the database for writing (default: read-only)"),
+    flag("plain", "no line editing or history on a terminal, even with lua-readline installed") },
   summary = "an interactive Lua session with the database open as `be` and helpers",
   help = "Reads Lua from stdin (a terminal or a pipe) and prints each result. Helpers: buckets(),\n"
     .. "get(bucket, key), scan(bucket [, from [, n]]) and more(), hash(), stat(), etcd (the\n"
     .. "decoded keyspace of etcd data), help(). PATH may be an etcd data file (imported into a\n"
     .. "temporary database first); without PATH: an empty temporary database. On a terminal,\n"
     .. "Ctrl-C cancels the line typed or the statement running, and Ctrl-D ends the session.\n"
+    .. "With lua-readline installed, lines are edited with readline and kept in a history\n"
+    .. "(not saved); Ctrl-C then drops the line when it is entered (--plain: plain lines).\n"
     .. "Exit status 3 if a piped input raised an error, 130 if Ctrl-C stopped it.",
   run = function(c, o)
     local interactive = c.terminal(0)
     local function session(be, mode)
       local banner = interactive and fmt("backend %s (LMDB %s, %s): %s (%s); help() lists the helpers",
         backend.version, backend.lmdb_version, _VERSION, o.path or be:path(), mode)
-      local errors = repl.run(be, c.input, c.out, { prompt = interactive, banner = banner or nil, err = c.err })
+      local errors = repl.run(be, c.input, c.out, { prompt = interactive, banner = banner or nil, err = c.err,
+        line_editing = not o.plain })
       collectgarbage()   -- closes (and commits) what the session opened and left open
       return (errors > 0 and not interactive) and FAILED or OK
     end

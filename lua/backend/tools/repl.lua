@@ -322,13 +322,15 @@ end
 
 -- The loop ---------------------------------------------------------------------------
 
--- A function returning the next line of input (a string or a file), or nil.
-local function line_reader(input)
+-- A function of a prompt returning the next line of input (a string or a file),
+-- or nil; `prompt(p)` shows p first.
+local function line_reader(input, prompt)
   if type(input) ~= "string" then
-    return function() return input:read("l") end
+    return function(p) prompt(p); return input:read("l") end
   end
   local pos = 1
-  return function()
+  return function(p)
+    prompt(p)
     if pos > #input then return nil end
     local nl = input:find("\n", pos, true) or #input + 1
     local line = input:sub(pos, nl - 1)
@@ -337,10 +339,30 @@ local function line_reader(input)
   end
 end
 
+-- Line editing and history on a terminal, with lua-readline when it is
+-- installed (nil when not). Ctrl-C while a line is edited shows ^C and takes
+-- effect when the line is entered: the line is dropped, not run. (Dropping it
+-- at once needs readline's callback interface, which lua-readline 3.2 cannot
+-- leave in the middle of a line: its handler_remove writes through a stream
+-- it has already closed, and the process crashes.)
+local function readline_reader(err)
+  local ok, rl = pcall(require, "readline")
+  if not ok then return nil end
+  rl.set_options { histfile = "", completion = false }   -- no history file of ours
+  return function(p)
+    local ok_read, line = pcall(rl.readline, p)
+    if not ok_read then
+      if backend.interrupted(line) then err:write("(Ctrl-C: the line was not run)\n") end
+      error(line, 0)
+    end
+    return line
+  end
+end
+
 -- Compiles one input the way lua.c does: the line as an expression
 -- ("return " .. line) first, then as statements, reading more lines while the
 -- chunk is incomplete (the syntax error is at <eof>).
-local function compile(line, next_line, prompt, env)
+local function compile(line, next_line, env)
   if line:sub(1, 1) == "=" then line = "return " .. line:sub(2) end   -- lua.c still takes "=expr"
   local fn = load("return " .. line, "=stdin", "t", env)
   if fn then return fn end
@@ -349,8 +371,7 @@ local function compile(line, next_line, prompt, env)
     local err
     fn, err = load(chunk, "=stdin", "t", env)
     if fn or not err:find("<eof>$") then return fn, err end
-    prompt(">> ")
-    local more = next_line()
+    local more = next_line(">> ")
     if not more then return nil, err end
     chunk = chunk .. "\n" .. more
   end
@@ -364,7 +385,9 @@ end
 -- the output when `output` was nil. An interrupt (Ctrl-C, see
 -- backend.interrupted) is raised on; with opts.prompt (a terminal), it cancels
 -- the line being typed or the statement running instead, and the loop goes on
--- with a fresh prompt (backend.catch_interrupt, armed for each input).
+-- with a fresh prompt (backend.catch_interrupt, armed for each input). With
+-- opts.prompt, input io.stdin and lua-readline installed, lines are read with
+-- line editing and history (opts.line_editing = false: never).
 function repl.run(be, input, output, opts)
   opts = opts or {}
   local collected
@@ -390,13 +413,14 @@ function repl.run(be, input, output, opts)
       if output.flush then output:flush() end
     end
   end
-  local next_line, errors = line_reader(input), 0
+  local next_line = opts.prompt and input == io.stdin and opts.line_editing ~= false and readline_reader(err)
+    or line_reader(input, prompt)
+  local errors = 0
   -- One input read, run and shown; false at the end of the input.
   local function step()
-    prompt("> ")
-    local line = next_line()
+    local line = next_line("> ")
     if line == nil then return false end
-    local fn, msg = compile(line, next_line, prompt, env)
+    local fn, msg = compile(line, next_line, env)
     local results = fn and table.pack(pcall(fn)) or { false, msg, n = 2 }
     if results[1] then
       local shown = {}
