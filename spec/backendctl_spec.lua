@@ -745,7 +745,7 @@ describe("backendctl", function()
       assert.falsy(all:find("expected", 1, true), all)
     end)
 
-    it("on a terminal with lua-readline: the up arrow brings the last line back, a line with Ctrl-C is not run", function()
+    it("with lua-readline: the up arrow brings the last line back, a line with Ctrl-C is not run", function()
       if not pcall(require, "readline") then
         pending("lua-readline is not installed (Debian: lua-readline): the REPL reads plain lines")
         return
@@ -754,7 +754,8 @@ describe("backendctl", function()
       local outfile = dir .. "/out"
       H.write_file(outfile, "")
       local term = assert(io.popen(H.lua_env() .. "export ASAN_OPTIONS=detect_leaks=0; " .. TIMEOUT
-        .. "script -q -e -c " .. H.q(command_line { "repl", database { k = "v" } }) .. " /dev/null >" .. H.q(outfile), "w"))
+        .. "script -q -e -c " .. H.q(command_line { "repl", database { k = "v" } })
+        .. " /dev/null >" .. H.q(outfile), "w"))
       term:setvbuf("no")
       local seen = 0
       local function wait_for(text)
