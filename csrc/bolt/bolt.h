@@ -20,6 +20,8 @@
 
 #include "core/backend.h"
 
+#pragma GCC visibility push(hidden)   /* as in backend.h */
+
 typedef struct bk_bolt bk_bolt;
 
 typedef struct bk_bolt_info {
@@ -117,5 +119,7 @@ int bk_bolt_export(bk_backend *src, const char *dst, const bk_bolt_export_opts *
 /* The same from the database at path src, opened read-only for it. */
 int bk_bolt_export_path(const char *src, const char *dst, const bk_bolt_export_opts *opts,
                         bk_bolt_export_stats *st, bk_error *err);
+
+#pragma GCC visibility pop
 
 #endif

@@ -16,7 +16,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BK_VERSION "0.2.0"
+/* Only luaopen_backend_core leaves core.so, however it is built (luarocks
+ * passes no -fvisibility flag). */
+#pragma GCC visibility push(hidden)
+
+#define BK_VERSION "0.3.0"
 
 typedef struct bk_backend bk_backend;
 typedef struct bk_view bk_view;
@@ -285,5 +289,7 @@ int bk_snapshot_write_fd(bk_snapshot *s, int fd, bk_progress_fn progress, void *
  * into place; on any failure nothing is left at path. */
 int bk_snapshot_write_path(bk_snapshot *s, const char *path, bk_progress_fn progress,
                            void *ctx, bk_error *err);
+
+#pragma GCC visibility pop
 
 #endif

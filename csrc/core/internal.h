@@ -38,6 +38,8 @@
 #include <stdarg.h>
 #include <sys/types.h>
 
+#pragma GCC visibility push(hidden)   /* as in backend.h */
+
 /* A batch is queued once its arena holds this share of max_buffered_bytes,
  * and a commit takes at most this share (see committer_main). */
 #define BK_BUFFER_SHARE 4
@@ -352,5 +354,7 @@ int bk_result_append(bk_result *r, const void *k, size_t klen,
 typedef int (*bk_gen_visit)(bk_backend *be, gen *g, void *ctx);
 int bk_visit_committed(bk_backend *be, bk_gen_visit fn, void *ctx, const char *what,
                        bk_error *err);
+
+#pragma GCC visibility pop
 
 #endif

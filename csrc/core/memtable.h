@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#pragma GCC visibility push(hidden)   /* as in backend.h */
+
 enum mt_type { MT_PUT = 0, MT_DEL = 1, MT_CREATE = 2, MT_DROP = 3 };
 
 #define MT_MAX_HEIGHT 20
@@ -103,5 +105,7 @@ static inline const char *mt_value(const mt_node *n)
 }
 /* memcmp order, shorter first on a common prefix (LMDB's and bbolt's). */
 int mt_keycmp(const void *a, size_t alen, const void *b, size_t blen);
+
+#pragma GCC visibility pop
 
 #endif

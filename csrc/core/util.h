@@ -6,6 +6,8 @@
 
 #include "backend.h"
 
+#pragma GCC visibility push(hidden)   /* as in backend.h */
+
 /* Fills err (code and a printf message) and returns code. */
 int bk_fail(bk_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -21,5 +23,7 @@ int bk_fsync_dir(const char *path);
 double bk_now(void);
 /* Byte order, a prefix first: the order of keys and bucket names. */
 int bk_slice_cmp(bk_slice a, bk_slice b);
+
+#pragma GCC visibility pop
 
 #endif
