@@ -695,15 +695,17 @@ describe("backendctl", function()
       assert.truthy(out:find("^2\nstdin:1: attempt to call a nil value %(global 'nosuch'%)\n$"), out)
     end)
 
-    it("on a terminal (--plain), Ctrl-C cancels the line typed or the statement running, and Ctrl-D ends it", function()
+    -- backendctl repl ARGS on a terminal of its own (script(1)): what is written to the
+    -- returned file is typed; wait_for(text) waits for text in what it shows after what
+    -- was waited for before; pid() is the REPL's process id.
+    local function repl_on_terminal(args)
       local dir = H.tmpdir()
       local pidfile, outfile = dir .. "/pid", dir .. "/out"
       H.write_file(outfile, "")
-      -- script(1) runs the REPL on a terminal of its own: what is written to it is typed.
       -- Under ASan (make asan) script's own leaks are not ours: only the REPL's count.
       local asan = os.getenv("ASAN_OPTIONS")
       local inner = (asan and "export ASAN_OPTIONS=" .. H.q(asan) .. "; " or "") .. "echo $$ >" .. H.q(pidfile)
-        .. "; exec " .. command_line { "repl", "--plain", database { k = "v" } }
+        .. "; exec " .. command_line(args)
       local term = assert(io.popen(H.lua_env() .. "export ASAN_OPTIONS=detect_leaks=0; " .. TIMEOUT
         .. "script -q -e -c " .. H.q(inner) .. " /dev/null >" .. H.q(outfile), "w"))
       term:setvbuf("no")
@@ -717,8 +719,14 @@ describe("backendctl", function()
         assert(found, string.format("no %q after %q", text, H.read_file(outfile):sub(1, seen)))
         seen = at
       end
+      local function pid() return math.tointeger(tonumber(H.read_file(pidfile))) end
+      return term, wait_for, pid, outfile
+    end
+
+    it("on a terminal (--plain), Ctrl-C cancels the line typed or the statement running, and Ctrl-D ends it", function()
+      local term, wait_for, repl_pid, outfile = repl_on_terminal { "repl", "--plain", database { k = "v" } }
       wait_for("> ")
-      local pid = math.tointeger(tonumber(H.read_file(pidfile)))
+      local pid = repl_pid()
       H.kill(pid, "INT")                      -- at the prompt
       wait_for("\r\n> ")
       term:write("print(6 * 7)\n")
@@ -750,23 +758,7 @@ describe("backendctl", function()
         pending("lua-readline is not installed (Debian: lua-readline): the REPL reads plain lines")
         return
       end
-      local dir = H.tmpdir()
-      local outfile = dir .. "/out"
-      H.write_file(outfile, "")
-      local term = assert(io.popen(H.lua_env() .. "export ASAN_OPTIONS=detect_leaks=0; " .. TIMEOUT
-        .. "script -q -e -c " .. H.q(command_line { "repl", database { k = "v" } })
-        .. " /dev/null >" .. H.q(outfile), "w"))
-      term:setvbuf("no")
-      local seen = 0
-      local function wait_for(text)
-        local at
-        local found = H.wait_until(function()
-          at = select(2, H.read_file(outfile):find(text, seen + 1, true))
-          return at ~= nil
-        end, 30)
-        assert(found, string.format("no %q after %q", text, H.read_file(outfile):sub(1, seen)))
-        seen = at
-      end
+      local term, wait_for, _, outfile = repl_on_terminal { "repl", database { k = "v" } }
       wait_for("> ")
       term:write("print(6 * 7)\n")
       wait_for("42\r\n")
