@@ -16,8 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Only luaopen_backend_core leaves core.so, however it is built (luarocks
- * passes no -fvisibility flag). */
+/* Nothing of the core is exported from a shared object that links it in,
+ * however that is built (luarocks passes no -fvisibility flag): only the
+ * binding's entry point is. */
 #pragma GCC visibility push(hidden)
 
 #define BK_VERSION "0.3.0"
@@ -59,7 +60,7 @@ typedef struct bk_config {
     double batch_interval;   /* seconds between background commits */
     uint64_t batch_limit;    /* commit at unlock once this many writes pend */
     uint64_t mmap_size;      /* initial map size; grown on demand */
-    uint64_t max_buffered_bytes;   /* lock() waits while the uncommitted
+    uint64_t max_buffered_bytes;   /* bk_lock waits while the uncommitted
                                       batches hold this much (arena bytes) */
     unsigned max_readers;
     int no_fsync;
@@ -84,7 +85,7 @@ typedef struct bk_stats {
     uint64_t commits, pending, buffered_writes, buffered_bytes;
     uint64_t queued_batches, map_size, page_size, size, size_in_use;
     uint64_t open_read_tx_n, map_grows, commit_failures, rollbacks;
-    uint64_t backpressure_waits;     /* lock() calls that waited for room */
+    uint64_t backpressure_waits;     /* bk_lock calls that waited for room */
     double backpressure_seconds;     /* their time waiting */
     double last_commit_seconds, total_commit_seconds;
     double defrag_seconds, snapshot_seconds;

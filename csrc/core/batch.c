@@ -1,10 +1,10 @@
 /* batch.c: the batch tx, the one writer of a backend. Writes go into the
- * active memtable under the batch lock, as one section: unlock() publishes
+ * active memtable under the batch lock, as one section: bk_unlock publishes
  * them to readers and queues the batch for the committer once batch_limit
- * writes pend; rollback() unlinks them again, unseen. A locked section is
+ * writes pend; bk_rollback unlinks them again, unseen. A locked section is
  * never queued, so every commit holds whole sections. Queueing a batch
  * for the committer (bk_rotate) and waiting for it to be committed are
- * here too, the writer's side of the queue. Backpressure: lock() waits
+ * here too, the writer's side of the queue. Backpressure: bk_lock waits
  * while the uncommitted batches hold max_buffered_bytes; nothing else a
  * writer calls waits for the committer. */
 #include "internal.h"

@@ -23,13 +23,13 @@ static int set_sigint(void (*handler)(int), int flags)
     return sigaction(SIGINT, &sa, NULL);
 }
 
-int bk_interrupt_arm(void (*on_interrupt)(void))
+int bl_interrupt_arm(void (*on_interrupt)(void))
 {
     callback = on_interrupt;
     return set_sigint(on_sigint, SA_RESETHAND);
 }
 
-void bk_interrupt_disarm(void)
+void bl_interrupt_disarm(void)
 {
     struct sigaction cur;
     if (sigaction(SIGINT, NULL, &cur) == 0 && cur.sa_handler == on_sigint)

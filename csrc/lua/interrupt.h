@@ -12,10 +12,10 @@
  * SIGINT kills the process. System calls it interrupts are not restarted
  * (a blocking read returns EINTR). on_interrupt must be async-signal-safe.
  * Returns 0, or -1 with errno. */
-int bk_interrupt_arm(void (*on_interrupt)(void));
+int bl_interrupt_arm(void (*on_interrupt)(void));
 
 /* SIGINT's default action again, if an armed handler is still waiting. */
-void bk_interrupt_disarm(void);
+void bl_interrupt_disarm(void);
 
 #pragma GCC visibility pop
 

@@ -27,7 +27,7 @@ static int l_crc32c(lua_State *L)
 
 /* lua.c turns one SIGINT into an "interrupted!" error while it runs a script,
  * then leaves SIGINT's default action. catch_interrupt() arms the same again
- * (bk_interrupt_arm: one-shot, reads return), so that a REPL can cancel a line
+ * (bl_interrupt_arm: one-shot, reads return), so that a REPL can cancel a line
  * and go on. The error is raised in the main thread of the state that armed it. */
 static lua_State *volatile interrupt_L;
 
@@ -56,7 +56,7 @@ static lua_State *main_thread(lua_State *L)
 static int l_interrupt_gc(lua_State *L)
 {
     if (interrupt_L == main_thread(L))
-        bk_interrupt_disarm();
+        bl_interrupt_disarm();
     return 0;
 }
 
@@ -73,7 +73,7 @@ static int l_catch_interrupt(lua_State *L)
         lua_setfield(L, LUA_REGISTRYINDEX, INTERRUPT_GUARD);
     }
     interrupt_L = main_thread(L);
-    if (bk_interrupt_arm(on_interrupt) < 0)
+    if (bl_interrupt_arm(on_interrupt) < 0)
         return bl_fail(L, "catching SIGINT: %s", strerror(errno));
     return 0;
 }

@@ -41,10 +41,19 @@ end
 
 local levels = { debug = true, info = true, warn = true, error = true }
 
--- JSON lines on stderr: {"level":..., "msg":..., "ts":..., fields...}.
+-- A string for a JSON line: one that is not UTF-8 (a path, say) is written as
+-- if its bytes were Latin-1, so that every line stays valid JSON.
+local function json_text(v)
+  if type(v) ~= "string" or utf8.len(v) then return v end
+  return (v:gsub("[\128-\255]", function(b) return utf8.char(b:byte()) end))
+end
+
+-- JSON lines on stderr: {"level":..., "msg":..., "ts":..., fields...}; a field
+-- never hides the first three.
 local function stderr_logger(level, message, fields)
-  local line = { level = level, msg = message, ts = os.time() }
-  for k, v in pairs(fields) do line[k] = v end
+  local line = {}
+  for k, v in pairs(fields) do line[k] = json_text(v) end
+  line.level, line.msg, line.ts = level, json_text(message), os.time()
   io.stderr:write(json.encode(line, { keyorder = { "level", "msg", "ts" } }), "\n")   -- those first
 end
 

@@ -592,8 +592,8 @@ command("check", {
   args = { "PATH" },
   options = { flag("defrag", "also defragment and check again (opens for writing)"),
               flag("reopen", "also close, reopen and check again"), JSON },
-  summary = "verify a database (backend.check); exit status 1 if a check fails",
-  help = "Runs every check of backend.check and prints each with its result and findings.\n"
+  summary = "verify a database (backend.tools.check); exit status 1 if a check fails",
+  help = "Runs every check of backend.tools.check and prints each with its result and findings.\n"
     .. "Ctrl-C stops it (exit status 130): an interrupted check is not a failed one.",
   run = function(c, o)
     local check = require "backend.tools.check"
@@ -865,7 +865,7 @@ command("scenario", {
   options = { option("random", "SEED", "run a random scenario made from SEED instead of files", count),
               option("ops", "N", "operations in the random scenario", count),
               flag("dump", "print the scenarios as Lua source instead of running them"), JSON },
-  summary = "run test scenarios (backend.scenario); exit status 1 if one fails",
+  summary = "run test scenarios (backend.tools.scenario); exit status 1 if one fails",
   help = "Runs each FILE (or --random SEED) and prints its result: ok, or the failing steps and the\n"
     .. "steps before the first failure. --dump prints a random scenario as a FILE to replay.",
   run = function(c, o)
@@ -894,46 +894,6 @@ command("scenario", {
       c:print(fmt("%d scenarios, %d failed", #results, failed))
     end
     return failed > 0 and NOT_FOUND or OK
-  end,
-})
-
-local WORKLOADS = { w1 = true, w2 = true, w3 = true, w3b = true, w4 = true, w5 = true, w6 = true, w7 = true,
-                    w8 = true, w9 = true, m1 = true }
-
-command("bench", {
-  args = {},
-  options = { option("n", "N", "keys (1000000)", count), option("runs", "R", "runs (3)", count),
-              option("only", "W1,W2", "only these workloads (w1..w9, m1)"),
-              option("lmdb", "PATH", "the plain-LMDB program (default: build/bench/lmdb_bench of the checkout)"),
-              option("etcd", "PATH", "etcd's backend program (build/bench/etcd_bench), for a third column") },
-  progress = true,
-  summary = "the benchmark suite (bench/bench.lua, from a checkout): ours against plain LMDB in C",
-  help = "Prints markdown tables of medians, with the suite's own heap and with a loaded one. Without " ..
-    "lmdb_bench the plain-LMDB column stays empty.",
-  run = function(c, o)
-    local only   -- usage first, then what the files say
-    if o.only then
-      only = {}
-      for w in o.only:lower():gmatch("[^,]+") do
-        if not WORKLOADS[w] then usage_error("unknown workload '%s' (w1 to w9, w3b, m1)", w) end
-        only[w] = true
-      end
-    end
-    for _, p in ipairs { o.lmdb or false, o.etcd or false } do
-      if p and not exists(p) then fail("%s: No such file or directory", p) end
-    end
-    -- the suite comes with the source tree (a checkout's bin/backendctl finds it), not with an install
-    if not package.searchpath("bench.bench", package.path) then
-      fail("the benchmark suite (bench/bench.lua) is not installed: run a checkout's bin/backendctl")
-    end
-    local bench = require "bench.bench"
-    local lmdb = o.lmdb or bench.lmdb_program()
-    if not lmdb then
-      c:warn("build/bench/lmdb_bench not found (make build/bench/lmdb_bench, or --lmdb PATH): "
-        .. "no plain-LMDB column")
-    end
-    local log = c:progress_on() and function(msg) c.err:write(msg, "\n") end or nil
-    c:print(bench.report(bench.run { n = o.n, runs = o.runs, only = only, lmdb = lmdb, etcd = o.etcd, log = log }))
   end,
 })
 
@@ -1007,7 +967,7 @@ parser:epilog(table.concat({
   "`etcdctl -w json` does.",
   "",
   "Options come after their command, before or after its arguments; `--` ends them (for a",
-  "key starting with `-`). Every command takes -h/--help; snapshot, export and bench show",
+  "key starting with `-`). Every command takes -h/--help; snapshot and export show",
   "progress on stderr when it is a terminal (--progress, --no-progress to choose).",
   "",
   "stat, hash, dump and status read etcd data files (bbolt) directly, as well as backend",
