@@ -241,9 +241,18 @@ local function files(dir, prefix)
   return out
 end
 
--- Removes the files in dir that start with prefix.
+-- Removes what is in dir under a name that starts with prefix, directories
+-- with all they hold (a killed child can leave a temporary directory).
 local function remove_files(dir, prefix)
-  for _, name in ipairs(files(dir, prefix)) do assert(os.remove(dir .. "/" .. name)) end
+  for _, name in ipairs(files(dir, prefix)) do
+    local path = dir .. "/" .. name
+    if assert(uv.fs_lstat(path)).type == "directory" then
+      remove_files(path, "")
+      assert(uv.fs_rmdir(path))
+    else
+      assert(os.remove(path))
+    end
+  end
 end
 
 local function open(cfg)
