@@ -61,3 +61,14 @@ void bk_child_detach(bk_backend *be, bk_child *c)
     bk_child_unlink(be, c);
     pthread_mutex_unlock(&be->views_mu);
 }
+
+int bk_child_check(const int *invalid, const char *what, bk_error *err)
+{
+    int code = __atomic_load_n(invalid, __ATOMIC_ACQUIRE);
+    if (code == BK_EINVALID)
+        return bk_fail(err, BK_EINVALID, "%s was invalidated by defrag "
+                       "(or by reopening the database after a failed commit)", what);
+    if (code)
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    return BK_OK;
+}

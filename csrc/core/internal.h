@@ -297,6 +297,9 @@ int bk_gen_make(bk_backend *be, MDB_txn *txn, uint64_t last_mt_id, gen **out,
                 bk_error *err);
 
 /* ---- children.c ---- */
+/* A child's invalid field (BK_EINVALID, BK_ECLOSED or 0) as an error naming
+ * it as `what` ("read tx", "snapshot"). */
+int bk_child_check(const int *invalid, const char *what, bk_error *err);
 /* Ends every view's and snapshot's txn (caller holds maplock for writing). */
 void bk_invalidate_children(bk_backend *be, int code);
 void bk_child_attach(bk_backend *be, bk_child *c, int is_snapshot);

@@ -443,13 +443,7 @@ int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
 
 int bk_view_check(bk_view *v, bk_error *err)
 {
-    int code = __atomic_load_n(&v->invalid, __ATOMIC_ACQUIRE);
-    if (code == BK_EINVALID)
-        return bk_fail(err, BK_EINVALID, "read tx was invalidated by defrag "
-                       "(or by reopening the database after a failed commit)");
-    if (code)
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
-    return BK_OK;
+    return bk_child_check(&v->invalid, "read tx", err);
 }
 
 /* q NULL lists the buckets. Under maplock the view's version stays (see

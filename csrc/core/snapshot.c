@@ -100,13 +100,7 @@ uint64_t bk_snapshot_size(const bk_snapshot *s)
 
 int bk_snapshot_check(bk_snapshot *s, bk_error *err)
 {
-    int code = __atomic_load_n(&s->invalid, __ATOMIC_ACQUIRE);
-    if (code == BK_EINVALID)
-        return bk_fail(err, BK_EINVALID, "snapshot was invalidated by defrag "
-                       "(or by reopening the database after a failed commit)");
-    if (code)
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
-    return BK_OK;
+    return bk_child_check(&s->invalid, "snapshot", err);
 }
 
 static int usable(bk_snapshot *s, uint64_t off, size_t len, bk_error *err)
