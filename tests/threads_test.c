@@ -446,7 +446,7 @@ static void run(const char *name, double secs, int defrags, uint64_t max_buffere
     double t0 = now();
     for (int i = 1; i <= defrags; i++) {
         sleep_s(t0 + secs * i / (defrags + 1) - now());
-        CHECK_OK(bk_defrag(be, &err));
+        CHECK_OK(bk_defrag(be, NULL, &err));
     }
     double left = t0 + secs - now();
     if (left > 0)
@@ -651,7 +651,7 @@ static void test_view_open_during_defrag(int defrags)
     pthread_create(&writer, NULL, committing_writer, &a[OPENERS]);
     for (int i = 0; i < defrags; i++) {
         __atomic_add_fetch(&started, 1, __ATOMIC_ACQ_REL);
-        CHECK_OK(bk_defrag(be, &err));
+        CHECK_OK(bk_defrag(be, NULL, &err));
         __atomic_add_fetch(&done, 1, __ATOMIC_ACQ_REL);
         sched_yield();   /* quiet moments, for the check above */
     }

@@ -41,6 +41,7 @@ static void init_sync(bk_backend *be)
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&be->views_mu, NULL);
     pthread_mutex_init(&be->log_mu, NULL);
+    pthread_mutex_init(&be->defrag_mu, NULL);
     mt_pool_init(&be->pool);
 }
 
@@ -72,6 +73,7 @@ static void destroy(bk_backend *be)
     pthread_rwlock_destroy(&be->maplock);
     pthread_mutex_destroy(&be->views_mu);
     pthread_mutex_destroy(&be->log_mu);
+    pthread_mutex_destroy(&be->defrag_mu);
     mt_pool_destroy(&be->pool);   /* the last view has let its batches go */
     free(be->path);
     free(be->lockpath);
@@ -152,6 +154,7 @@ int bk_close(bk_backend *be, int force, bk_error *err)
     if (state == 1)
         return BK_OK;
     int rc = BK_OK;
+    bk_defrag_stop(be);   /* the old file stays the database, nothing lost */
     if (state == 2) {   /* failed: nothing can be committed; release it all */
         if (bk_pending(be))
             rc = bk_fail(err, BK_EIO, "backend failed (its database could not be "
@@ -178,7 +181,6 @@ int bk_close(bk_backend *be, int force, bk_error *err)
     bk_invalidate_children(be, BK_ECLOSED);
     bk_env_close(be);
     pthread_rwlock_unlock(&be->maplock);
-    bk_closer_join(be);
     for (memtable *m = be->qhead, *next; m; m = next) {
         next = m->qnext;
         mt_unref(m);

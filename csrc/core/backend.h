@@ -38,11 +38,13 @@ typedef enum bk_code {
     BK_EREADONLY,   /* write to a read-only backend */
     BK_EINVALID,    /* view or snapshot invalidated by defrag (or
                        a reopen after a failed commit) */
-    BK_EBUSY,       /* path already open (this or another process) */
+    BK_EBUSY,       /* path already open (this or another process), or
+                       a defrag already running */
     BK_EFORMAT,     /* file is not a database of ours */
     BK_ESTOPPED,    /* batch tx stopped by commit_and_stop */
     BK_EIO,         /* system or LMDB failure (message has the details) */
-    BK_EEXIST       /* the target of a new file already exists */
+    BK_EEXIST,      /* the target of a new file already exists */
+    BK_ECANCELED    /* a defrag cancelled (bk_defrag_cancel, bk_close) */
 } bk_code;
 
 typedef struct bk_error {
@@ -229,7 +231,37 @@ int bk_snapshot_scan(bk_snapshot *s, bk_slice bucket, bk_slice from, int after,
 int bk_hash(bk_backend *be, const bk_slice *ignores, size_t n,
             uint32_t *out, bk_error *err);
 
-int bk_defrag(bk_backend *be, bk_error *err);
+/* Defrag: the database rewritten compactly into a new file that replaces
+ * it, while writes, commits and reads go on (defrag.c says how). Only the
+ * committer pauses, for the swap; views and snapshots opened before it
+ * keep reading the old file, which stays open until the last of them
+ * closes. One at a time per backend. */
+typedef struct bk_defrag_job bk_defrag_job;
+typedef struct bk_defrag_result {
+    uint64_t size_before, size_after;   /* bytes */
+    double seconds;
+    double pause_seconds;   /* the longest any bk_lock/bk_unlock waited
+                               because of it (for room, while the committer
+                               paused): 0 if none did */
+    double swap_seconds;    /* how long the committer paused */
+} bk_defrag_result;
+/* Starts one on a thread of its own and returns at once; *job is the
+ * caller's (bk_defrag_job_free). BK_EBUSY while one runs. */
+int bk_defrag_start(bk_backend *be, bk_defrag_job **job, bk_error *err);
+int bk_defrag_done(bk_defrag_job *job);
+/* Bytes of the source's bucket pages copied so far, and in all (0, 0
+ * before the copy starts; the catch-up after it is not counted). */
+void bk_defrag_progress(bk_defrag_job *job, uint64_t *copied, uint64_t *total);
+/* Waits for the end: its result, or its error (BK_ECANCELED if cancelled;
+ * the old file is then still the database). Any thread, any number. */
+int bk_defrag_wait(bk_defrag_job *job, bk_defrag_result *res, bk_error *err);
+/* Asks it to stop before its swap; returns at once (bk_defrag_wait). */
+void bk_defrag_cancel(bk_defrag_job *job);
+/* Drops the caller's reference; a running defrag goes on (bk_close
+ * cancels it). */
+void bk_defrag_job_free(bk_defrag_job *job);
+/* Start and wait; res may be NULL. */
+int bk_defrag(bk_backend *be, bk_defrag_result *res, bk_error *err);
 
 /* A temporary file to be renamed onto `target` (defrag, a snapshot written
  * to a path, an import): made in a private directory beside the target,

@@ -81,6 +81,8 @@ static void wait_for_room(bk_backend *be)
         return;
     double t0 = bk_now();
     int waited = 0;
+    uint64_t pauses = __atomic_load_n(&be->defrag_pauses, __ATOMIC_ACQUIRE);
+    int paused = __atomic_load_n(&be->defrag_pausing, __ATOMIC_ACQUIRE);
     pthread_mutex_lock(&be->cmu);
     while (over_bound(be) && be->nqueue > 0 && be->committer_running &&
            !bk_is_closed(be)) {
@@ -89,9 +91,17 @@ static void wait_for_room(bk_backend *be)
         pthread_cond_wait(&be->done_cv, &be->cmu);
     }
     pthread_mutex_unlock(&be->cmu);
-    if (waited)
-        __atomic_add_fetch(&be->backpressure_ns, (uint64_t)((bk_now() - t0) * 1e9),
-                           __ATOMIC_RELAXED);
+    if (!waited)
+        return;
+    uint64_t ns = (uint64_t)((bk_now() - t0) * 1e9);
+    __atomic_add_fetch(&be->backpressure_ns, ns, __ATOMIC_RELAXED);
+    /* A wait that a defrag's swap overlapped is the defrag's. */
+    if (paused || __atomic_load_n(&be->defrag_pauses, __ATOMIC_ACQUIRE) != pauses) {
+        uint64_t max = __atomic_load_n(&be->defrag_pause_max_ns, __ATOMIC_RELAXED);
+        while (ns > max && !__atomic_compare_exchange_n(&be->defrag_pause_max_ns, &max, ns, 1,
+                                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+    }
 }
 
 /* Take the batch lock, waiting for its holder. */

@@ -2,7 +2,9 @@
  * fsync: at unlock a full batch (memtable) is queued (batch.c) and a new one
  * started; the committer thread begins an LMDB write txn, applies the
  * queued batches in key order, commits it, opens a read txn on the result
- * (a new gen) and installs a version without them. */
+ * (a new gen) and installs a version without them. On request it keeps the
+ * batches it committed (the commit log), for a defrag to apply them again
+ * to its copy. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -19,12 +21,13 @@ static int key_after(const MDB_val *k, const char *last, size_t lastlen)
 }
 
 /* Applies one bucket's entries starting at *np; returns the LMDB code. */
-static int apply_bucket(bk_backend *be, MDB_txn *txn, mt_node **np,
+static int apply_bucket(bk_backend *be, bk_env *env, MDB_txn *txn, mt_node **np,
                         uint8_t *touched)
 {
     mt_node *n = *np;
     uint32_t id = n->bucket;
     bk_bucket *b = be->buckets[id];
+    MDB_dbi *dbi = &env->dbis[id];
     int last_event = -1, rc = 0;
     uint64_t floor = 0;
     for (; n && n->bucket == id && n->klen == 0; n = mt_next(n)) {
@@ -33,31 +36,30 @@ static int apply_bucket(bk_backend *be, MDB_txn *txn, mt_node **np,
         if (n->type == MT_DROP && !floor)
             floor = n->seq;   /* newest first: the last drop of the batch */
     }
-    if (!b->dbi) {
-        MDB_dbi dbi;
-        rc = mdb_dbi_open(txn, b->dbname, 0, &dbi);
+    if (!*dbi) {
+        rc = mdb_dbi_open(txn, b->dbname, 0, dbi);
         if (rc && rc != MDB_NOTFOUND)
             goto out;
-        if (!rc) {
-            b->dbi = dbi;
+        if (!rc)
             touched[id] |= TOUCH_OPENED;
-        }
+        else
+            *dbi = 0;
         rc = 0;
     }
-    if (floor && b->dbi) {
-        if ((rc = mdb_drop(txn, b->dbi, 1)))
+    if (floor && *dbi) {
+        if ((rc = mdb_drop(txn, *dbi, 1)))
             goto out;
-        b->dbi = 0;
+        *dbi = 0;
         touched[id] |= TOUCH_DROPPED;
     }
-    if (last_event == MT_CREATE && !b->dbi) {
-        if ((rc = mdb_dbi_open(txn, b->dbname, MDB_CREATE, &b->dbi)))
+    if (last_event == MT_CREATE && !*dbi) {
+        if ((rc = mdb_dbi_open(txn, b->dbname, MDB_CREATE, dbi)))
             goto out;
         touched[id] |= TOUCH_OPENED;
     }
     if (!n || n->bucket != id)
         goto out;
-    if (!b->dbi) {   /* every key write here predates a drop */
+    if (!*dbi) {   /* every key write here predates a drop */
         while (n && n->bucket == id)
             n = mt_next(n);
         goto out;
@@ -67,7 +69,7 @@ static int apply_bucket(bk_backend *be, MDB_txn *txn, mt_node **np,
     char last[512];
     size_t lastlen = 0;
     int empty, append = 0;
-    if ((rc = mdb_cursor_open(txn, b->dbi, &c)))
+    if ((rc = mdb_cursor_open(txn, *dbi, &c)))
         goto out;
     rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
     if (rc && rc != MDB_NOTFOUND) {
@@ -125,21 +127,16 @@ static memtable *group_last(memtable *m, int nm, uint64_t *writes)
     return m;
 }
 
-/* One attempt at a group, oldest first, in one write txn: 0, or the
- * LMDB/system code (txn aborted, handles restored). */
-static int apply_batches(bk_backend *be, memtable *first, int nm, uint8_t *touched)
+int bk_apply_batches(bk_backend *be, bk_env *env, memtable *const *mts, int nm)
 {
+    uint8_t touched[BK_MAX_BUCKETS + 1] = { 0 };
     MDB_txn *txn;
-    int rc = mdb_txn_begin(be->env, NULL, 0, &txn);
+    int rc = mdb_txn_begin(env->mdb, NULL, 0, &txn);
     if (rc)
         return rc;
-    memtable *m = first;
-    for (int i = 0; i < nm && !rc; i++) {
-        if (i)
-            m = m->qnext;
-        for (mt_node *n = mt_first(m); n && !rc;)
-            rc = apply_bucket(be, txn, &n, touched);
-    }
+    for (int i = 0; i < nm && !rc; i++)
+        for (mt_node *n = mt_first(mts[i]); n && !rc;)
+            rc = apply_bucket(be, env, txn, &n, touched);
     if (rc)
         mdb_txn_abort(txn);
     else if (!(rc = mdb_txn_commit(txn)))   /* a failed commit frees the txn */
@@ -148,8 +145,62 @@ static int apply_batches(bk_backend *be, memtable *first, int nm, uint8_t *touch
      * the writer registers meanwhile were not touched). */
     for (uint32_t id = 1, n = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE); id <= n; id++)
         if (touched[id])
-            be->buckets[id]->dbi = 0;
+            env->dbis[id] = 0;
     return rc;
+}
+
+/* ---- the commit log ---- */
+
+void bk_commit_log_start(bk_backend *be)
+{
+    be->logging = 1;
+    be->log_failed = 0;
+}
+
+/* The committed group, kept (txn_mu held): no memory marks the log failed. */
+static void log_group(bk_backend *be, memtable *m, int nm)
+{
+    if (!be->logging || be->log_failed)
+        return;
+    if (be->nlog + nm > be->log_cap) {
+        int cap = (be->nlog + nm) * 2;
+        memtable **grown = realloc(be->log, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            be->log_failed = 1;
+            return;
+        }
+        be->log = grown;
+        be->log_cap = cap;
+    }
+    for (int i = 0; i < nm; i++, m = m->qnext) {
+        mt_ref(m);
+        be->log[be->nlog++] = m;
+    }
+}
+
+int bk_commit_log_take(bk_backend *be, memtable ***mts, int *n)
+{
+    *mts = be->log;
+    *n = be->nlog;
+    be->log = NULL;
+    be->nlog = be->log_cap = 0;
+    return be->log_failed ? -1 : 0;
+}
+
+void bk_commit_log_stop(bk_backend *be)
+{
+    memtable **mts;
+    int n;
+    bk_commit_log_take(be, &mts, &n);
+    bk_batches_release(mts, n);
+    be->logging = be->log_failed = 0;
+}
+
+void bk_batches_release(memtable **mts, int n)
+{
+    for (int i = 0; i < n; i++)
+        mt_unref(mts[i]);
+    free(mts);
 }
 
 static void count_commit(bk_backend *be, double dt)
@@ -168,9 +219,12 @@ static void count_commit(bk_backend *be, double dt)
  * older half, and so on: *nm says how many went in. */
 static int commit_batches(bk_backend *be, memtable *first, int *nm, bk_error *err)
 {
-    uint8_t *touched = calloc(BK_MAX_BUCKETS + 1, 1);
-    if (!touched)
+    memtable **mts = malloc((size_t)*nm * sizeof *mts);
+    if (!mts)
         return bk_fail(err, BK_EIO, "out of memory");
+    mts[0] = first;
+    for (int i = 1; i < *nm; i++)
+        mts[i] = mts[i - 1]->qnext;
     pthread_mutex_lock(&be->txn_mu);
     double t0 = bk_now();
     int rc = 0;
@@ -179,8 +233,7 @@ static int commit_batches(bk_backend *be, memtable *first, int *nm, bk_error *er
     /* Batches of rolled-back writes only: no LMDB txn, no commit; a new
      * version still lets their memory go. */
     for (int grows = 0; live;) {
-        memset(touched, 0, BK_MAX_BUCKETS + 1);
-        rc = apply_batches(be, first, *nm, touched);
+        rc = bk_apply_batches(be, be->env, mts, *nm);
         if (rc == MDB_TXN_FULL && *nm > 1) {
             bk_log(be, "info", "%d batches are too much for one LMDB transaction: "
                    "committing %d first", *nm, *nm / 2);
@@ -200,6 +253,7 @@ static int commit_batches(bk_backend *be, memtable *first, int *nm, bk_error *er
     }
     if (live)
         count_commit(be, bk_now() - t0);
+    log_group(be, first, *nm);
     gen *g;
     bk_error gerr;
     if (bk_gen_open(be, last->id, &g, &gerr) == BK_OK) {
@@ -218,7 +272,7 @@ static int commit_batches(bk_backend *be, memtable *first, int *nm, bk_error *er
     }
 done:
     pthread_mutex_unlock(&be->txn_mu);
-    free(touched);
+    free(mts);
     return rc;
 }
 

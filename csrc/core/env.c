@@ -1,32 +1,79 @@
-/* env.c: the LMDB environment of a backend: opening it (and the buckets
- * its file holds), reopening it when LMDB gave up on it, growing the map,
- * read txns and the gens over them, following another process's writer
- * when read-only, and the sizes the stats show. */
+/* env.c: the LMDB environments of a backend: the current one, opened with
+ * the buckets its file holds, reopened when LMDB gave up on it, its map
+ * grown; read txns and the gens over them; following another process's
+ * writer when read-only; the sizes the stats show. An environment is
+ * refcounted (bk_env): a file that defrag replaced stays open for the gens
+ * still reading it. */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t map_size,
+                  bk_env **out, bk_error *err)
+{
+    bk_env *e = calloc(1, sizeof *e);
+    if (!e)
+        return bk_fail(err, BK_EIO, "out of memory");
+    e->refs = 1;
+    e->datafd = e->lockfd = -1;
+    int rc = mdb_env_create(&e->mdb);
+    if (rc) {
+        free(e);
+        return bk_mdb_fail(err, rc, "creating the environment");
+    }
+    if ((rc = mdb_env_set_maxdbs(e->mdb, BK_MAX_BUCKETS)) ||
+        (rc = mdb_env_set_maxreaders(e->mdb, be->cfg.max_readers)) ||
+        (rc = mdb_env_set_mapsize(e->mdb, map_size)) ||
+        (rc = mdb_env_open(e->mdb, path, flags, 0600))) {
+        bk_env_unref(e);
+        return bk_mdb_fail(err, rc, path);
+    }
+    *out = e;
+    return BK_OK;
+}
+
+void bk_env_unref(bk_env *e)
+{
+    if (!e || __atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    /* The last descriptor of a replaced file: the file system frees its
+     * blocks now (tens of ms for hundreds of MB), on this thread. */
+    if (e->mdb)
+        mdb_env_close(e->mdb);
+    if (e->datafd >= 0)
+        close(e->datafd);
+    if (e->lockfd >= 0)
+        close(e->lockfd);
+    free(e);
+}
 
 /* LMDB gives up on an environment whose meta page it failed to write (it
  * sets MDB_FATAL_ERROR: every txn then fails with MDB_PANIC), and one it
  * failed to map again in a resize (no map is left: the next txn would
  * crash). The file is intact, its meta pages still name the last commit,
- * so close the environment and open it again, as defrag does: views and
- * snapshots pin txns of the old one and are invalidated; the current
- * version keeps its batches, over the reopened state. If even that fails
- * the backend has failed. Caller holds txn_mu and maplock for writing, so
- * no reader or rotation holds a version: the current one's gen has the old
- * environment's last txn (its others died with the views). */
+ * so close the environment and open it again: views and snapshots pin
+ * txns of the old one and are invalidated, and so is the copy a defrag
+ * reads; the current version keeps its batches, over the reopened state.
+ * The old environment closes now, whoever still refers to it (two
+ * environments of one file in a process would share its fcntl locks). If
+ * even that fails the backend has failed. Caller holds txn_mu and maplock
+ * for writing, so no reader or rotation is inside a txn. */
 int bk_env_reopen(bk_backend *be, const char *why, bk_error *err)
 {
     bk_invalidate_children(be, BK_EINVALID);
-    if (be->cur) {
-        mdb_txn_abort(be->cur->g->txn);
-        be->cur->g->txn = NULL;   /* the gen goes with the version replaced */
-    }
-    mdb_env_close(be->env);
+    gen *live[] = { be->cur ? be->cur->g : NULL, be->defrag_src };
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (live[i] && live[i]->env == be->env && live[i]->txn) {
+            mdb_txn_abort(live[i]->txn);
+            live[i]->txn = NULL;   /* the gen goes with its holder */
+        }
+    mdb_env_close(be->env->mdb);
+    be->env->mdb = NULL;
+    bk_env_unref(be->env);
     be->env = NULL;
     int rc = bk_env_open(be, err);
     if (rc) {
@@ -49,11 +96,11 @@ int bk_env_reopen(bk_backend *be, const char *why, bk_error *err)
 static int map_resize(bk_backend *be, size_t size, bk_error *err)
 {
     pthread_rwlock_wrlock(&be->maplock);
-    int rc = mdb_env_set_mapsize(be->env, size);
+    int rc = mdb_env_set_mapsize(be->env->mdb, size);
     MDB_envinfo info;
     bk_error rerr;
     if (!rc)
-        rc = mdb_env_info(be->env, &info);
+        rc = mdb_env_info(be->env->mdb, &info);
     else   /* it unmaps first: a failed mmap leaves no map */
         bk_env_reopen(be, "growing the map failed", &rerr);
     pthread_rwlock_unlock(&be->maplock);
@@ -80,7 +127,7 @@ void bk_env_check(bk_backend *be)
 {
     MDB_txn *txn;
     bk_error rerr;
-    int rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, &txn);
+    int rc = mdb_txn_begin(be->env->mdb, NULL, MDB_RDONLY, &txn);
     if (rc == 0)
         mdb_txn_abort(txn);
     if (rc != MDB_PANIC)
@@ -93,11 +140,11 @@ void bk_env_check(bk_backend *be)
 /* Begin a read txn. A process killed while reading (SIGKILL) leaves its
  * reader slots taken, and LMDB clears them only when asked: when the table
  * is full, clear the slots of dead processes (mdb_reader_check) and retry. */
-int bk_read_txn_begin(bk_backend *be, MDB_txn **txn)
+int bk_read_txn_begin(MDB_env *env, MDB_txn **txn)
 {
-    int dead = 0, rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, txn);
-    if (rc == MDB_READERS_FULL && mdb_reader_check(be->env, &dead) == 0 && dead > 0)
-        rc = mdb_txn_begin(be->env, NULL, MDB_RDONLY, txn);
+    int dead = 0, rc = mdb_txn_begin(env, NULL, MDB_RDONLY, txn);
+    if (rc == MDB_READERS_FULL && mdb_reader_check(env, &dead) == 0 && dead > 0)
+        rc = mdb_txn_begin(env, NULL, MDB_RDONLY, txn);
     return rc;
 }
 
@@ -108,7 +155,7 @@ void bk_sizes_update(bk_backend *be, gen *g)
     MDB_envinfo info;
     MDB_cursor *c;
     MDB_val k, v;
-    if (mdb_env_info(be->env, &info) || mdb_cursor_open(g->txn, 0, &c))
+    if (mdb_env_info(g->env->mdb, &info) || mdb_cursor_open(g->txn, 0, &c))
         return;
     uint64_t free_pages = 0;
     for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
@@ -128,12 +175,12 @@ void bk_sizes_update(bk_backend *be, gen *g)
 int bk_gen_open(bk_backend *be, uint64_t last_mt_id, gen **out, bk_error *err)
 {
     MDB_txn *txn;
-    int rc = bk_read_txn_begin(be, &txn);
+    int rc = bk_read_txn_begin(be->env->mdb, &txn);
     if (rc == MDB_MAP_RESIZED && !map_resize(be, 0, err))
-        rc = bk_read_txn_begin(be, &txn);
+        rc = bk_read_txn_begin(be->env->mdb, &txn);
     if (rc)
         return bk_mdb_fail(err, rc, "beginning a read transaction");
-    return bk_gen_make(be, txn, last_mt_id, out, err);
+    return bk_gen_make(be, be->env, txn, last_mt_id, out, err);
 }
 
 typedef struct sync_job {
@@ -145,14 +192,13 @@ typedef struct sync_job {
 static int sync_bucket(void *ctx, bk_bucket *b, bk_slice name)
 {
     sync_job *job = ctx;
+    MDB_dbi *dbi;
     if (!b && !(b = bk_bucket_register(job->be, name.data, name.len, job->err)))
         return -1;
-    if (!b->dbi) {
-        MDB_dbi dbi;
-        if (mdb_dbi_open(job->txn, b->dbname, 0, &dbi) == 0)
-            b->dbi = dbi;   /* else a plain key in the main db: skip */
-    }
-    b->writer_exists = b->dbi != 0;
+    dbi = &job->be->env->dbis[b->id];
+    if (!*dbi && mdb_dbi_open(job->txn, b->dbname, 0, dbi))
+        *dbi = 0;   /* a plain key in the main db: skip */
+    b->writer_exists = *dbi != 0;
     return 0;
 }
 
@@ -161,7 +207,7 @@ static int sync_bucket(void *ctx, bk_bucket *b, bk_slice name)
 static int buckets_sync(bk_backend *be, bk_error *err)
 {
     sync_job job = { be, NULL, err };
-    int rc = bk_read_txn_begin(be, &job.txn);
+    int rc = bk_read_txn_begin(be->env->mdb, &job.txn);
     if (rc)
         return bk_mdb_fail(err, rc, "reading bucket names");
     rc = bk_each_bucket(be, job.txn, sync_bucket, &job);
@@ -182,38 +228,28 @@ int bk_env_open(bk_backend *be, bk_error *err)
 {
     MDB_envinfo info;
     MDB_stat st;
-    int rc = mdb_env_create(&be->env);
+    int rc = bk_env_create(be, be->path, be->env_flags, be->cfg.mmap_size, &be->env, err);
     if (rc)
-        return bk_mdb_fail(err, rc, "creating the environment");
-    if ((rc = mdb_env_set_maxdbs(be->env, BK_MAX_BUCKETS)) ||
-        (rc = mdb_env_set_maxreaders(be->env, be->cfg.max_readers)) ||
-        (rc = mdb_env_set_mapsize(be->env, be->cfg.mmap_size)) ||
-        (rc = mdb_env_open(be->env, be->path, be->env_flags, 0600))) {
-        mdb_env_close(be->env);
-        be->env = NULL;
-        return bk_mdb_fail(err, rc, be->path);
-    }
+        return rc;
     int dead;
     if (!be->cfg.readonly)
-        mdb_reader_check(be->env, &dead);
+        mdb_reader_check(be->env->mdb, &dead);
     /* A new file's meta pages are durable before its first commit writes
      * pages behind them (files.c is_unborn: what a power cut may leave). */
-    if (!be->cfg.readonly && !be->cfg.no_fsync && (rc = mdb_env_info(be->env, &info)) == 0 &&
-        info.me_last_txnid == 0)
-        rc = mdb_env_sync(be->env, 1);
+    if (!be->cfg.readonly && !be->cfg.no_fsync &&
+        (rc = mdb_env_info(be->env->mdb, &info)) == 0 && info.me_last_txnid == 0)
+        rc = mdb_env_sync(be->env->mdb, 1);
     if (rc) {
         bk_env_close(be);
         return bk_mdb_fail(err, rc, "syncing the new file's meta pages");
     }
-    for (uint32_t id = 1, n = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE); id <= n; id++)
-        be->buckets[id]->dbi = 0;
     gen *g;
-    if ((rc = mdb_env_info(be->env, &info)) || (rc = mdb_env_stat(be->env, &st))) {
+    if ((rc = mdb_env_info(be->env->mdb, &info)) || (rc = mdb_env_stat(be->env->mdb, &st))) {
         bk_env_close(be);
         return bk_mdb_fail(err, rc, "reading the environment");
     }
     be->psize = st.ms_psize;
-    be->maxkey = (size_t)mdb_env_get_maxkeysize(be->env);
+    be->maxkey = (size_t)mdb_env_get_maxkeysize(be->env->mdb);
     __atomic_store_n(&be->map_size, (uint64_t)info.me_mapsize, __ATOMIC_RELAXED);
     if ((rc = buckets_sync(be, err)) || (rc = bk_gen_open(be, be->committed_id, &g, err))) {
         bk_env_close(be);
@@ -234,8 +270,7 @@ int bk_env_open(bk_backend *be, bk_error *err)
 void bk_env_close(bk_backend *be)
 {
     bk_version_install(be, NULL);
-    if (be->env)
-        mdb_env_close(be->env);
+    bk_env_unref(be->env);
     be->env = NULL;
 }
 
@@ -244,7 +279,7 @@ static int file_replaced(bk_backend *be)
 {
     struct stat ours, now;
     int fd;
-    return !mdb_env_get_fd(be->env, &fd) && !fstat(fd, &ours) && !stat(be->path, &now) &&
+    return !mdb_env_get_fd(be->env->mdb, &fd) && !fstat(fd, &ours) && !stat(be->path, &now) &&
            (ours.st_ino != now.st_ino || ours.st_dev != now.st_dev);
 }
 
@@ -262,7 +297,7 @@ int bk_readonly_refresh(bk_backend *be, bk_error *err)
         pthread_rwlock_unlock(&be->maplock);
     }
     version *v = rc ? NULL : bk_version_get(be);
-    if (!mdb_env_info(be->env, &info) && v && (uint64_t)info.me_last_txnid != v->g->txnid) {
+    if (!mdb_env_info(be->env->mdb, &info) && v && (uint64_t)info.me_last_txnid != v->g->txnid) {
         gen *g;
         rc = buckets_sync(be, err);
         if (!rc)

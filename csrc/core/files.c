@@ -11,8 +11,7 @@
  *   page in use (meta.c);
  * - read-only media: on a read-only file system a read-only open goes
  *   without the lock file, as bbolt opens read-only media;
- * - the temporary directories of defrag, snapshots and imports;
- * - closing the file a defrag replaced, off the caller's path. */
+ * - the temporary directories of defrag, snapshots and imports. */
 #include "internal.h"
 
 #include <ctype.h>
@@ -438,21 +437,23 @@ int bk_files_lock_new(const char *from, int *fd, bk_error *err)
     *fd = open(from, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     if (*fd >= 0 && flock(*fd, LOCK_EX | LOCK_NB) == 0)
         return BK_OK;
-    int rc = bk_fail(err, BK_EIO, "defrag: locking the new file %s: %s", from, strerror(errno));
+    int rc = bk_fail(err, BK_EIO, "defrag: locking the new %s: %s", from, strerror(errno));
     if (*fd >= 0)
         close(*fd);
     *fd = -1;
     return rc;
 }
 
-int bk_files_swapped(bk_backend *be, int fd)
+void bk_files_swapped(bk_backend *be, int datafd, int lockfd, int *old_datafd,
+                      int *old_lockfd)
 {
     struct stat st;
-    int old = be->datafd;
-    be->datafd = fd;
-    if (fstat(fd, &st) == 0)
+    *old_datafd = be->datafd;
+    *old_lockfd = be->lockfd;
+    be->datafd = datafd;
+    be->lockfd = lockfd;
+    if (fstat(datafd, &st) == 0)
         registry_moved(be, &st);
-    return old;
 }
 
 /* ---- temporary directories ---- */
@@ -468,8 +469,10 @@ static const char tmp_note[] = TMP_MAGIC
     "such operation on that file, or opening it for writing, removes it.\n";
 
 /* What we put in a temporary directory: the file, its lock file if it was
- * opened as a database (an import), the marker last (made first). */
-static const char *const tmp_names[] = { "/" TMP_FILE, "/" TMP_FILE "-lock", "/" TMP_MARKER };
+ * opened as a database (an import, a defrag's copy), a defrag's second name
+ * for the lock file it replaces, the marker last (made first). */
+static const char *const tmp_names[] = { "/" TMP_FILE, "/" TMP_FILE "-lock",
+                                         "/" TMP_FILE "-lock.old", "/" TMP_MARKER };
 #define TMP_NAMES (sizeof tmp_names / sizeof tmp_names[0])
 
 /* "<base>.backend-tmp.XXXXXX", as mkdtemp makes it. */
@@ -634,33 +637,4 @@ void bk_tmp_discard(bk_tmp *t)
         close(t->markfd);
     t->markfd = -1;
     t->dir[0] = 0;
-}
-
-/* ---- the replaced file ---- */
-
-static void *close_fd(void *arg)
-{
-    close((int)(intptr_t)arg);
-    return NULL;
-}
-
-/* Closing the last reference to the replaced file makes the filesystem free
- * all its blocks (tens of ms for hundreds of MB): do it off the caller's
- * path, on a thread of its own, joined by the next defrag or bk_close (not
- * detached: its code must not be unloaded under it, as a host that
- * dlcloses the library would). */
-void bk_files_close_later(bk_backend *be, int fd)
-{
-    bk_closer_join(be);
-    if (fd >= 0 && pthread_create(&be->closer, NULL, close_fd, (void *)(intptr_t)fd) == 0)
-        be->closer_started = 1;
-    else if (fd >= 0)
-        close(fd);
-}
-
-void bk_closer_join(bk_backend *be)
-{
-    if (be->closer_started)
-        pthread_join(be->closer, NULL);
-    be->closer_started = 0;
 }

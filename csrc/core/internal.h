@@ -21,11 +21,11 @@
  *   backend     open and close
  *   read        merged reads, views, results
  *   snapshot    snapshots, walks over committed data
- *   hash, defrag, stats   what uses all of the above
+ *   hash, defrag, stats   what uses all of the above (defrag: online)
  *
- * Lock order, the one place it is written: batch lock (a flag) > txn_mu >
- * maplock > ver_mu > gen->mu; cmu, views_mu, log_mu, reg_mu, hist_mu and
- * pool.mu are leaves. */
+ * Lock order, the one place it is written: batch lock (a flag) > defrag_mu >
+ * txn_mu > maplock > ver_mu > gen->mu; cmu, views_mu, log_mu, reg_mu,
+ * hist_mu, pool.mu and a defrag job's mu are leaves. */
 #ifndef INTERNAL_H
 #define INTERNAL_H
 
@@ -59,12 +59,25 @@ typedef struct bk_bucket {
     char *dbname;                  /* its LMDB name: escaped, a C string */
     uint32_t id;
     int writer_exists;             /* as the batch tx sees it (lock held) */
-    MDB_dbi dbi;                   /* committer's handle; 0 = not in LMDB */
 } bk_bucket;
+
+/* env.c: an LMDB environment and the bucket handles opened in it. The
+ * backend holds its current one and each gen the one its txn is in, so a
+ * file that defrag replaced stays mapped until the last view or snapshot
+ * reading it closes. */
+typedef struct bk_env {
+    int refs;                      /* atomic */
+    MDB_env *mdb;
+    int datafd, lockfd;            /* a replaced pair's flocked descriptors,
+                                      closed with it; else -1 */
+    MDB_dbi dbis[BK_MAX_BUCKETS + 1];   /* by bucket id, the committer's
+                                      (under txn_mu); 0 = not in LMDB */
+} bk_env;
 
 /* version.c */
 typedef struct gen {
     int refs;                      /* atomic */
+    bk_env *env;                   /* the txn's; a reference */
     MDB_txn *txn;
     pthread_mutex_t mu;            /* one thread at a time in the txn */
     uint64_t txnid;
@@ -126,7 +139,7 @@ struct bk_backend {
     int closed;                    /* atomic: 1 closed, 2 failed (bk_set_failed) */
     bk_config cfg;
     char *path, *lockpath;
-    MDB_env *env;
+    bk_env *env;                   /* the current one (under txn_mu) */
     unsigned env_flags;
     int lockfd;                    /* flocked by a writer (files.c) */
     int datafd;                    /* the data file: flocked by a writer, and
@@ -183,6 +196,9 @@ struct bk_backend {
     pthread_t committer;
     pthread_mutex_t txn_mu;        /* held around LMDB write txns */
     pthread_rwlock_t maplock;      /* readers of the map vs remap/swap */
+    memtable **log;                /* committed since bk_commit_log_start */
+    int nlog, log_cap, logging;    /* (under txn_mu) */
+    int log_failed;                /* no memory to log one: the log is incomplete */
 
     /* views and snapshots, for invalidation */
     pthread_mutex_t views_mu;
@@ -194,11 +210,18 @@ struct bk_backend {
     /* stats (atomics) */
     uint64_t commits, size, size_in_use, map_size, map_grows;
     double last_commit_s, total_commit_s, defrag_s, snapshot_s;
-    pthread_t closer;              /* the replaced file's close (files.c) */
-    int closer_started;
     pthread_mutex_t hist_mu;
     bk_hist commit_hist, defrag_hist, snapshot_hist;
+
+    /* defrag.c */
+    pthread_mutex_t defrag_mu;     /* the job slot; before txn_mu */
+    gen *defrag_src;               /* what a defrag copies (under txn_mu):
+                                      a reopen ends its txn too */
+    struct bk_defrag_job *defrag_job;   /* the last one started, until joined */
     int defrag_inflight;           /* atomic */
+    int defrag_pausing;            /* atomic: the committer is paused for a swap */
+    uint64_t defrag_pauses;        /* atomic: swaps begun */
+    uint64_t defrag_pause_max_ns;  /* atomic: the longest writer wait in one */
 
     /* log queue */
     pthread_mutex_t log_mu;
@@ -251,15 +274,14 @@ void bk_files_close(bk_backend *be);
 /* Read-only: the writer renamed a new file over ours; check it before it is
  * mapped. */
 int bk_files_check_replaced(bk_backend *be, bk_error *err);
-/* Defrag: the file at `from` will be renamed over the data file. *fd gets
- * a descriptor of it, flocked, so that no other writer can take it. */
+/* Defrag: the file at `from` (the new data or lock file) will be renamed
+ * over ours. *fd gets a descriptor of it, flocked, so that no other writer
+ * can take it. */
 int bk_files_lock_new(const char *from, int *fd, bk_error *err);
-/* After that rename: fd holds the data file; returns the old descriptor. */
-int bk_files_swapped(bk_backend *be, int fd);
-/* Closes fd (the replaced file) on a thread of its own; bk_closer_join
- * waits for it. */
-void bk_files_close_later(bk_backend *be, int fd);
-void bk_closer_join(bk_backend *be);
+/* After those renames: the new pair's descriptors are ours, the old ones
+ * are returned (the caller closes them once the old file is unmapped). */
+void bk_files_swapped(bk_backend *be, int datafd, int lockfd, int *old_datafd,
+                      int *old_lockfd);
 /* Removes the temporary directories beside target (bk_tmp_create's) whose
  * owner died; returns how many. */
 int bk_tmp_sweep(const char *target);
@@ -293,7 +315,7 @@ version *bk_version_make(gen *g, const version *from, memtable *push);
  * the current memtables newer than it, push in front: 0, or -1 (memory). */
 int bk_version_update(bk_backend *be, gen *g, memtable *push);
 void bk_version_install(bk_backend *be, version *v);
-int bk_gen_make(bk_backend *be, MDB_txn *txn, uint64_t last_mt_id, gen **out,
+int bk_gen_make(bk_backend *be, bk_env *env, MDB_txn *txn, uint64_t last_mt_id, gen **out,
                 bk_error *err);
 
 /* ---- children.c ---- */
@@ -323,6 +345,13 @@ int bk_rotate(bk_backend *be, bk_error *err);
 int bk_wait_committed(bk_backend *be, bk_error *err);
 
 /* ---- env.c ---- */
+/* A new environment of `path` with the backend's limits; the caller has
+ * its one reference. */
+int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t map_size,
+                  bk_env **out, bk_error *err);
+void bk_env_unref(bk_env *e);
+/* Opens be->env on the data file, with the buckets it holds and a version
+ * over it. */
 int bk_env_open(bk_backend *be, bk_error *err);
 void bk_env_close(bk_backend *be);
 /* Close and open the environment again (LMDB gave up on it); on failure
@@ -332,7 +361,7 @@ int bk_env_reopen(bk_backend *be, const char *why, bk_error *err);
 void bk_env_check(bk_backend *be);
 int bk_map_grow(bk_backend *be, bk_error *err);
 /* mdb_txn_begin(MDB_RDONLY), clearing dead processes' slots when full. */
-int bk_read_txn_begin(bk_backend *be, MDB_txn **txn);
+int bk_read_txn_begin(MDB_env *env, MDB_txn **txn);
 /* A gen over the newest committed state (caller holds txn_mu). */
 int bk_gen_open(bk_backend *be, uint64_t last_mt_id, gen **out, bk_error *err);
 /* The stats' size and size in use, as g sees the file. */
@@ -345,6 +374,23 @@ int bk_fresh_gen(bk_backend *be, gen **out, bk_error *err);
 /* ---- committer.c ---- */
 int bk_committer_start(bk_backend *be, bk_error *err);
 void bk_committer_stop(bk_backend *be, int drop);
+/* The batches mts[0..nm), oldest first, applied to env in one write txn,
+ * committed: 0, or the LMDB code (txn aborted, the handles it opened or
+ * dropped forgotten). */
+int bk_apply_batches(bk_backend *be, bk_env *env, memtable *const *mts, int nm);
+/* The commit log: from its start every group the committer commits is
+ * kept, in commit order, until taken; all three with txn_mu held. */
+void bk_commit_log_start(bk_backend *be);
+/* The batches logged since the last take, in *mts (the caller's, with a
+ * reference each: bk_batches_release) and *n; -1 if there was no memory
+ * to log one (the log is incomplete). */
+int bk_commit_log_take(bk_backend *be, memtable ***mts, int *n);
+void bk_commit_log_stop(bk_backend *be);
+void bk_batches_release(memtable **mts, int n);
+
+/* ---- defrag.c ---- */
+/* Cancels a running defrag job and joins its thread (bk_close). */
+void bk_defrag_stop(bk_backend *be);
 
 /* ---- read.c ---- */
 int bk_result_append(bk_result *r, const void *k, size_t klen,

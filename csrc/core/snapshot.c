@@ -23,7 +23,7 @@
 static int capture_meta(bk_backend *be, gen *g, bk_snapshot *s, bk_error *err)
 {
     int fd;
-    int rc = mdb_env_get_fd(be->env, &fd);
+    int rc = mdb_env_get_fd(g->env->mdb, &fd);
     if (rc)
         return bk_mdb_fail(err, rc, "snapshot");
     if (!s->meta)
@@ -55,8 +55,8 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
     s->opened = bk_now();
     s->psize = be->psize;
     for (int tries = 1;; tries++) {
-        /* txn_mu: no commit moves the meta pages; maplock: defrag sees the
-         * snapshot registered, or has swapped files before we look. */
+        /* txn_mu: no commit moves the meta pages (nor does a defrag swap
+         * files); maplock: a reopen sees the snapshot registered. */
         pthread_mutex_lock(&be->txn_mu);
         pthread_rwlock_rdlock(&be->maplock);
         rc = bk_fresh_gen(be, &s->g, err);
@@ -65,7 +65,7 @@ int bk_snapshot_open(bk_backend *be, bk_snapshot **out, bk_error *err)
         if (!rc) {
             s->be = be;
             bk_child_attach(be, &s->link, 1);
-        } else {   /* its txn ends under maplock: before a defrag or reopen closes the env */
+        } else {   /* its txn ends under maplock: before a reopen closes the env */
             bk_gen_unref(s->g);
             s->g = NULL;
         }
@@ -154,7 +154,7 @@ static int transfer(bk_snapshot *s, uint64_t off, size_t len, int fd, char *buf,
                     bk_error *err)
 {
     bk_backend *be = s->be;
-    pthread_rwlock_rdlock(&be->maplock);   /* defrag may not swap files now */
+    pthread_rwlock_rdlock(&be->maplock);   /* no reopen ends the txn meanwhile */
     int rc = usable(s, off, len, err), in;
     uint64_t meta_end = 2 * (uint64_t)s->psize;
     if (!rc && off < meta_end) {
@@ -167,7 +167,8 @@ static int transfer(bk_snapshot *s, uint64_t off, size_t len, int fd, char *buf,
         off += n;
         len -= n;
     }
-    if (!rc && len && (rc = mdb_env_get_fd(be->env, &in)))
+    /* The snapshot's file: after a defrag's swap, the replaced one. */
+    if (!rc && len && (rc = mdb_env_get_fd(s->g->env->mdb, &in)))
         rc = bk_mdb_fail(err, rc, "snapshot");
     if (!rc && len && (buf ? bk_read_full(in, buf, len, off) : copy_pages(in, fd, off, len)))
         rc = bk_fail(err, BK_EIO, "snapshot %s: %s", buf ? "read" : "write", strerror(errno));
@@ -199,7 +200,7 @@ int bk_visit_committed(bk_backend *be, bk_gen_visit fn, void *ctx, const char *w
     pthread_mutex_lock(&be->txn_mu);
     pthread_rwlock_rdlock(&be->maplock);
     rc = bk_fresh_gen(be, &g, err);
-    /* Commits may go on while we read; defrag and remaps wait for us. */
+    /* Commits may go on while we read; remaps wait for us. */
     pthread_mutex_unlock(&be->txn_mu);
     if (rc == BK_OK) {
         pthread_mutex_lock(&g->mu);
@@ -313,7 +314,7 @@ void bk_snapshot_close(bk_snapshot *s)
         return;
     bk_backend *be = s->be;
     double dt = bk_now() - s->opened;
-    pthread_rwlock_rdlock(&be->maplock);   /* the txn ends before any swap */
+    pthread_rwlock_rdlock(&be->maplock);   /* the txn ends before any reopen */
     bk_child_detach(be, &s->link);
     bk_gen_unref(s->g);
     pthread_rwlock_unlock(&be->maplock);

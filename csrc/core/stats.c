@@ -110,10 +110,11 @@ int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,
     pthread_mutex_lock(&be->txn_mu);   /* bucket handles stay put */
     pthread_rwlock_rdlock(&be->maplock);
     bk_bucket *b = bk_bucket_find(be, bucket.data, bucket.len);
-    rc = b && b->dbi ? bk_read_txn_begin(be, &txn) : MDB_NOTFOUND;
+    MDB_dbi dbi = b ? be->env->dbis[b->id] : 0;
+    rc = dbi ? bk_read_txn_begin(be->env->mdb, &txn) : MDB_NOTFOUND;
     if (!rc) {
         MDB_val k = { key.len, BK_UNCONST(key.data) }, v;
-        if ((rc = mdb_get(txn, b->dbi, &k, &v)) == 0 &&
+        if ((rc = mdb_get(txn, dbi, &k, &v)) == 0 &&
             bk_result_append(out, k.mv_data, k.mv_size, v.mv_data, v.mv_size))
             rc = ENOMEM;
         mdb_txn_abort(txn);

@@ -11,7 +11,8 @@ void bk_gen_unref(gen *g)
 {
     if (!g || __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
-    mdb_txn_abort(g->txn);
+    mdb_txn_abort(g->txn);   /* before its environment can close */
+    bk_env_unref(g->env);
     pthread_mutex_destroy(&g->mu);
     free(g->dbis);
     free(g);
@@ -90,10 +91,11 @@ void bk_version_install(bk_backend *be, version *v)
     bk_version_unref(old);
 }
 
-/* A gen over txn (a read txn just begun; it ends with the gen, or here on
- * failure), each bucket's handle resolved now, so later drops and handle
- * reuse cannot touch it. */
-int bk_gen_make(bk_backend *be, MDB_txn *txn, uint64_t last_mt_id, gen **out, bk_error *err)
+/* A gen over txn (a read txn of env just begun; it ends with the gen, or
+ * here on failure), each bucket's handle resolved now, so later drops and
+ * handle reuse cannot touch it. */
+int bk_gen_make(bk_backend *be, bk_env *env, MDB_txn *txn, uint64_t last_mt_id, gen **out,
+                bk_error *err)
 {
     gen *g = calloc(1, sizeof *g);
     if (!g) {
@@ -103,6 +105,8 @@ int bk_gen_make(bk_backend *be, MDB_txn *txn, uint64_t last_mt_id, gen **out, bk
     g->refs = 1;
     g->last_mt_id = last_mt_id;
     pthread_mutex_init(&g->mu, NULL);
+    __atomic_add_fetch(&env->refs, 1, __ATOMIC_RELAXED);
+    g->env = env;
     g->txn = txn;
     g->txnid = mdb_txn_id(g->txn);
     g->ndbis = __atomic_load_n(&be->nbuckets, __ATOMIC_ACQUIRE) + 1;
@@ -112,15 +116,15 @@ int bk_gen_make(bk_backend *be, MDB_txn *txn, uint64_t last_mt_id, gen **out, bk
         return bk_fail(err, BK_EIO, "out of memory");
     }
     for (uint32_t id = 1; id < g->ndbis; id++) {
-        bk_bucket *b = be->buckets[id];
+        MDB_dbi dbi = env->dbis[id];
         MDB_cursor *c;
         MDB_val k, v;
-        if (!b->dbi || mdb_cursor_open(g->txn, b->dbi, &c))
+        if (!dbi || mdb_cursor_open(g->txn, dbi, &c))
             continue;
         int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
         mdb_cursor_close(c);
         if (rc == 0 || rc == MDB_NOTFOUND) {
-            g->dbis[id] = b->dbi;
+            g->dbis[id] = dbi;
         } else if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND) {
             bk_gen_unref(g);   /* a damaged bucket is no absent one */
             return bk_mdb_fail(err, rc, "reading a bucket");

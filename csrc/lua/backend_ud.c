@@ -331,11 +331,6 @@ static int l_force_commit(lua_State *L)
     return simple_op(L, bk_force_commit);
 }
 
-static int l_defrag(lua_State *L)
-{
-    return simple_op(L, bk_defrag);
-}
-
 static int l_path(lua_State *L)
 {
     lbackend *lb = bl_check_backend(L, 1);
@@ -385,7 +380,7 @@ void bl_open_backend(lua_State *L)
         { "concurrent_read_tx", l_concurrent_read_tx }, { "snapshot", l_snapshot },
         { "hash", l_hash }, { "size", l_size }, { "size_in_use", l_size_in_use },
         { "open_read_tx_n", l_open_read_tx_n }, { "commits", l_commits },
-        { "defrag", l_defrag }, { "force_commit", l_force_commit },
+        { "force_commit", l_force_commit },
         { "close", l_backend_close }, { "stats", l_stats }, { "path", l_path },
         { "bucket_stats", l_bucket_stats }, { "_committed_get", l_committed_get },
         { NULL, NULL } };

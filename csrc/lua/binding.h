@@ -9,8 +9,8 @@
  * reference, so Lua's collection order can never free a backend under them.
  *
  * Files, each using only those before it: common.c, logs.c (the logger,
- * interrupts), rows.c, backend_ud.c, tx.c, snapshot.c, boltfile.c, module.c
- * (luaopen, module functions, the Lua idioms).
+ * interrupts), rows.c, backend_ud.c, tx.c, snapshot.c, boltfile.c, defrag.c,
+ * module.c (luaopen, module functions, the Lua idioms).
  */
 #ifndef BINDING_H
 #define BINDING_H
@@ -26,7 +26,7 @@
 #pragma GCC visibility push(hidden)
 
 /* The userdata types; TYPES[t] names t's metatable. */
-enum { T_BACKEND, T_BATCH, T_READ, T_CRT, T_ROWS, T_SNAP, T_BOLT, NTYPES };
+enum { T_BACKEND, T_BATCH, T_READ, T_CRT, T_ROWS, T_SNAP, T_BOLT, T_JOB, NTYPES };
 extern const char *const TYPES[NTYPES];
 #define MT_RESULT "backend.Result"   /* the scratch buffer's, below */
 
@@ -141,6 +141,10 @@ int bl_open_bolt(lua_State *L);
 int bl_import_bolt(lua_State *L);
 int bl_export_bolt(lua_State *L);
 void bl_open_boltfile(lua_State *L);
+
+/* ---- defrag.c: the DefragJob type, and the Backend's defrag method ---- */
+
+void bl_open_defrag(lua_State *L);
 
 #pragma GCC visibility pop
 

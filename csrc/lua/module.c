@@ -155,6 +155,7 @@ BL_EXPORT int luaopen_backend_core(lua_State *L)
     bl_open_rows(L);
     bl_open_snapshot(L);
     bl_open_boltfile(L);
+    bl_open_defrag(L);
     add_idioms(L);
     luaL_newlibtable(L, funcs);
     bl_push_upvalues(L);

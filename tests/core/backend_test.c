@@ -273,7 +273,7 @@ static void test_readonly(void)
     CHECK_CODE(bk_lock(be, &err), BK_EREADONLY);
     CHECK_CODE(bk_put(be, S("b"), S("k"), S("v"), &err), BK_EREADONLY);
     CHECK_CODE(bk_create_bucket(be, S("c"), &err), BK_EREADONLY);
-    CHECK_CODE(bk_defrag(be, &err), BK_EREADONLY);
+    CHECK_CODE(bk_defrag(be, NULL, &err), BK_EREADONLY);
     CHECK_OK(bk_force_commit(be, &err));
     bk_snapshot *s;
     if (CHECK_OK(bk_snapshot_open(be, &s, &err))) {

@@ -154,7 +154,7 @@ static void test_errors(void)
     CHECK(strstr(err.msg, "unlock or rollback first") != NULL);
     CHECK_CODE(bk_commit(be, 1, &err), BK_ELOCKED);
     CHECK_CODE(bk_force_commit(be, &err), BK_ELOCKED);
-    CHECK_CODE(bk_defrag(be, &err), BK_ELOCKED);
+    CHECK_CODE(bk_defrag(be, NULL, &err), BK_ELOCKED);
     uint32_t crc;
     CHECK_CODE(bk_hash(be, NULL, 0, &crc, &err), BK_ELOCKED);
     bk_snapshot *snap = NULL;

@@ -158,19 +158,27 @@ static inline const char *range_str(bk_backend *be, bk_view *v, const char *buck
     return s;
 }
 
-static inline uint64_t count_range(bk_backend *be, const char *bucket)
+/* The keys of bucket that view v sees. */
+static inline uint64_t count_range_view(bk_view *v, const char *bucket)
 {
     bk_error err;
-    bk_view *v;
     bk_result r;
     uint64_t n = (uint64_t)-1;
     bk_slice to = S("\xff\xff\xff\xff");
-    if (!CHECK_OK(bk_view_open(be, &v, &err)))
-        return n;
     bk_result_init(&r);
     if (CHECK_OK(bk_view_range(v, S(bucket), S(""), &to, 0, &r, &err)))
         n = r.count;
     bk_result_free(&r);
+    return n;
+}
+
+static inline uint64_t count_range(bk_backend *be, const char *bucket)
+{
+    bk_error err;
+    bk_view *v;
+    if (!CHECK_OK(bk_view_open(be, &v, &err)))
+        return (uint64_t)-1;
+    uint64_t n = count_range_view(v, bucket);
     bk_view_close(v);
     return n;
 }

@@ -1,6 +1,9 @@
-/* defrag_test.c: the tests of defrag.c: defragmentation and its temporary
- * files. */
+/* defrag_test.c: the tests of defrag.c: defragmentation, online (writes
+ * and reads going on, views and snapshots outliving the swap), its job
+ * (progress, cancel, one at a time, close), and its temporary files. */
 #include "core_test.h"
+
+#include <pthread.h>
 
 /* Temporary directories "<path>.backend-tmp.*" beside path. */
 static int count_leftovers(const char *path)
@@ -58,22 +61,35 @@ static void test_defrag(void)
     CHECK_OK(bk_snapshot_open(be, &s, &err));
     put1(be, "keep", "buffered", "yes");   /* pending at defrag time */
 
-    CHECK_OK(bk_defrag(be, &err));
+    bk_defrag_result res;
+    CHECK_OK(bk_defrag(be, &res, &err));
     CHECK(!bk_is_closed(be));
     CHECK(has(be, "keep", "buffered", "yes"));
-    CHECK(bk_pending(be) == 0);
     CHECK_OK(bk_stats_get(be, &st, &err));
     CHECK(st.size < size0 / 2);
+    CHECK(res.size_before == size0 && res.size_after == st.size);
+    CHECK(res.seconds > 0 && res.swap_seconds > 0 && res.swap_seconds <= res.seconds);
+    CHECK(res.pause_seconds == 0);   /* no writer waited */
     CHECK(file_size(path) < fsize0 / 2);
     CHECK(st.defrag_seconds > 0);
-    CHECK_CODE(bk_view_check(v, &err), BK_EINVALID);
-    CHECK_CODE(bk_view_range(v, S("d"), S("k000000"), NULL, 0, &r, &err), BK_EINVALID);
+    CHECK(!st.defrag_inflight);
+    /* The view and the snapshot opened before read the replaced file. */
+    CHECK_OK(bk_view_check(v, &err));
+    CHECK(count_range_view(v, "d") == (uint64_t)n / 10);
+    char buf[8];
+    CHECK(vget(be, v, "keep", "buffered", buf, sizeof buf) == 0);
     bk_view_close(v);
-    CHECK_CODE(bk_snapshot_check(s, &err), BK_EINVALID);
-    char c;
-    CHECK_CODE(bk_snapshot_read(s, 0, &c, 1, &err), BK_EINVALID);
-    CHECK_CODE(bk_snapshot_copy_fd(s, 1, 0, 1, &err), BK_EINVALID);
+    const char *copy = tmp_path("defrag-snap.db");
+    int fd = open(copy, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    CHECK_OK(bk_snapshot_write_fd(s, fd, NULL, NULL, &err));
+    close(fd);
     bk_snapshot_close(s);
+    bk_backend *sb = open_path(copy);
+    if (sb) {
+        CHECK(hash_of(sb) == h);
+        close_be(sb);
+    }
     bk_log_entry e;
     int started = 0, finished = 0;
     while (bk_log_pop(be, &e)) {
@@ -97,10 +113,10 @@ static void test_defrag(void)
     CHECK(has(be, "d", "k000001", "back"));
     CHECK_OK(bk_lock(be, &err));
     CHECK_OK(bk_put(be, S("d"), S("k000002"), S("locked"), &err));
-    CHECK_CODE(bk_defrag(be, &err), BK_ELOCKED);
+    CHECK_CODE(bk_defrag(be, NULL, &err), BK_ELOCKED);
     CHECK(bk_locked_by_me(be));
     CHECK_OK(bk_unlock(be, &err));
-    CHECK_OK(bk_defrag(be, &err));
+    CHECK_OK(bk_defrag(be, NULL, &err));
     put1(be, "d", "k000003", "after");
     CHECK(has(be, "d", "k000002", "locked"));
     CHECK(has(be, "d", "k000003", "after"));
@@ -119,10 +135,139 @@ static void test_defrag(void)
     bk_result_free(&r);
 }
 
+/* A writer that keeps putting while a background defrag runs. */
+typedef struct writer {
+    bk_backend *be;
+    int stop;    /* atomic */
+    int n;       /* keys written: "w%08d" */
+} writer;
+
+static void *write_loop(void *arg)
+{
+    writer *w = arg;
+    bk_error err;
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        char k[16];
+        snprintf(k, sizeof k, "w%08d", w->n);
+        if (!CHECK_OK(bk_lock(w->be, &err)))
+            break;
+        CHECK_OK(bk_put(w->be, S("w"), S(k), S("value"), &err));
+        CHECK_OK(bk_unlock(w->be, &err));
+        w->n++;
+    }
+    return NULL;
+}
+
+/* Writes and reads go on during the defrag, and nothing is lost. */
+static void test_online(void)
+{
+    const char *path = tmp_path("online.db");
+    bk_backend *be = open_path(path);
+    bk_error err;
+    if (!be)
+        return;
+    int n = t_quick() ? 20000 : 100000;
+    populate(be, "d", n, 100);
+    mk_buckets(be, (const char *const[]){ "w", NULL });
+    CHECK_OK(bk_force_commit(be, &err));
+    uint32_t h0 = hash_of(be);
+    bk_view *v;
+    CHECK_OK(bk_view_open(be, &v, &err));
+
+    writer w = { be, 0, 0 };
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, write_loop, &w) == 0);
+    bk_defrag_job *job, *second;
+    CHECK_OK(bk_defrag_start(be, &job, &err));
+    CHECK_CODE(bk_defrag_start(be, &second, &err), BK_EBUSY);
+    CHECK(strstr(err.msg, "already running") != NULL);
+    bk_stats st;
+    CHECK_OK(bk_stats_get(be, &st, &err));
+    CHECK(st.defrag_inflight);   /* a copy of n keys takes milliseconds */
+    uint64_t copied, total, last = 0;
+    while (!bk_defrag_done(job)) {
+        bk_defrag_progress(job, &copied, &total);
+        CHECK(copied >= last && copied <= total);
+        last = copied;
+        usleep(1000);
+    }
+    bk_defrag_result res;
+    CHECK_OK(bk_defrag_wait(job, &res, &err));
+    CHECK_OK(bk_defrag_wait(job, &res, &err));   /* any number of times */
+    bk_defrag_progress(job, &copied, &total);
+    CHECK(total > 0 && copied == total);
+    bk_defrag_job_free(job);
+    __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(t, NULL);
+    CHECK(w.n > 0);
+
+    /* The view from before reads what it did; every write is there. */
+    CHECK(count_range_view(v, "d") == (uint64_t)n);
+    CHECK(count_range_view(v, "w") == 0);
+    bk_view_close(v);
+    CHECK(count_range(be, "w") == (uint64_t)w.n);
+    CHECK_OK(bk_force_commit(be, &err));
+    uint32_t h = hash_of(be);
+    close_be(be);
+    CHECK(count_leftovers(path) == 0);
+    be = open_path(path);
+    if (be) {
+        CHECK(hash_of(be) == h);
+        CHECK(count_range(be, "w") == (uint64_t)w.n);
+        CHECK(count_range(be, "d") == (uint64_t)n);
+        close_be(be);
+    }
+    CHECK(h != h0);
+}
+
+/* A cancelled defrag, and one that close cancels, leave the file as it
+ * was and nothing beside it. */
+static void test_cancel(void)
+{
+    const char *path = tmp_path("cancel.db");
+    bk_backend *be = open_path(path);
+    bk_error err;
+    if (!be)
+        return;
+    populate(be, "d", t_quick() ? 50000 : 200000, 100);
+    CHECK_OK(bk_force_commit(be, &err));
+    uint32_t h = hash_of(be);
+    struct stat before, after;
+    CHECK(stat(path, &before) == 0);
+    bk_defrag_job *job;
+    CHECK_OK(bk_defrag_start(be, &job, &err));
+    bk_defrag_cancel(job);
+    CHECK_CODE(bk_defrag_wait(job, NULL, &err), BK_ECANCELED);
+    CHECK(strstr(err.msg, "cancelled") != NULL);
+    CHECK(bk_defrag_done(job));
+    bk_defrag_job_free(job);
+    CHECK(stat(path, &after) == 0 && after.st_ino == before.st_ino);
+    CHECK(count_leftovers(path) == 0);
+    CHECK(hash_of(be) == h);
+    CHECK(log_has(be, "defrag cancelled"));
+
+    /* close while one runs: cancelled, the handle still answers */
+    CHECK_OK(bk_defrag_start(be, &job, &err));
+    put1(be, "d", "last", "write");
+    close_be(be);
+    CHECK(bk_defrag_done(job));
+    int rc = bk_defrag_wait(job, NULL, &err);
+    CHECK(rc == BK_ECANCELED || rc == BK_OK);   /* it may have been through */
+    bk_defrag_job_free(job);
+    CHECK(count_leftovers(path) == 0);
+    be = open_path(path);
+    if (be) {
+        CHECK(has(be, "d", "last", "write"));
+        close_be(be);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
     test_defrag();
+    test_online();
+    test_cancel();
     return t_done();
 }

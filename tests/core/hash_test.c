@@ -73,7 +73,7 @@ static void test_hash(void)
             return;
         CHECK(hash_of(be) == want2);
     }
-    CHECK_OK(bk_defrag(be, &err));
+    CHECK_OK(bk_defrag(be, NULL, &err));
     CHECK(hash_of(be) == want2);
     CHECK(has(be, "a", "k", "0"));
     close_be(be);

@@ -639,7 +639,7 @@ static void defrag_faults(int e)
         hits_all(before);
         long hh = hits(NULL);
         arm("*", ".backend-tmp.", e, s, 1);
-        int rc = bk_defrag(d.be, &err);
+        int rc = bk_defrag(d.be, NULL, &err);
         clear_fn();
         if (hits(NULL) == hh) {   /* past the defrag's last call */
             CHECK_OK(rc);
@@ -666,7 +666,7 @@ static void defrag_faults(int e)
         uint32_t h = db_hash(&d);
         long hh = hits("fsync");
         arm("fsync", dirname(dc), e, 0, 1);   /* LMDB uses fdatasync: only the dir */
-        CHECK_OK(bk_defrag(d.be, &err));
+        CHECK_OK(bk_defrag(d.be, NULL, &err));
         clear_fn();
         CHECK(hits("fsync") == hh + 1);
         CHECK(strstr(logs(d.be), "warn: defrag: fsync of the directory failed") != NULL);
@@ -693,7 +693,7 @@ static void defrag_reopen_fails(int e)
     uint32_t h = db_hash(&d);
     snprintf(suffix, sizeof suffix, "%s$", d.cfg.path);
     arm("open", suffix, e, 1, -1);   /* LMDB's first open passes, of its data fd */
-    int rc = bk_defrag(d.be, &err);
+    int rc = bk_defrag(d.be, NULL, &err);
     clear_fn();
     check_failure(rc, &err, e, "open (reopening after defrag)");
     CHECK(strstr(err.msg, "backend closed") != NULL);
@@ -774,12 +774,12 @@ static void disk_full(void)
     db_write(&d, 0, NKEYS);
     uint32_t h = db_hash(&d);
     arm("writev", ".backend-tmp.", FAULTFS_SHORT, 0, -1);
-    int rc = bk_defrag(d.be, &err);
+    int rc = bk_defrag(d.be, NULL, &err);
     clear_fn();
     check_failure(rc, &err, ENOSPC, "defrag's writev, cut short");
     CHECK(tmp_files(d.cfg.path) == 0);
     CHECK(db_hash(&d) == h);
-    CHECK_OK(bk_defrag(d.be, &err));
+    CHECK_OK(bk_defrag(d.be, NULL, &err));
     CHECK(db_hash(&d) == h);
     db_reopen(&d);
     db_close(&d);

@@ -640,7 +640,7 @@ static void op_export(input *in)
 
 static void op_defrag(void)
 {
-    int rc = bk_defrag(st.be, &st.err);
+    int rc = bk_defrag(st.be, NULL, &st.err);
     expect(rc, commit_code() ? commit_code() : st.stopped ? BK_ESTOPPED : BK_OK, "defrag");
     if (rc)
         return;
