@@ -52,6 +52,7 @@ build = {
             "csrc/core/handle.c",
             "csrc/core/hash.c",
             "csrc/core/memtable.c",
+            "csrc/core/mdbenv.c",
             "csrc/core/meta.c",
             "csrc/core/read.c",
             "csrc/core/snapshot.c",

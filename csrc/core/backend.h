@@ -36,8 +36,8 @@ typedef enum bk_code {
                        asked for by the thread holding its lock */
     BK_ECLOSED,     /* backend (or the object) is closed */
     BK_EREADONLY,   /* write to a read-only backend */
-    BK_EINVALID,    /* view or snapshot invalidated by defrag (or
-                       a reopen after a failed commit) */
+    BK_EINVALID,    /* view or snapshot invalidated by a reopen (after a
+                       failed commit; read-only, after the writer's defrag) */
     BK_EBUSY,       /* path already open (this or another process), or
                        a defrag already running */
     BK_EFORMAT,     /* file is not a database of ours */

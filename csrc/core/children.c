@@ -1,11 +1,11 @@
-/* children.c: the views and snapshots of a backend, listed so that close,
- * defrag and a reopen can end their LMDB txns (invalidate them) before the
+/* children.c: the views and snapshots of a backend, listed so that close
+ * and a reopen can end their LMDB txns (invalidate them) before the
  * environment goes. A child holds a reference to its backend until it is
  * freed, and counts as an open read tx while listed. */
 #include "internal.h"
 
-/* Views and snapshots of a backend that closes or defrags stop working;
- * their LMDB txns end now. Caller holds maplock for writing. */
+/* Views and snapshots of a backend that closes or reopens its file stop
+ * working; their LMDB txns end now. Caller holds maplock for writing. */
 void bk_invalidate_children(bk_backend *be, int code)
 {
     pthread_mutex_lock(&be->views_mu);
@@ -66,8 +66,8 @@ int bk_child_check(const int *invalid, const char *what, bk_error *err)
 {
     int code = __atomic_load_n(invalid, __ATOMIC_ACQUIRE);
     if (code == BK_EINVALID)
-        return bk_fail(err, BK_EINVALID, "%s was invalidated by defrag "
-                       "(or by reopening the database after a failed commit)", what);
+        return bk_fail(err, BK_EINVALID, "%s was invalidated: the database was reopened "
+                       "(after a failed commit, or read-only after the writer's defrag)", what);
     if (code)
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     return BK_OK;

@@ -1,55 +1,13 @@
 /* env.c: the LMDB environments of a backend: the current one, opened with
  * the buckets its file holds, reopened when LMDB gave up on it, its map
  * grown; read txns and the gens over them; following another process's
- * writer when read-only; the sizes the stats show. An environment is
- * refcounted (bk_env): a file that defrag replaced stays open for the gens
- * still reading it. */
+ * writer when read-only; the sizes the stats show. */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
-
-int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t map_size,
-                  bk_env **out, bk_error *err)
-{
-    bk_env *e = calloc(1, sizeof *e);
-    if (!e)
-        return bk_fail(err, BK_EIO, "out of memory");
-    e->refs = 1;
-    e->datafd = e->lockfd = -1;
-    int rc = mdb_env_create(&e->mdb);
-    if (rc) {
-        free(e);
-        return bk_mdb_fail(err, rc, "creating the environment");
-    }
-    if ((rc = mdb_env_set_maxdbs(e->mdb, BK_MAX_BUCKETS)) ||
-        (rc = mdb_env_set_maxreaders(e->mdb, be->cfg.max_readers)) ||
-        (rc = mdb_env_set_mapsize(e->mdb, map_size)) ||
-        (rc = mdb_env_open(e->mdb, path, flags, 0600))) {
-        bk_env_unref(e);
-        return bk_mdb_fail(err, rc, path);
-    }
-    *out = e;
-    return BK_OK;
-}
-
-void bk_env_unref(bk_env *e)
-{
-    if (!e || __atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
-        return;
-    /* The last descriptor of a replaced file: the file system frees its
-     * blocks now (tens of ms for hundreds of MB), on this thread. */
-    if (e->mdb)
-        mdb_env_close(e->mdb);
-    if (e->datafd >= 0)
-        close(e->datafd);
-    if (e->lockfd >= 0)
-        close(e->lockfd);
-    free(e);
-}
 
 /* LMDB gives up on an environment whose meta page it failed to write (it
  * sets MDB_FATAL_ERROR: every txn then fails with MDB_PANIC), and one it

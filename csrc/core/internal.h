@@ -10,6 +10,7 @@
  * The files, each over the ones it calls (scripts/layers-check.lua keeps
  * the graph acyclic), and the sections below in the same order:
  *   util, crc32c, memtable, meta   helpers and formats, calling no other file
+ *   mdbenv      an LMDB environment, refcounted
  *   handle      the handle's references and closed state
  *   files       the data and lock files, temporary directories
  *   bucket      the bucket registry, name checks, bk_each_bucket
@@ -61,7 +62,7 @@ typedef struct bk_bucket {
     int writer_exists;             /* as the batch tx sees it (lock held) */
 } bk_bucket;
 
-/* env.c: an LMDB environment and the bucket handles opened in it. The
+/* mdbenv.c: an LMDB environment and the bucket handles opened in it. The
  * backend holds its current one and each gen the one its txn is in, so a
  * file that defrag replaced stays mapped until the last view or snapshot
  * reading it closes. */
@@ -344,12 +345,15 @@ int bk_rotate(bk_backend *be, bk_error *err);
 /* Wait until every batch queued so far is in LMDB, or an attempt fails. */
 int bk_wait_committed(bk_backend *be, bk_error *err);
 
-/* ---- env.c ---- */
+/* ---- mdbenv.c ---- */
 /* A new environment of `path` with the backend's limits; the caller has
  * its one reference. */
 int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t map_size,
                   bk_env **out, bk_error *err);
+/* The last reference closes it, and the descriptors it keeps. */
 void bk_env_unref(bk_env *e);
+
+/* ---- env.c ---- */
 /* Opens be->env on the data file, with the buckets it holds and a version
  * over it. */
 int bk_env_open(bk_backend *be, bk_error *err);

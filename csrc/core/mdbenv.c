@@ -1,0 +1,48 @@
+/* mdbenv.c: an LMDB environment as the core holds it (bk_env): created with
+ * the backend's limits, with the bucket handles opened in it, and
+ * refcounted: the backend holds its current one and every gen the one its
+ * txn is in, so a file that a defrag replaced stays open until the last
+ * view or snapshot reading it closes. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t map_size,
+                  bk_env **out, bk_error *err)
+{
+    bk_env *e = calloc(1, sizeof *e);
+    if (!e)
+        return bk_fail(err, BK_EIO, "out of memory");
+    e->refs = 1;
+    e->datafd = e->lockfd = -1;
+    int rc = mdb_env_create(&e->mdb);
+    if (rc) {
+        free(e);
+        return bk_mdb_fail(err, rc, "creating the environment");
+    }
+    if ((rc = mdb_env_set_maxdbs(e->mdb, BK_MAX_BUCKETS)) ||
+        (rc = mdb_env_set_maxreaders(e->mdb, be->cfg.max_readers)) ||
+        (rc = mdb_env_set_mapsize(e->mdb, map_size)) ||
+        (rc = mdb_env_open(e->mdb, path, flags, 0600))) {
+        bk_env_unref(e);
+        return bk_mdb_fail(err, rc, path);
+    }
+    *out = e;
+    return BK_OK;
+}
+
+void bk_env_unref(bk_env *e)
+{
+    if (!e || __atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    /* The last descriptor of a replaced file: the file system frees its
+     * blocks now (tens of ms for hundreds of MB), on this thread. */
+    if (e->mdb)
+        mdb_env_close(e->mdb);
+    if (e->datafd >= 0)
+        close(e->datafd);
+    if (e->lockfd >= 0)
+        close(e->lockfd);
+    free(e);
+}
