@@ -21,7 +21,7 @@
  * binding's entry point is. */
 #pragma GCC visibility push(hidden)
 
-#define BK_VERSION "0.3.0"
+#define BK_VERSION "0.4.0"
 
 typedef struct bk_backend bk_backend;
 typedef struct bk_view bk_view;
@@ -260,7 +260,8 @@ void bk_defrag_cancel(bk_defrag_job *job);
 /* Drops the caller's reference; a running defrag goes on (bk_close
  * cancels it). */
 void bk_defrag_job_free(bk_defrag_job *job);
-/* Start and wait; res may be NULL. */
+/* Commit what is pending (bk_force_commit), start and wait: once it
+ * returns, everything written before is durable. res may be NULL. */
 int bk_defrag(bk_backend *be, bk_defrag_result *res, bk_error *err);
 
 /* A temporary file to be renamed onto `target` (defrag, a snapshot written

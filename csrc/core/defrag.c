@@ -92,24 +92,27 @@ static int grow_map(bk_env *e)
     return rc ? rc : mdb_env_set_mapsize(e->mdb, info.me_mapsize * 2);
 }
 
-/* Up to TXN_KEYS entries of bucket id after key last[0..*lastlen) (from
- * the first if *started is 0) copied in one txn of dst: 0, or an LMDB code
- * (nothing of the chunk kept); *done once the bucket is through. The
- * source is read under maplock, a chunk at a time: the committer's remaps
- * wait at most that long. */
-static int copy_chunk(bk_backend *be, gen *src, bk_env *dst, uint32_t id, char *last,
-                      size_t *lastlen, int *started, uint64_t *copied, int *done)
+/* Where the copy stands: bucket i of the plan, after key last[0..lastlen)
+ * (from its first key if !started), entries copied of it so far. */
+typedef struct copy_pos {
+    int i, started;
+    char last[512];               /* LMDB's key limit is under it */
+    size_t lastlen;
+    uint64_t entries;
+} copy_pos;
+
+/* Copies up to `quota` entries of the bucket at *pos into tx, moving *pos;
+ * *n: how many. The bucket is through when pos->i moved on. The source is
+ * read under maplock, a chunk at a time: the committer's remaps wait at
+ * most that long. 0, or an LMDB code. */
+static int copy_chunk(bk_backend *be, gen *src, bk_env *dst, MDB_txn *tx, uint32_t id,
+                      copy_pos *pos, size_t quota, size_t *n)
 {
-    MDB_txn *tx;
     MDB_cursor *in = NULL, *out = NULL;
     MDB_val k, v;
-    char next[512];
-    size_t nextlen = 0, n = 0;
-    int opened = !dst->dbis[id];
-    int rc = mdb_txn_begin(dst->mdb, NULL, 0, &tx);
-    if (rc)
-        return rc;
-    if (opened)
+    int rc = 0;
+    *n = 0;
+    if (!dst->dbis[id])
         rc = mdb_dbi_open(tx, be->buckets[id]->dbname, MDB_CREATE, &dst->dbis[id]);
     pthread_rwlock_rdlock(&be->maplock);
     if (!rc && !src->txn)
@@ -118,11 +121,11 @@ static int copy_chunk(bk_backend *be, gen *src, bk_env *dst, uint32_t id, char *
         rc = mdb_cursor_open(src->txn, src->dbis[id], &in);
     if (!rc)
         rc = mdb_cursor_open(tx, dst->dbis[id], &out);
-    if (!rc && *started) {
-        k.mv_data = last;
-        k.mv_size = *lastlen;
+    if (!rc && pos->started) {
+        k.mv_data = pos->last;
+        k.mv_size = pos->lastlen;
         rc = mdb_cursor_get(in, &k, &v, MDB_SET_RANGE);
-        if (!rc && k.mv_size == *lastlen && !memcmp(k.mv_data, last, *lastlen))
+        if (!rc && k.mv_size == pos->lastlen && !memcmp(k.mv_data, pos->last, pos->lastlen))
             rc = mdb_cursor_get(in, &k, &v, MDB_NEXT);
     } else if (!rc) {
         rc = mdb_cursor_get(in, &k, &v, MDB_FIRST);
@@ -130,9 +133,10 @@ static int copy_chunk(bk_backend *be, gen *src, bk_env *dst, uint32_t id, char *
     for (; rc == 0; rc = mdb_cursor_get(in, &k, &v, MDB_NEXT)) {
         if ((rc = mdb_cursor_put(out, &k, &v, MDB_APPEND)))
             break;
-        if (++n == TXN_KEYS) {
-            nextlen = k.mv_size;   /* keys fit: LMDB's limit is under 512 */
-            memcpy(next, k.mv_data, nextlen);
+        if (++*n == quota) {
+            pos->lastlen = k.mv_size;
+            memcpy(pos->last, k.mv_data, k.mv_size);
+            pos->started = 1;
             break;
         }
     }
@@ -141,24 +145,14 @@ static int copy_chunk(bk_backend *be, gen *src, bk_env *dst, uint32_t id, char *
     if (in)
         mdb_cursor_close(in);
     pthread_rwlock_unlock(&be->maplock);
-    *done = rc == MDB_NOTFOUND;
-    if (*done)
+    pos->entries += *n;
+    if (rc == MDB_NOTFOUND) {   /* the bucket is through */
+        pos->i++;
+        pos->started = 0;
+        pos->entries = 0;
         rc = 0;
-    if (rc)
-        mdb_txn_abort(tx);
-    else
-        rc = mdb_txn_commit(tx);
-    if (rc) {
-        if (opened)
-            dst->dbis[id] = 0;   /* the handle went with the txn */
-        *done = 0;
-        return rc;
     }
-    memcpy(last, next, nextlen);
-    *lastlen = nextlen;
-    *started = 1;
-    *copied = n;
-    return 0;
+    return rc;
 }
 
 static int cancelled(bk_defrag_job *job)
@@ -166,40 +160,75 @@ static int cancelled(bk_defrag_job *job)
     return __atomic_load_n(&job->cancel, __ATOMIC_ACQUIRE);
 }
 
-/* Every bucket of src into dst; job->copied moves from 0 to total. */
+/* Bytes of the plan's pages copied once the copy is at pos. */
+static uint64_t copied_at(const copy_plan *p, const copy_pos *pos)
+{
+    uint64_t done = 0;
+    for (int i = 0; i < pos->i && i < p->n; i++)
+        done += p->b[i].bytes;
+    if (pos->i < p->n && p->b[pos->i].entries) {
+        const bucket_copy *b = &p->b[pos->i];
+        uint64_t e = pos->entries < b->entries ? pos->entries : b->entries;
+        done += b->bytes / b->entries * e;
+    }
+    return done;
+}
+
+/* Every bucket of src into dst, TXN_KEYS entries a txn (buckets share
+ * txns: a small database is copied in one); job->copied moves from 0 to
+ * total. A txn that fails (a full map: grown) is done again from where the
+ * last one committed. */
 static int copy_all(bk_defrag_job *job, gen *src, bk_env *dst, bk_error *err)
 {
     bk_backend *be = job->be;
     copy_plan p = { src, be->psize, NULL, 0 };
-    uint64_t total, before = 0;
+    copy_pos pos = { 0 }, committed = { 0 };
+    uint64_t total;
+    MDB_txn *tx = NULL;
+    size_t in_txn = 0;
+    int grows = 0;
     pthread_rwlock_rdlock(&be->maplock);
     int rc = src->txn ? make_plan(be, &p, &total) : MDB_BAD_TXN;
     pthread_rwlock_unlock(&be->maplock);
-    if (!rc)
+    if (!rc) {
         __atomic_store_n(&job->total, total, __ATOMIC_RELAXED);
-    char last[512];
-    for (int i = 0, grows = 0; !rc && i < p.n; i++) {
-        size_t lastlen = 0;
-        uint64_t entries = 0;
-        int started = 0, done = 0;
-        while (!rc && !done) {
-            uint64_t n = 0;
-            if (cancelled(job)) {
-                free(p.b);
-                return bk_fail(err, BK_ECANCELED, "defrag cancelled");
-            }
-            rc = copy_chunk(be, src, dst, p.b[i].id, last, &lastlen, &started, &n, &done);
-            if (rc == MDB_MAP_FULL && grows++ < MAP_GROWS)
-                rc = grow_map(dst);
-            entries += n;
-            uint64_t part = p.b[i].entries ? p.b[i].bytes * (entries < p.b[i].entries ? entries
-                : p.b[i].entries) / p.b[i].entries : 0;
-            __atomic_store_n(&job->copied, before + (done ? p.b[i].bytes : part),
-                             __ATOMIC_RELAXED);
-        }
-        before += p.b[i].bytes;
+        rc = mdb_txn_begin(dst->mdb, NULL, 0, &tx);
     }
+    while (!rc && !cancelled(job)) {
+        size_t n = 0;
+        if (pos.i < p.n)
+            rc = copy_chunk(be, src, dst, tx, p.b[pos.i].id, &pos, TXN_KEYS - in_txn, &n);
+        in_txn += n;
+        if (!rc && (in_txn == TXN_KEYS || pos.i == p.n)) {
+            rc = mdb_txn_commit(tx);
+            tx = NULL;
+            if (!rc) {
+                committed = pos;
+                in_txn = 0;
+                __atomic_store_n(&job->copied, copied_at(&p, &pos), __ATOMIC_RELAXED);
+                if (pos.i == p.n)
+                    break;
+                rc = mdb_txn_begin(dst->mdb, NULL, 0, &tx);
+            }
+        }
+        if (rc == MDB_MAP_FULL && grows++ < MAP_GROWS) {
+            if (tx)
+                mdb_txn_abort(tx);
+            tx = NULL;
+            /* Handles opened in the lost txn went with it. */
+            for (int i = committed.i; i <= pos.i && i < p.n; i++)
+                dst->dbis[p.b[i].id] = 0;
+            pos = committed;
+            in_txn = 0;
+            if (!(rc = grow_map(dst)))
+                rc = mdb_txn_begin(dst->mdb, NULL, 0, &tx);
+        }
+    }
+    if (tx)
+        mdb_txn_abort(tx);
     free(p.b);
+    if (!rc && cancelled(job))
+        return bk_fail(err, BK_ECANCELED, "defrag cancelled");
     if (rc == MDB_BAD_TXN)
         return bk_fail(err, BK_EIO, "defrag: the database was reopened meanwhile");
     return rc ? bk_write_fail(be, err, rc, "defrag: writing the new file") : BK_OK;
@@ -564,7 +593,10 @@ void bk_defrag_stop(bk_backend *be)
 int bk_defrag(bk_backend *be, bk_defrag_result *res, bk_error *err)
 {
     bk_defrag_job *job;
-    int rc = bk_defrag_start(be, &job, err);
+    /* What was written before is durable once it returns, as always. */
+    int rc = bk_force_commit(be, err);
+    if (!rc)
+        rc = bk_defrag_start(be, &job, err);
     if (rc)
         return rc;
     rc = bk_defrag_wait(job, res, err);

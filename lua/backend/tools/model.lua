@@ -559,7 +559,7 @@ function Model:hash(ignores, crc)
   return View.hash(new_view(self.com), ignores, crc)
 end
 
---- be:defrag(): commits; the data are unchanged.
+--- be:defrag(): commits; the data are unchanged; views and snapshots go on.
 Model.defrag = Model.force_commit
 
 --- be:close() then open again: an open section is rolled back, everything else committed.
