@@ -1,0 +1,145 @@
+-- Online defrag from Lua: be:defrag() and be:defrag{ background = true }'s
+-- DefragJob: writes and reads go on, views and snapshots opened before read on,
+-- the job's methods, one at a time, cancel, close, bad options.
+local H = require "spec.helper"
+local backend = require "backend"
+
+local fmt = string.format
+
+-- A database with free pages: n keys written, every other one deleted.
+local function fragmented(n)
+  local be = backend.open { path = H.tmppath("defrag.db"), batch_interval = 3600 }
+  be:update(function(tx)
+    tx:create_bucket("b")
+    for i = 1, n do tx:put("b", fmt("k%07d", i), string.rep("v", 100)) end
+  end)
+  be:force_commit()
+  be:update(function(tx)
+    for i = 1, n, 2 do tx:delete("b", fmt("k%07d", i)) end
+  end)
+  be:force_commit()
+  return be
+end
+
+local function count(tx, bucket, from, to)
+  return #(tx:range(bucket, from or "", to or "\255"))
+end
+
+describe("defrag", function()
+  after_each(H.cleanup)
+
+  it("in the background while writing: views and snapshots read on, nothing lost", function()
+    local be = fragmented(40000)
+    local hash0, size0 = be:hash(), be:size()
+    local view = be:concurrent_read_tx()
+    local snap = be:snapshot()
+    local job = be:defrag { background = true }
+    assert.are.equal("backend.DefragJob (running)", tostring(job))
+    assert.is_true(be:stats().defrag_inflight)
+    H.raises("a defrag of this backend is already running", be.defrag, be)
+    H.raises("a defrag of this backend is already running", be.defrag, be, { background = true })
+    local tx, n, last = be:batch_tx(), 0, 0
+    while not job:done() do
+      n = n + 1
+      tx:lock()
+      tx:put("b", fmt("w%07d", n), "during")
+      tx:unlock()
+      local copied, total = job:progress()
+      assert.is_true(copied >= last and copied <= total)
+      last = copied
+    end
+    local r = job:wait()
+    assert.are.same(r, job:wait())   -- any number of times
+    assert.are.equal("backend.DefragJob (done)", tostring(job))
+    assert.is_false(be:stats().defrag_inflight)
+    assert.are.equal(size0, r.size_before)
+    assert.is_true(r.size_after < size0)
+    assert.is_true(r.seconds > 0 and r.swap_seconds > 0 and r.swap_seconds <= r.seconds)
+    assert.are.equal(0, r.pause_seconds)   -- the buffers never filled up
+    local copied, total = job:progress()
+    assert.is_true(total > 0)
+    assert.are.equal(total, copied)
+    -- before: what they saw, from the replaced file
+    assert.are.equal(20000, count(view, "b", "k", "l"))
+    assert.are.equal(0, count(view, "b", "w", "x"))
+    local copy = H.tmppath("snap.db")
+    snap:write_to(copy)
+    snap:close()
+    view:close()
+    local sb <close> = backend.open { path = copy, readonly = true }
+    assert.are.equal(hash0, sb:hash())
+    -- after: everything
+    be:view(function(v)
+      assert.are.equal(n, count(v, "b", "w", "x"))
+      assert.are.equal(20000, count(v, "b", "k", "l"))
+    end)
+    be:force_commit()
+    local hash = be:hash()
+    local path = be:path()
+    be:close()
+    assert.are.same({}, H.ls(path:match("(.*)/"), "defrag.db.backend-tmp."))
+    local again <close> = backend.open { path = path }
+    assert.are.equal(hash, again:hash())
+    job:close()
+    assert.are.equal("backend.DefragJob (closed)", tostring(job))
+    H.raises("defrag job is closed", job.wait, job)
+  end)
+
+  it("be:defrag() commits first and returns the result", function()
+    local be <close> = fragmented(2000)
+    be:update(function(tx) tx:put("b", "pending", "yes") end)
+    assert.is_true(be:stats().pending > 0)
+    local r = be:defrag()
+    assert.are.equal(0, be:stats().pending)
+    assert.are.equal("yes", be:_committed_get("b", "pending"))
+    assert.is_true(r.size_after < r.size_before)
+    assert.are.equal(be:size(), r.size_after)
+  end)
+
+  it("cancel: the file stays as it was, the copy is gone", function()
+    local be = fragmented(100000)
+    local hash, path = be:hash(), be:path()
+    local job = be:defrag { background = true }
+    job:cancel()
+    H.raises("defrag cancelled", job.wait, job)
+    assert.is_true(job:done())
+    assert.are.equal(hash, be:hash())
+    assert.are.same({}, H.ls(path:match("(.*)/"), "defrag.db.backend-tmp."))
+    -- a new one can start, and close cancels it, losing nothing
+    local job2 <close> = be:defrag { background = true }
+    be:update(function(tx) tx:put("b", "last", "write") end)
+    be:close()
+    assert.is_true(job2:done())
+    local ok, err = pcall(job2.wait, job2)
+    assert.is_true(ok or err:find("defrag cancelled", 1, true) ~= nil, err)
+    local again <close> = backend.open { path = path }
+    assert.are.equal("write", again:read_tx():rlock():get("b", "last"))
+  end)
+
+  it("a collected job goes on; the backend's close still joins it", function()
+    local be = fragmented(20000)
+    local path = be:path()
+    be:defrag { background = true }
+    collectgarbage()
+    collectgarbage()
+    local hash = be:hash()
+    be:close()
+    local again <close> = backend.open { path = path }
+    assert.are.equal(hash, again:hash())
+  end)
+
+  it("bad options raise; read-only and closed backends refuse", function()
+    local be = fragmented(10)
+    H.raises("unknown option", be.defrag, be, { backgrund = true })
+    H.raises("opts.background must be a boolean", be.defrag, be, { background = 1 })
+    H.raises("to 'defrag' (table expected, got string)", be.defrag, be, "background")
+    local tx = be:batch_tx():lock()
+    H.raises("unlock or rollback first", be.defrag, be, { background = true })
+    tx:unlock()
+    local path = be:path()
+    be:close()
+    H.raises("backend is closed", be.defrag, be)
+    local ro <close> = backend.open { path = path, readonly = true }
+    H.raises("backend is read-only", ro.defrag, ro, { background = true })
+  end)
+end)
