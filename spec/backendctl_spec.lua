@@ -486,7 +486,12 @@ describe("backendctl", function()
     local r = decode(expect(0, { "defrag", "--json", db }))
     assert.are.equal(before, r.before)
     assert.is_true(r.after < before, r.after .. " < " .. before)
-    assert.truthy(expect(0, { "defrag", db }):find(" → ", 1, true))
+    out, err = expect(0, { "defrag", db })
+    assert.truthy(out:find(" → ", 1, true))
+    assert.are.equal("", err)   -- not a terminal: no bar
+    out, err = expect(0, { "defrag", "--progress", db })
+    assert.truthy(out:find(" → ", 1, true))
+    assert.truthy(err:find("defrag [", 1, true) and err:find("100%", 1, true), err)
     expect(3, { "defrag", H.tmpdir() .. "/none" })
   end)
 

@@ -409,7 +409,7 @@ static int run(bk_defrag_job *job, bk_env **old, bk_error *err)
         if (rc || writes <= CATCHUP_LEFT || round == CATCHUP_ROUNDS)
             break;
     }
-    if (!rc && (rc = mdb_env_sync(dst->mdb, 1)))
+    if (!rc && !be->cfg.no_fsync && (rc = mdb_env_sync(dst->mdb, 1)))
         rc = bk_write_fail(be, err, rc, "defrag: syncing the new file");
     if (!rc)
         rc = catch_up(be, dst, 0, &writes, &last_id, err);

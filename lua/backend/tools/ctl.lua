@@ -573,14 +573,28 @@ command("snapshot", {
 })
 
 command("defrag", {
-  args = { "PATH" }, options = { JSON },
+  args = { "PATH" }, options = { JSON }, progress = true,
   summary = "compact a database in place; prints its size before and after",
   help = "Rewrites the file with full pages and no free ones. Needs the database not open for\n"
     .. "writing elsewhere.",
   run = function(c, o)
     local be <close> = open_write(o.path)
+    be:force_commit()
     local before = be:size()
-    be:defrag()
+    local bar = c:progress("defrag")
+    if bar then   -- in the background, so that the bar can move
+      local job <close> = be:defrag { background = true }
+      while not job:done() do
+        local copied, total = job:progress()
+        if total > 0 and copied < total then bar(copied, total) end
+        uv.sleep(100)   -- ms
+      end
+      job:wait()
+      local _, total = job:progress()
+      bar(total, total)
+    else
+      be:defrag()
+    end
     local after = be:size()
     if o.json then return c:json { before = before, after = after } end
     c:print(fmt("%s: %d → %d bytes (%s → %s)", o.path, before, after,
