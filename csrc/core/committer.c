@@ -158,7 +158,7 @@ void bk_commit_log_start(bk_backend *be)
 }
 
 /* The committed group, kept (txn_mu held): no memory marks the log failed. */
-static void log_group(bk_backend *be, memtable *m, int nm)
+static void log_group(bk_backend *be, memtable *const *mts, int nm)
 {
     if (!be->logging || be->log_failed)
         return;
@@ -172,9 +172,9 @@ static void log_group(bk_backend *be, memtable *m, int nm)
         be->log = grown;
         be->log_cap = cap;
     }
-    for (int i = 0; i < nm; i++, m = m->qnext) {
-        mt_ref(m);
-        be->log[be->nlog++] = m;
+    for (int i = 0; i < nm; i++) {
+        mt_ref(mts[i]);
+        be->log[be->nlog++] = mts[i];
     }
 }
 
@@ -253,7 +253,7 @@ static int commit_batches(bk_backend *be, memtable *first, int *nm, bk_error *er
     }
     if (live)
         count_commit(be, bk_now() - t0);
-    log_group(be, first, *nm);
+    log_group(be, mts, *nm);
     gen *g;
     bk_error gerr;
     if (bk_gen_open(be, last->id, &g, &gerr) == BK_OK) {

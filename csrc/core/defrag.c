@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define TXN_KEYS 10000        /* etcd's defragLimit: keys per txn of the copy */
@@ -515,6 +516,13 @@ int bk_defrag_start(bk_backend *be, bk_defrag_job **out, bk_error *err)
     int rc = bk_not_in_section(be, err);   /* as every call that commits */
     if (rc)
         return rc;
+    /* The new file takes one name: the others would keep the old file,
+     * a copy that goes its own way once written through them. */
+    struct stat st;
+    if (fstat(be->datafd, &st) == 0 && st.st_nlink > 1)
+        return bk_fail(err, BK_EARG, "defrag: %s has %ju names (hard links); a defrag would "
+                       "leave the others on the old file: remove them first", be->path,
+                       (uintmax_t)st.st_nlink);
     pthread_mutex_lock(&be->defrag_mu);
     if (be->defrag_job && !bk_defrag_done(be->defrag_job)) {
         pthread_mutex_unlock(&be->defrag_mu);

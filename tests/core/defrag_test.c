@@ -247,6 +247,14 @@ static void test_cancel(void)
     CHECK(hash_of(be) == h);
     CHECK(log_has(be, "defrag cancelled"));
 
+    /* a second name (a hard link) would keep the old file: refused */
+    const char *other = tmp_path("cancel-link.db");
+    if (CHECK(link(path, other) == 0)) {
+        CHECK_CODE(bk_defrag_start(be, &job, &err), BK_EARG);
+        CHECK(strstr(err.msg, "hard links") != NULL);
+        CHECK(unlink(other) == 0);
+    }
+
     /* close while one runs: cancelled, the handle still answers */
     CHECK_OK(bk_defrag_start(be, &job, &err));
     put1(be, "d", "last", "write");
