@@ -516,6 +516,8 @@ int bk_defrag_start(bk_backend *be, bk_defrag_job **out, bk_error *err)
     int rc = bk_not_in_section(be, err);   /* as every call that commits */
     if (rc)
         return rc;
+    if (be->stopped)   /* as bk_force_commit reads it: the backend is closing */
+        return bk_fail(err, BK_ESTOPPED, "batch tx is stopped (commit_and_stop)");
     /* The new file takes one name: the others would keep the old file,
      * a copy that goes its own way once written through them. */
     struct stat st;
