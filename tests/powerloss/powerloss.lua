@@ -16,6 +16,7 @@ local backend = require "backend"
 local check = require "backend.tools.check"
 local digest = require "digest"
 local model = require "crashmodel"
+local uv = require "luv"
 
 local fmt = string.format
 local LUA = arg[-1] or "lua5.4"
@@ -350,11 +351,23 @@ end
 
 local cache = {}   -- a reported-complete file's verdict, by its content
 
+-- The temporary directories beside path.
+local function temps(path)
+  local dir, base = path:match("^(.*)/([^/]+)$")
+  local out = {}
+  for name in uv.fs_scandir_next, assert(uv.fs_scandir(dir)) do
+    if name:sub(1, #base + 13) == base .. ".backend-tmp." then out[#out + 1] = name end
+  end
+  return out
+end
+
 local function check_db(path, readonly, want)
   local ok, be = pcall(backend.open, { path = path, readonly = readonly, batch_interval = 3600 })
   if not ok then return "does not open: " .. tostring(be) end
   local problems = {}
   if not readonly then
+    local left = temps(path)
+    if #left > 0 then problems[#problems + 1] = "opening it for writing left " .. table.concat(left, " ") end
     local report = check.run(be, { snapshot = false })
     if not report.ok then problems[#problems + 1] = "check: " .. check.describe(report.findings[1]) end
   end
