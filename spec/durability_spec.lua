@@ -1,9 +1,13 @@
 -- Crash durability: a child lua5.4 writes keys and prints each count it has
 -- acknowledged (after force_commit returned); the parent SIGKILLs it mid-stream,
--- reopens the database and checks every acknowledged key is there. Also: several
+-- reopens the database and checks every acknowledged key is there; one mode runs
+-- online defrags back to back while it writes (BACKEND_ONLINE_KILLS=n: its kills,
+-- 12 by default) and counts the step each kill landed in. Also: several
 -- processes on one file (read-only inspection of a live database, a second writer).
 local H = require "spec.helper"
 local backend = require "backend"
+local checks = require "backend.tools.check"
+local uv = require "luv"
 
 local fmt = string.format
 
@@ -23,6 +27,8 @@ local configs = {
   defrag  = { batch_interval = 0.01, batch_limit = 100, ack = 40, defrag = 3 },
   defragloop = { batch_interval = 0.002, batch_limit = 4, ack = 2, defrag = 1 },
   bigval  = { batch_interval = 0.005, batch_limit = 20, mmap_size = 65536, ack = 5, big = true },
+  -- online defrags back to back while writing: "defrag start|copied|done J" lines
+  online  = { batch_interval = 0.002, batch_limit = 4, ack = 1, online = true },
 }
 local c = assert(configs[mode], mode)
 local be = backend.open { path = path, batch_interval = c.batch_interval, batch_limit = c.batch_limit,
@@ -34,6 +40,37 @@ tx:lock()
 tx:create_bucket("test")
 local n = #(tx:range("test", "", "\255"))
 tx:unlock()
+
+-- bulk keys (all written before the first ack): a copy with more to do than the log
+local BULK, bulk = 3000, 3000
+if c.online then
+  tx:lock()
+  tx:create_bucket("bulk")
+  bulk = #(tx:range("bulk", "", "\255"))
+  tx:unlock()
+end
+for i = bulk, BULK - 1, 1000 do
+  tx:lock()
+  for j = i, math.min(i + 999, BULK - 1) do tx:put("bulk", string.format("b%08d", j), "bulk value " .. j) end
+  tx:unlock()
+end
+
+local job, jobs, copied
+local function online()
+  if not job then
+    job, jobs, copied = be:defrag { background = true }, (jobs or 0) + 1, false
+    io.stdout:write("defrag start ", jobs, "\n")
+  elseif job:done() then
+    job:wait()   -- raises the defrag's error
+    job:close()
+    job = nil
+    io.stdout:write("defrag done ", jobs, "\n")
+  elseif not copied then
+    local done, total = job:progress()
+    copied = total > 0 and done == total
+    if copied then io.stdout:write("defrag copied ", jobs, "\n") end
+  end
+end
 
 local function value(i)
   if c.big and i % 3 == 0 then return string.rep(string.char(i % 256), 20000 + i % 1000) end
@@ -54,6 +91,7 @@ while true do
     acks = acks + 1
     if c.defrag and acks % c.defrag == 0 then be:defrag() end
     io.stdout:write("ack ", n, "\n")
+    if c.online then online() end
   end
 end
 ]]
@@ -86,9 +124,33 @@ local function crash_round(path, mode, acks)
   return last
 end
 
--- every acknowledged key is there, and the keys are exactly k0..k(m-1): a prefix
-local function verify(path, acked, big)
+local BULK = 3000   -- the online writer's BULK: its bulk keys, all there before its first ack
+
+-- The names beside path that a defrag's temporary directory has, and what each holds.
+local function temps(path)
+  local dir, base = path:match("^(.*)/([^/]+)$")
+  local out = {}
+  for _, name in ipairs(H.ls(dir, base .. ".backend-tmp.")) do
+    local has = {}
+    for _, f in ipairs(H.ls(dir .. "/" .. name)) do has[f] = true end
+    out[#out + 1] = { name = name, has = has }
+  end
+  return out
+end
+
+-- every acknowledged key is there, and the keys are exactly k0..k(m-1): a prefix;
+-- online: the bulk keys too, no temporary directory left, and backend.check passes
+local function verify(path, acked, big, online)
   local be = backend.open { path = path, batch_interval = 3600 }
+  if online then
+    local left = temps(path)
+    local report = checks.run(be, { snapshot = false })
+    local bulk = be:view(function(rtx) return #(rtx:range("bulk", "", "\255")) end)
+    if #left > 0 or not report.ok or bulk ~= BULK then be:close() end
+    assert(#left == 0, fmt("a writable open left %s", left[1] and left[1].name))
+    assert(report.ok, report.ok or checks.describe(report.findings[1]))
+    assert(bulk == BULK, fmt("%d bulk keys, want %d", bulk, BULK))
+  end
   local ctx = be:concurrent_read_tx()
   local ks, vs = ctx:range("test", "", "\255")
   ctx:close()
@@ -108,8 +170,87 @@ local function verify(path, acked, big)
   return m
 end
 
+-- x in [lo, hi], uniform in log scale
+local function log_uniform(lo, hi)
+  return lo * (hi / lo) ^ math.random()
+end
+
+-- What an online defrag was doing when the kill landed: the child's lines say
+-- whether a job was running and had finished its copy; the file system says
+-- whether the swap had begun (the old lock file's second name in the temporary
+-- directory is made just before the writer's pause) or the new file was renamed
+-- into place (db is no longer the inode it was when the job started: then the
+-- directory fsync, the switch of environments and the old file's release).
+local function step_at_kill(path, running, copied, ino)
+  if not running then return "between" end
+  if assert(uv.fs_stat(path)).ino ~= ino then return "release" end
+  local t = temps(path)[1]
+  if t and t.has["db-lock.old"] then return "swap" end
+  if t and t.has.db then return copied and "catch-up" or "copy" end
+  return "start"
+end
+
+-- One child of mode "online": killed `delay` seconds after its line `event`
+-- ("start" or "copied") of job `job` (or the first line after, should that one
+-- not come); returns the last ack and the step the kill landed in.
+local function online_round(path, job, event, delay)
+  local p, errfile = H.spawn(WRITER, path, "online")
+  local pid = tonumber((p:read("l") or ""):match("^pid (%d+)$"))
+  assert(pid, H.child_stderr(errfile))
+  local order = { start = 1, copied = 2, done = 3 }
+  local last, running, copied, killed, ino = 0, false, false, false, nil
+  for line in p:lines() do
+    local n = tonumber(line:match("^ack (%d+)$"))
+    local ev, j = line:match("^defrag (%a+) (%d+)$")
+    j = tonumber(j)
+    if n then
+      assert(n > last, "acks out of order: " .. line)
+      last = n
+    elseif ev and order[ev] then
+      running, copied = ev ~= "done", ev == "copied" or (copied and ev ~= "start")
+      if ev == "start" then ino = assert(uv.fs_stat(path)).ino end
+      if not killed and (j > job or j == job and order[ev] >= order[event]) then
+        local t = backend.monotonic() + delay
+        repeat until backend.monotonic() >= t
+        uv.kill(pid, "sigkill")
+        killed = true
+      end
+    else
+      uv.kill(pid, "sigkill")
+      p:close()
+      error(fmt("unexpected line from the child: %s; stderr: %s", line, H.child_stderr(errfile)))
+    end
+  end
+  p:close()   -- the child is gone: its lines are all read
+  assert(killed, "the child stopped by itself; stderr: " .. H.child_stderr(errfile))
+  return last, step_at_kill(path, running, copied, ino)
+end
+
 describe("durability across SIGKILL", function()
   teardown(H.cleanup)
+
+  -- kills land in the copy, the catch-up, the swap and the release of back-to-back
+  -- online defrags of a database that is written and acknowledged all along
+  it("every acknowledged write survives online defrags (online)", function()
+    local path = H.tmppath()
+    local rounds = math.tointeger(tonumber(os.getenv("BACKEND_ONLINE_KILLS"))) or 12
+    local total, steps = 0, { start = 0, copy = 0, ["catch-up"] = 0, swap = 0, release = 0, between = 0 }
+    for round = 1, rounds do
+      -- after its start: in the copy mostly; after its copy: in the catch-up, swap or release
+      local after = ({ "start", "copied" })[math.random(2)]
+      local acked, step = online_round(path, math.random(2), after,
+        after == "start" and log_uniform(0.0005, 0.01) or log_uniform(0.00002, 0.01))
+      assert(acked > total, fmt("round %d: child acknowledged %d after %d survived", round, acked, total))
+      steps[step] = steps[step] + 1
+      total = verify(path, acked, false, true)
+    end
+    local during = rounds - steps.between
+    io.write(fmt("\nonline defrag: %d kills, %d during a defrag (start %d, copy %d, catch-up %d, swap %d, "
+      .. "release %d), %d between two; nothing lost\n", rounds, during, steps.start, steps.copy, steps["catch-up"],
+      steps.swap, steps.release, steps.between))
+    assert(during >= rounds // 2, "too few kills landed during a defrag")
+    assert(steps.copy + steps["catch-up"] > 0, "no kill landed in a defrag's copy or catch-up")
+  end)
 
   for _, mode in ipairs { "force", "busy", "nofsync", "defrag", "defragloop", "bigval" } do
     it(fmt("every acknowledged write survives (%s)", mode), function()

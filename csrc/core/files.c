@@ -585,8 +585,12 @@ static int tmp_make(bk_tmp *t, const char *target, bk_error *err)
     in_dir(marker, t->dir, "/" TMP_MARKER);
     in_dir(t->file, t->dir, "/" TMP_FILE);
     t->markfd = open(marker, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    /* The marker, whole, is durable in the directory before anything else
+     * is made there: a power cut leaves the directory without it only when
+     * it leaves the directory empty. */
     int e = t->markfd < 0 || flock(t->markfd, LOCK_EX | LOCK_NB) < 0 ||
             bk_write_full(t->markfd, tmp_note, sizeof tmp_note - 1) < 0 ||
+            fdatasync(t->markfd) < 0 || bk_fsync_dir(marker) < 0 ||
             fstat(t->markfd, &st) < 0 ? errno : st.st_nlink ? 0 : ENOENT;
     if (!e)
         return BK_OK;
@@ -628,10 +632,16 @@ void bk_tmp_discard(bk_tmp *t)
     char path[PATH_MAX];
     if (!t->dir[0])
         return;
-    for (size_t i = 0; i < TMP_NAMES; i++) {
+    for (size_t i = 0; i < TMP_NAMES - 1; i++) {
         in_dir(path, t->dir, tmp_names[i]);
         unlink(path);
     }
+    /* The marker goes last, once the rest is gone for good (a file renamed
+     * out of the directory included): else a power cut could leave our
+     * files without it, for no sweep to remove. */
+    in_dir(path, t->dir, tmp_names[TMP_NAMES - 1]);
+    bk_fsync_dir(path);
+    unlink(path);
     rmdir(t->dir);
     if (t->markfd >= 0)
         close(t->markfd);

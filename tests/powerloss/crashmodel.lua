@@ -168,8 +168,9 @@ end
 M.status = status
 
 --- The pending units and name changes at crash point c, those that cannot
--- matter left out: changes in a directory whose removal is on disk, and the
--- bytes of files no name can reach (nor of lock files).
+-- matter left out: changes in a directory whose removal is on disk, the bytes
+-- of files no name can reach, and the names and bytes of lock files (a
+-- defrag's own lock file, linked and renamed over the database's, included).
 function M.pending(h, c)
   local dead = {}
   for _, nm in ipairs(h.names) do
@@ -182,8 +183,9 @@ function M.pending(h, c)
   local out, reach = {}, {}
   for _, nm in ipairs(h.names) do
     local s = status(nm, c)
-    if not dead[nm.dir] and s ~= "future" then
-      if type(nm.v) == "table" and nm.kind ~= "del" then reach[nm.v] = true end
+    local file = type(nm.v) == "table"
+    if not dead[nm.dir] and s ~= "future" and not (file and nm.v.lock) then
+      if file and nm.kind ~= "del" then reach[nm.v] = true end
       if s == "pending" then out[#out + 1] = nm end
     end
   end

@@ -13,9 +13,10 @@ local here = arg[0]:match("^(.*)/[^/]*$") or "."
 package.path = here .. "/?.lua;" .. package.path
 
 local backend = require "backend"
-local check = require "backend.check"
+local check = require "backend.tools.check"
 local digest = require "digest"
 local model = require "crashmodel"
+local uv = require "luv"
 
 local fmt = string.format
 local LUA = arg[-1] or "lua5.4"
@@ -141,6 +142,29 @@ function mutants.earlyrename(ev)
   return out
 end
 
+--- The writes to a defrag's new file after its first fsync and before its
+-- rename over db dropped: a swap without the catch-up (the commits made to
+-- the old file meanwhile never applied to the new one).
+function mutants.nocatchup(ev)
+  local out, new, synced = {}, {}, {}
+  for _, e in ipairs(ev) do
+    local keep = true
+    if e.tag == "C" and e.path:match("^db%.backend%-tmp%.[^/]+/db$") then
+      new[e.ino], synced[e.ino] = e.path, false
+    elseif e.tag == "S" and new[e.ino] then
+      synced[e.ino] = true
+    elseif e.tag == "R" and e.to == "db" then
+      for ino, path in pairs(new) do
+        if path == e.from then new[ino] = nil end
+      end
+    elseif (e.tag == "W" or e.tag == "WD") and new[e.ino] and synced[e.ino] then
+      keep = false
+    end
+    if keep then out[#out + 1] = e end
+  end
+  return out
+end
+
 local function history(mutant)
   local log = opts.out .. "/record.log"
   local ev = model.parse(slurp(log), slurp(log .. ".data"))
@@ -201,8 +225,67 @@ end
 
 -- Checking one state -----------------------------------------------------------
 
+--- The online defrags of the log, each with the events that end its steps
+-- and its files: `start` (its "job start" mark); the copy until the new file's
+-- first fsync (`synced`: the copy, and the catch-up rounds before it); the
+-- catch-up until the old lock file gets its second name (`linked`: made just
+-- before the writer's pause); the swap until the directory fsync after the new
+-- file's rename over db (`dirsync`); the release (the temporary directory
+-- removed, the old file let go) until the job reported complete (`done`, its
+-- "name db" mark). `old` and `new`: the files db may be meanwhile.
+local function online_jobs(h)
+  local jobs = {}
+  for _, m in ipairs(h.marks) do
+    if m.text == "job start" then jobs[#jobs + 1] = { start = m.at, old = m.live.db } end
+  end
+  for _, job in ipairs(jobs) do
+    local tmp, renamed
+    for i = job.start + 1, #h.ev do
+      local e = h.ev[i]
+      if not tmp and e.tag == "MK" and e.path:match("^db%.backend%-tmp%.[^/]+$") then
+        tmp = e.path
+      elseif tmp and not job.new and e.tag == "C" and e.path == tmp .. "/db" then
+        for _, nm in ipairs(h.names) do
+          if nm.at == i then job.new = nm.v end
+        end
+        job.ino = e.ino
+      elseif job.ino and not job.synced and e.tag == "S" and e.ino == job.ino then
+        job.synced = i
+      elseif tmp and not job.linked and e.tag == "L" and e.to == tmp .. "/db-lock.old" then
+        job.linked = i
+      elseif tmp and e.tag == "R" and e.from == tmp .. "/db" and e.to == "db" then
+        renamed = i
+      elseif renamed and not job.dirsync and e.tag == "SD" and e.path == "." then
+        job.dirsync = i
+      elseif e.tag == "M" and e.text == "name db" then
+        job.done = i
+        break
+      end
+    end
+    -- a mutant's log may lack some: the steps whose end is missing are empty
+    job.whole = job.new and job.synced and job.linked and job.dirsync and job.done
+      and job.synced < job.linked and true
+    job.done = job.done or #h.ev + 1
+    job.synced = job.synced or job.done
+    job.linked = math.max(job.linked or job.done, job.synced)
+    job.dirsync = math.max(job.dirsync or job.done, job.linked)
+  end
+  return jobs
+end
+
+--- The online defrag at crash point c and its step there, if any.
+local function online_step(jobs, c)
+  for _, job in ipairs(jobs) do
+    if c > job.start and c <= job.done then
+      local step = c <= job.synced and "copy" or c < job.linked and "catch-up"
+        or c <= job.dirsync and "swap" or "release"
+      return job, step
+    end
+  end
+end
+
 local function expectations(h)
-  local e = { hist = {}, files = {}, bolts = {} }
+  local e = { hist = {}, files = {}, bolts = {}, jobs = online_jobs(h) }
   for _, m in ipairs(h.marks) do
     local w = {}
     for x in m.text:gmatch("%S+") do w[#w + 1] = x end
@@ -268,11 +351,23 @@ end
 
 local cache = {}   -- a reported-complete file's verdict, by its content
 
+-- The temporary directories beside path.
+local function temps(path)
+  local dir, base = path:match("^(.*)/([^/]+)$")
+  local out = {}
+  for name in uv.fs_scandir_next, assert(uv.fs_scandir(dir)) do
+    if name:sub(1, #base + 13) == base .. ".backend-tmp." then out[#out + 1] = name end
+  end
+  return out
+end
+
 local function check_db(path, readonly, want)
   local ok, be = pcall(backend.open, { path = path, readonly = readonly, batch_interval = 3600 })
   if not ok then return "does not open: " .. tostring(be) end
   local problems = {}
   if not readonly then
+    local left = temps(path)
+    if #left > 0 then problems[#problems + 1] = "opening it for writing left " .. table.concat(left, " ") end
     local report = check.run(be, { snapshot = false })
     if not report.ok then problems[#problems + 1] = "check: " .. check.describe(report.findings[1]) end
   end
@@ -308,10 +403,23 @@ local function check_bolt(path, want)
   if d ~= want.digest then return fmt("holds %s, reported %s", d, want.digest) end
 end
 
+--- The phase at crash point c: the workload's, with the step of an online defrag.
+local function phase_at(h, exp, c)
+  local _, step = online_step(exp.jobs, c)
+  local phase = promises(h, c).phase
+  return step and phase .. "/" .. step or phase
+end
+
 --- The violations of the state (a list of messages).
 local function check_state(h, exp, c, st, dir)
   local out = {}
   local p = promises(h, c)
+  local job = online_step(exp.jobs, c)
+  if job then
+    if st.names.db ~= nil and st.names.db ~= job.old and st.names.db ~= job.new then
+      out[#out + 1] = "db is neither the file the online defrag started from nor its new one"
+    end
+  end
   local files, dirs = materialize(st, dir)
   local db = st.names.db
   if db == nil then
@@ -345,7 +453,7 @@ local function check_state(h, exp, c, st, dir)
   for name, want in pairs(exp.files) do reported("file", name, want) end
   for name, want in pairs(exp.bolts) do reported("bolt", name, want) end
   cleanup(dir, files, dirs)
-  return out, p.phase
+  return out
 end
 
 -- Running ------------------------------------------------------------------------
@@ -364,7 +472,7 @@ local function worker(mutant, shard, jobs, from)
     for j = 0, p.n - 1 do
       idx = idx + 1
       if idx % jobs == shard and idx >= from then
-        io.stdout:write(fmt("D %d %s %d/%d\n", idx, promises(h, p.c).phase, p.c, j))
+        io.stdout:write(fmt("D %d %s %d/%d\n", idx, phase_at(h, exp, p.c), p.c, j))
         io.stdout:flush()
         local st = model.state(h, p.c, choose(p, j))
         local bad = check_state(h, exp, p.c, st, dir)
@@ -438,7 +546,7 @@ local function show(per, lines, max)
   for phase in pairs(per) do phases[#phases + 1] = phase end
   table.sort(phases)
   for _, phase in ipairs(phases) do
-    print(fmt("  %-9s %6d states, %d violations", phase, per[phase][1], per[phase][2]))
+    print(fmt("  %-16s %6d states, %d violations", phase, per[phase][1], per[phase][2]))
   end
   for i = 1, math.min(#lines, max) do print("  " .. lines[i]) end
   if #lines > max then print(fmt("  ... and %d more", #lines - max)) end
@@ -450,8 +558,21 @@ if cmd == "run" then
   local h = history()
   print(fmt("recorded %d events (%d data units, %d name changes, %d marks); seed %d",
     #h.ev, #h.units, #h.names, #h.marks, opts.seed))
+  local jobs = online_jobs(h)
+  for _, job in ipairs(jobs) do
+    if not job.whole then
+      error(fmt("the online defrag started at event %d does not copy, sync, link, rename, "
+        .. "fsync the directory and report complete in that order", job.start), 0)
+    end
+  end
   local n, v, per, lines = replay()
   show(per, lines, 20)
+  for _, step in ipairs { "copy", "catch-up", "swap", "release" } do
+    if #jobs == 0 or not per["online/" .. step] then
+      print("no state in the online defrags' " .. step)
+      v = v + 1
+    end
+  end
   if v > 0 then
     print(fmt("reproduce a state: %s %s --out %s --seed %d --states %d%s state C/J",
       LUA, arg[0], opts.out, opts.seed, opts.states, opts.small and " --small" or ""))
@@ -461,9 +582,14 @@ if cmd == "run" then
   os.exit(v == 0 and n > 0 and 0 or 1)
 elseif cmd == "mutants" then
   record()
-  local names = { "nodatasync", "nodirsync", "earlyrename" }
+  local names = { "nodatasync", "nodirsync", "earlyrename", "nocatchup" }
   local caught = 0
+  local log = opts.out .. "/record.log"
+  local ev = model.parse(slurp(log), slurp(log .. ".data"))
   for _, name in ipairs(names) do
+    local changed, m = false, mutants[name](ev)
+    for i = 1, math.max(#ev, #m) do changed = changed or ev[i] ~= m[i] end
+    if not changed then error(fmt("mutant %s changes nothing in this recording", name), 0) end
     local n, v, per, lines = replay(name)
     print(fmt("mutant %s: %d violations in %d states: %s", name, v, n, v > 0 and "caught" or "MISSED"))
     show(per, lines, 3)

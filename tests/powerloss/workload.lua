@@ -1,8 +1,8 @@
 --- The recorded workload: run under the plrec.so recorder with PLREC_DIR set to
 -- `dir`. It drives the public API through every operation that writes files
 -- (commits by limit and by interval, map growth, force_commit, a snapshot
--- write_to, defrag, export_bolt, import_bolt, close) and leaves marks in the
--- recorder's log (an fopen of "plrec-mark:..." that the recorder answers):
+-- write_to, defrag, online defrags while writing, export_bolt, import_bolt,
+-- close) and leaves marks in the recorder's log (an fopen of "plrec-mark:..." that the recorder answers):
 --   phase NAME            the operation the following calls belong to
 --   hist K DIGEST         the data after section K (0: before any)
 --   begin K               section K starts: no commit can hold a later one
@@ -10,6 +10,8 @@
 --   file REL DIGEST HASH  a database file reported complete (snapshot, import)
 --   bolt REL DIGEST HASH  an etcd file reported complete (export)
 --   name REL              the name REL was just (re)bound: a defrag's swap
+--   job start|copied      an online defrag is started, its copy seen complete
+--                         (job:progress()); "name db" once it reported complete
 -- The digests are digest.lua's, of the model the workload keeps itself.
 local backend = require "backend"
 local digest = require "digest"
@@ -95,6 +97,32 @@ function workload.run(dir, seed, small)
   mark("ack " .. k)
   mark("name db")
   writes(be, rounds)
+
+  -- online defrags: sections written, some acknowledged, while each job runs
+  mark("phase online")
+  for _ = 1, small and 1 or 2 do
+    mark("job start")   -- before: its thread may make files before the call returns
+    local job = be:defrag { background = true }
+    local copied, i = false, 0
+    repeat
+      i = i + 1
+      section(be)
+      if i % 2 == 0 then
+        be:force_commit()
+        mark("ack " .. k)
+      end
+      if not copied then
+        local done, total = job:progress()
+        copied = total > 0 and done == total
+        if copied then mark("job copied") end
+      end
+    until job:done()
+    job:wait()
+    job:close()
+    mark("name db")
+    writes(be, 3)
+    mark("phase online")
+  end
 
   mark("phase export")
   local ex = backend.export_bolt(be, dir .. "/export.bolt")
