@@ -240,6 +240,20 @@ function ours.w8(ctx)
   return { seconds = now() - t0, size_before = before, size_after = be:size() }
 end
 
+-- Latencies (seconds) sorted in place and summed up in µs: p50, p99, p99.9,
+-- max, and how many took over 1 ms.
+local function latency_summary(lat)
+  local n, stalls = #lat, 0
+  table.sort(lat)
+  for i = n, 1, -1 do
+    if lat[i] <= 1e-3 then break end
+    stalls = stalls + 1
+  end
+  local function pct(p) return n > 0 and lat[math.max(1, math.ceil(n * p))] * 1e6 or 0 end
+  return { p50_us = pct(0.5), p99_us = pct(0.99), p999_us = pct(0.999), max_us = pct(1),
+           stalls_over_1ms = stalls }
+end
+
 -- CRC-32C of every key and value a view sees in BUCKET, read by rows.
 local function view_crc(view)
   local crc, from = 0, ""
@@ -303,19 +317,12 @@ function ours.w11(ctx)
   local stw = copy:defrag()
   copy:close()
   be:close()
-  table.sort(lat)
-  local stalls = 0
-  for i = n, 1, -1 do
-    if lat[i] <= 1e-3 then break end
-    stalls = stalls + 1
-  end
-  local function pct(p) return n > 0 and lat[math.max(1, math.ceil(n * p))] * 1e6 or 0 end
-  return { seconds = r.seconds, stw_seconds = stw_seconds, size_after = r.size_after,
-           stw_size_after = stw.size_after, size_before = r.size_before, puts = n,
-           p50_us = pct(0.5), p999_us = pct(0.999), max_us = n > 0 and lat[n] * 1e6 or 0,
-           stalls_over_1ms = stalls, pause_ms = r.pause_seconds * 1e3,
-           swap_ms = r.swap_seconds * 1e3, view_same = crc_before == crc_after and 1 or 0,
-           data_same = same and 1 or 0 }
+  local out = latency_summary(lat)
+  out.seconds, out.stw_seconds, out.puts = r.seconds, stw_seconds, n
+  out.size_before, out.size_after, out.stw_size_after = r.size_before, r.size_after, stw.size_after
+  out.pause_ms, out.swap_ms = r.pause_seconds * 1e3, r.swap_seconds * 1e3
+  out.view_same, out.data_same = crc_before == crc_after and 1 or 0, same and 1 or 0
+  return out
 end
 
 -- W5: concurrent read tx open+close, ns per op, at several buffer sizes.
@@ -377,16 +384,10 @@ function ours.w9(ctx)
   anon_peak = math.max(anon_peak, rss_kib("RssAnon"))
   local commits = be:commits()
   be:close()
-  table.sort(lat)
-  local stalls = 0
-  for i = n, 1, -1 do
-    if lat[i] <= 1e-3 then break end
-    stalls = stalls + 1
-  end
-  local function pct(p) return lat[math.max(1, math.ceil(n * p))] * 1e6 end
-  return { p50_us = pct(0.5), p99_us = pct(0.99), p999_us = pct(0.999), max_us = lat[n] * 1e6,
-           stalls_over_1ms = stalls, commits = commits, puts = n,
-           anon_growth_bytes = (anon_peak - anon0) * 1024, written_bytes = n * (#keys[1] + #v) }
+  local out = latency_summary(lat)
+  out.commits, out.puts = commits, n
+  out.anon_growth_bytes, out.written_bytes = (anon_peak - anon0) * 1024, n * (#keys[1] + #v)
+  return out
 end
 
 -- M1: memory per buffered write, beyond its key and value.
