@@ -3,9 +3,14 @@
  * workloads as the Lua side, on the same data, straight on LMDB in C.
  *
  *   lmdb_bench WORKLOAD DIR N
+ *   lmdb_bench w6-file|w7-file DIR N SRC
  *
  * WORKLOAD is w1, w2, w3, w3b, w4, w6, w7 or w8; DIR an existing empty directory,
  * whose files made here are removed at the end; N the number of keys (>= 1).
+ * w6-file and w7-file do W6 and W7 on the database file SRC that another
+ * program built (the Lua side's, so that both sides work on the very same
+ * file): w6-file hashes it opened read-only (as the Lua side does: every
+ * bucket, its name then its keys and values), w7-file copies it into DIR.
  * Prints one line of space-separated key=value pairs, always with
  * seconds=<wall clock of the timed part>. Any error: a message on stderr and
  * exit status 1.
@@ -51,6 +56,7 @@ static const char *const file_names[F_COUNT] = {
     "data.db", "data.db-lock", "copy.db", "fresh.db", "fresh.db-lock"
 };
 static char paths[F_COUNT][PATH_MAX];
+static const char *src_path;   /* SRC, for the workloads that take one */
 static int own_files;   /* set once we know none of them existed before */
 
 /* Remove our files; strict: a failure other than "not there" is an error. */
@@ -388,35 +394,111 @@ static void w4(size_t n, const unsigned char *val)
     free(keys);
 }
 
+/* A bucket's name from its LMDB database name, as the module stores it
+ * (csrc/core/bucket.c: 0x00 escaped as 01 01, 0x01 as 01 02). Returns its
+ * length, or 0 for a name the module could not have made. */
+static size_t bucket_name(const MDB_val *dbname, unsigned char *out, size_t cap)
+{
+    const unsigned char *p = dbname->mv_data;
+    size_t n = 0;
+    for (size_t i = 0; i < dbname->mv_size; i++, n++) {
+        if (n == cap || p[i] == 0)
+            return 0;
+        if (p[i] == 1) {
+            if (++i == dbname->mv_size || (p[i] != 1 && p[i] != 2))
+                return 0;
+            out[n] = (unsigned char)(p[i] - 1);
+        } else {
+            out[n] = p[i];
+        }
+    }
+    return n;
+}
+
+/* etcd's hash as the module computes it (csrc/core/hash.c, no keys
+ * ignored): CRC-32C over each bucket's name, in the order of the main
+ * database, then over each of its keys and values. Counts the keys. */
+static uint32_t hash_env(MDB_env *env, size_t *count)
+{
+    MDB_txn *txn;
+    MDB_cursor *names;
+    MDB_val name, nv;
+    MDB_dbi main_dbi;
+    uint32_t crc = 0;
+    int rc;
+    mdb_check(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "mdb_txn_begin");
+    mdb_check(mdb_dbi_open(txn, NULL, 0, &main_dbi), "mdb_dbi_open");
+    mdb_check(mdb_cursor_open(txn, main_dbi, &names), "mdb_cursor_open");
+    *count = 0;
+    for (rc = mdb_cursor_get(names, &name, &nv, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(names, &name, &nv, MDB_NEXT)) {
+        char cname[512];
+        unsigned char bname[512];
+        size_t blen = bucket_name(&name, bname, sizeof bname);
+        MDB_dbi dbi;
+        MDB_cursor *c;
+        MDB_val k, v;
+        if (!blen)
+            continue;
+        if (name.mv_size >= sizeof cname)
+            die("a database name of %zu bytes in the main db", name.mv_size);
+        memcpy(cname, name.mv_data, name.mv_size);   /* no NUL in it: bucket_name */
+        cname[name.mv_size] = 0;
+        mdb_check(mdb_dbi_open(txn, cname, 0, &dbi), "mdb_dbi_open");
+        crc = bk_crc32c(crc, bname, blen);
+        mdb_check(mdb_cursor_open(txn, dbi, &c), "mdb_cursor_open");
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            crc = bk_crc32c(crc, k.mv_data, k.mv_size);
+            crc = bk_crc32c(crc, v.mv_data, v.mv_size);
+            ++*count;
+        }
+        if (rc != MDB_NOTFOUND)
+            mdb_check(rc, "mdb_cursor_get");
+        mdb_cursor_close(c);
+    }
+    if (rc != MDB_NOTFOUND)
+        mdb_check(rc, "mdb_cursor_get");
+    mdb_cursor_close(names);
+    mdb_txn_abort(txn);
+    return crc;
+}
+
+/* Hashes env twice: the first pass after other work costs more on some VMs
+ * (the mapped pages made accessible again: bench/README.md), the second is
+ * timed, as the Lua side's is, on a warm mapping (first_seconds: the first). */
+static void hash_twice(MDB_env *env)
+{
+    size_t count;
+    double t0 = now();
+    uint32_t first = hash_env(env, &count);
+    double t1 = now();
+    uint32_t crc = hash_env(env, &count);
+    double t2 = now();
+    if (crc != first)
+        die("two hashes of the same data differ");
+    out(" seconds=%.6f hash=%u keys=%zu first_seconds=%.6f", t2 - t1, (unsigned)crc, count, t1 - t0);
+}
+
 static void w6(size_t n, const unsigned char *val)
 {
     unsigned char *keys = random_keys(n);
     MDB_env *env;
     MDB_dbi dbi;
-    MDB_txn *txn;
-    MDB_cursor *c;
-    MDB_val k, v;
-    size_t count = 0;
-    int rc;
     build_w1(&env, &dbi, keys, n, val);
-    double t0 = now();
-    mdb_check(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "mdb_txn_begin");
-    mdb_check(mdb_cursor_open(txn, dbi, &c), "mdb_cursor_open");
-    uint32_t crc = bk_crc32c(0, DB_NAME, strlen(DB_NAME));
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        crc = bk_crc32c(crc, k.mv_data, k.mv_size);
-        crc = bk_crc32c(crc, v.mv_data, v.mv_size);
-        count++;
-    }
-    if (rc != MDB_NOTFOUND)
-        mdb_check(rc, "mdb_cursor_get");
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
-    double secs = now() - t0;
-    out(" seconds=%.6f hash=%u keys=%zu", secs, (unsigned)crc, count);
+    hash_twice(env);
     mdb_env_close(env);
     free(keys);
+}
+
+/* The hash of SRC, opened read-only beside the program that has it open. */
+static void w6_file(size_t n, const unsigned char *val)
+{
+    (void)n;
+    (void)val;
+    MDB_env *env = env_open_flags(src_path, MDB_RDONLY);
+    hash_twice(env);
+    mdb_env_close(env);
 }
 
 /* Copy from in to out with read/write, from the current offsets to EOF. */
@@ -429,7 +511,7 @@ static uint64_t copy_rw(int in, int outfd)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
-            die("read %s: %s", paths[F_DATA], strerror(errno));
+            die("read: %s", strerror(errno));
         if (r == 0)
             break;
         for (ssize_t off = 0; off < r;) {
@@ -446,26 +528,21 @@ static uint64_t copy_rw(int in, int outfd)
     return total;
 }
 
-static void w7(size_t n, const unsigned char *val)
+/* A plain copy of the file src to dst, fsync'd: copy_file_range (read and
+ * write where the kernel cannot). Returns the seconds it took. */
+static double copy_file(const char *src, const char *dst, uint64_t *bytes)
 {
-    unsigned char *keys = random_keys(n);
-    MDB_env *env;
-    MDB_dbi dbi;
     struct stat st;
     uint64_t total = 0;
-    build_w1(&env, &dbi, keys, n, val);
-    mdb_env_close(env);
-    free(keys);
-
     double t0 = now();
-    int in = open(paths[F_DATA], O_RDONLY | O_CLOEXEC);
+    int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0)
-        die("open %s: %s", paths[F_DATA], strerror(errno));
+        die("open %s: %s", src, strerror(errno));
     if (fstat(in, &st) < 0)
-        die("fstat %s: %s", paths[F_DATA], strerror(errno));
-    int outfd = open(paths[F_COPY], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        die("fstat %s: %s", src, strerror(errno));
+    int outfd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (outfd < 0)
-        die("open %s: %s", paths[F_COPY], strerror(errno));
+        die("open %s: %s", dst, strerror(errno));
     for (;;) {
         ssize_t r = copy_file_range(in, NULL, outfd, NULL, (size_t)1 << 30, 0);
         if (r < 0 && errno == EINTR)
@@ -476,21 +553,45 @@ static void w7(size_t n, const unsigned char *val)
             break;
         }
         if (r < 0)
-            die("copy_file_range %s: %s", paths[F_COPY], strerror(errno));
+            die("copy_file_range %s: %s", dst, strerror(errno));
         if (r == 0)
             break;
         total += (uint64_t)r;
     }
     if (fsync(outfd) < 0)
-        die("fsync %s: %s", paths[F_COPY], strerror(errno));
+        die("fsync %s: %s", dst, strerror(errno));
     if (close(outfd) < 0)
-        die("close %s: %s", paths[F_COPY], strerror(errno));
+        die("close %s: %s", dst, strerror(errno));
     if (close(in) < 0)
-        die("close %s: %s", paths[F_DATA], strerror(errno));
+        die("close %s: %s", src, strerror(errno));
     double secs = now() - t0;
     if (total != (uint64_t)st.st_size)
         die("copied %" PRIu64 " bytes of %" PRIu64, total, (uint64_t)st.st_size);
-    out(" seconds=%.6f bytes=%" PRIu64, secs, total);
+    *bytes = total;
+    return secs;
+}
+
+static void w7(size_t n, const unsigned char *val)
+{
+    unsigned char *keys = random_keys(n);
+    MDB_env *env;
+    MDB_dbi dbi;
+    uint64_t bytes;
+    build_w1(&env, &dbi, keys, n, val);
+    mdb_env_close(env);
+    free(keys);
+    double secs = copy_file(paths[F_DATA], paths[F_COPY], &bytes);
+    out(" seconds=%.6f bytes=%" PRIu64, secs, bytes);
+}
+
+/* A plain copy of SRC, fsync'd. */
+static void w7_file(size_t n, const unsigned char *val)
+{
+    (void)n;
+    (void)val;
+    uint64_t bytes;
+    double secs = copy_file(src_path, paths[F_COPY], &bytes);
+    out(" seconds=%.6f bytes=%" PRIu64, secs, bytes);
 }
 
 static void w8(size_t n, const unsigned char *val)
@@ -569,9 +670,11 @@ static void w8(size_t n, const unsigned char *val)
 static const struct {
     const char *name;
     void (*run)(size_t n, const unsigned char *val);
+    int takes_src;
 } workloads[] = {
-    { "w1", w1 }, { "w2", w2 }, { "w3", w3 }, { "w3b", w3b }, { "w4", w4 },
-    { "w6", w6 }, { "w7", w7 }, { "w8", w8 },
+    { "w1", w1, 0 }, { "w2", w2, 0 }, { "w3", w3, 0 }, { "w3b", w3b, 0 }, { "w4", w4, 0 },
+    { "w6", w6, 0 }, { "w7", w7, 0 }, { "w8", w8, 0 },
+    { "w6-file", w6_file, 1 }, { "w7-file", w7_file, 1 },
 };
 
 int main(int argc, char **argv)
@@ -581,12 +684,18 @@ int main(int argc, char **argv)
     char *end;
     unsigned char val[VAL_LEN];
 
-    if (argc != 4)
-        die("usage: lmdb_bench WORKLOAD DIR N (WORKLOAD: w1 w2 w3 w3b w4 w6 w7 w8)");
+#define USAGE "usage: lmdb_bench WORKLOAD DIR N, or lmdb_bench w6-file|w7-file DIR N SRC " \
+              "(WORKLOAD: w1 w2 w3 w3b w4 w6 w7 w8)"
+    if (argc < 4)
+        die(USAGE);
     for (w = 0; w < nw && strcmp(argv[1], workloads[w].name); w++)
         ;
     if (w == nw)
-        die("unknown workload '%s' (w1 w2 w3 w3b w4 w6 w7 w8)", argv[1]);
+        die("unknown workload '%s'; " USAGE, argv[1]);
+    if (argc != 4 + workloads[w].takes_src)
+        die(USAGE);
+    if (workloads[w].takes_src)
+        src_path = argv[4];
     errno = 0;
     unsigned long long n = strtoull(argv[3], &end, 10);
     if (errno || end == argv[3] || *end || argv[3][0] == '-' || n < 1 ||
