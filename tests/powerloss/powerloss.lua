@@ -569,8 +569,12 @@ if cmd == "run" then
   show(per, lines, 20)
   for _, step in ipairs { "copy", "catch-up", "swap", "release" } do
     if #jobs == 0 or not per["online/" .. step] then
-      print("no state in the online defrags' " .. step)
-      v = v + 1
+      -- The catch-up after the copy's fsync has I/O only when commits came
+      -- during that fsync: timing, which the short run (one small job) may
+      -- not give. The full run must cover every step.
+      local required = not (opts.small and step == "catch-up")
+      print("no state in the online defrags' " .. step .. (required and "" or " (not required here)"))
+      if required then v = v + 1 end
     end
   end
   if v > 0 then
