@@ -401,8 +401,12 @@ static int run(bk_defrag_job *job, bk_env **old, bk_error *err)
     pthread_mutex_lock(&be->txn_mu);
     be->defrag_src = NULL;
     pthread_mutex_unlock(&be->txn_mu);
-    /* Catch up until what is left is small, make the copy durable, then
-     * once more: the pause applies only what came during the fsync. */
+    /* The copy is made durable as soon as it is whole (its bulk: the
+     * fsync before the pause then flushes only the catch-up's pages). */
+    if (!rc && !be->cfg.no_fsync && (rc = mdb_env_sync(dst->mdb, 1)))
+        rc = bk_write_fail(be, err, rc, "defrag: syncing the new file");
+    /* Catch up until what is left is small, make that durable, then once
+     * more: the pause applies only what came during the fsync. */
     for (int round = 0; !rc; round++) {
         rc = catch_up(be, dst, 0, &writes, &last_id, err);
         if (!rc && cancelled(job))

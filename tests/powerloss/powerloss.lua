@@ -131,6 +131,8 @@ function mutants.earlyrename(ev)
     if e.tag == "R" then
       local ino = names_of(out, i - 1)[e.from]
       for j = i - 1, 1, -1 do
+        -- not past the file's creation: an older file may have had its inode
+        if out[j].tag == "C" and out[j].ino == ino then break end
         if out[j].tag == "S" and out[j].ino == ino then
           table.remove(out, i)
           table.insert(out, j, e)
@@ -569,12 +571,8 @@ if cmd == "run" then
   show(per, lines, 20)
   for _, step in ipairs { "copy", "catch-up", "swap", "release" } do
     if #jobs == 0 or not per["online/" .. step] then
-      -- The catch-up after the copy's fsync has I/O only when commits came
-      -- during that fsync: timing, which the short run (one small job) may
-      -- not give. The full run must cover every step.
-      local required = not (opts.small and step == "catch-up")
-      print("no state in the online defrags' " .. step .. (required and "" or " (not required here)"))
-      if required then v = v + 1 end
+      print("no state in the online defrags' " .. step)
+      v = v + 1
     end
   end
   if v > 0 then
@@ -590,18 +588,28 @@ elseif cmd == "mutants" then
   local caught = 0
   local log = opts.out .. "/record.log"
   local ev = model.parse(slurp(log), slurp(log .. ".data"))
+  local applied = 0
   for _, name in ipairs(names) do
     local changed, m = false, mutants[name](ev)
     for i = 1, math.max(#ev, #m) do changed = changed or ev[i] ~= m[i] end
-    if not changed then error(fmt("mutant %s changes nothing in this recording", name), 0) end
-    local n, v, per, lines = replay(name)
-    print(fmt("mutant %s: %d violations in %d states: %s", name, v, n, v > 0 and "caught" or "MISSED"))
-    show(per, lines, 3)
-    if v > 0 then caught = caught + 1 end
+    -- nocatchup needs commits during an online defrag's copy: thread timing,
+    -- which a short recording may not have; the others always apply.
+    if not changed and name ~= "nocatchup" then
+      error(fmt("mutant %s changes nothing in this recording", name), 0)
+    end
+    if changed then
+      applied = applied + 1
+      local n, v, per, lines = replay(name)
+      print(fmt("mutant %s: %d violations in %d states: %s", name, v, n, v > 0 and "caught" or "MISSED"))
+      show(per, lines, 3)
+      if v > 0 then caught = caught + 1 end
+    else
+      print(fmt("mutant %s: changes nothing in this recording (no commit came during its copy)", name))
+    end
   end
   print(fmt("%.1f s", backend.monotonic() - t0))
-  print(fmt("mutants: %d/%d caught", caught, #names))
-  os.exit(caught == #names and 0 or 1)
+  print(fmt("mutants: %d/%d caught (%d of %d apply to this recording)", caught, applied, applied, #names))
+  os.exit(caught == applied and 0 or 1)
 elseif cmd == "state" then
   local c, j = (cmdarg or ""):match("^(%d+)/(%d+)$")
   if not c then error("state C/J expected", 0) end
