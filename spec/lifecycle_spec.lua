@@ -137,6 +137,34 @@ describe("lifecycle", function()
       assert.are.equal("26", be:_committed_get("test", "z"))
     end)
 
+    it("a ConcurrentReadTx has no finalizer: left open, its group closes it once every tx of the group is collected",
+      function()
+      assert.is_nil(getmetatable(be:concurrent_read_tx()).__gc)
+      collectgarbage(); collectgarbage()
+      local base = be:open_read_tx_n()
+      local kept = {}
+      local function scope()
+        for i = 1, 200 do   -- groups of 64: views 1-64, 65-128, 129-192, 193-200
+          local ctx = be:concurrent_read_tx()
+          if i == 10 or i == 150 then kept[#kept + 1] = ctx end
+        end
+      end
+      scope()
+      collectgarbage(); collectgarbage()
+      -- the groups of the two kept txs stay, with all their open views
+      assert.are.equal(base + 128, be:open_read_tx_n())
+      section(be, function(tx) tx:put("test", "a", "changed") end)
+      be:force_commit()
+      for _, ctx in ipairs(kept) do assert.are.equal("1", ctx:get("test", "a")) end
+      kept[1]:close()
+      collectgarbage(); collectgarbage()
+      assert.are.equal(base + 127, be:open_read_tx_n())
+      kept = nil -- luacheck: ignore 311
+      collectgarbage(); collectgarbage()
+      assert.are.equal(base, be:open_read_tx_n())
+      section(be, function(tx) tx:put("test", "a", "1") end)
+    end)
+
     it("many short-lived read txs do not exhaust reader slots", function()
       local b = backend.open_tmp { max_readers = 16 }
       finally(function() b:close() end)

@@ -165,13 +165,7 @@ static int l_read_tx(lua_State *L)
 
 static int l_concurrent_read_tx(lua_State *L)
 {
-    lbackend *lb = bl_check_backend(L, 1);
-    bk_error err;
-    ltx *t = bl_new_ud(L, sizeof *t, 0, T_CRT);
-    memset(t, 0, sizeof *t);
-    if (bk_view_open(lb->be, &t->view, &err))
-        return bl_raise(L, &err);
-    return 1;
+    return bl_crt_open(L, bl_check_backend(L, 1), 1);
 }
 
 static int l_snapshot(lua_State *L)

@@ -26,7 +26,7 @@
 #pragma GCC visibility push(hidden)
 
 /* The userdata types; TYPES[t] names t's metatable. */
-enum { T_BACKEND, T_BATCH, T_READ, T_CRT, T_ROWS, T_SNAP, T_BOLT, T_JOB, NTYPES };
+enum { T_BACKEND, T_BATCH, T_READ, T_CRT, T_ROWS, T_SNAP, T_BOLT, T_JOB, T_GROUP, NTYPES };
 extern const char *const TYPES[NTYPES];
 #define MT_RESULT "backend.Result"   /* the scratch buffer's, below */
 
@@ -44,10 +44,11 @@ typedef struct lshared {
     const void *mts[NTYPES];
 } lshared;
 
-/* Backend user values. The BatchTx has one, UV_TIES: a table with weak
- * values, [TIE_OWNER] the coroutine that took the lock, [TIE_BACKEND] the
- * Backend (for its logger; the tx does not keep it alive). */
-enum { UV_BATCH = 1, UV_READ, UV_LOGGER, UV_COUNT = UV_LOGGER };
+/* Backend user values (UV_VIEWS: a table with weak values, [1] the current
+ * group of ConcurrentReadTxs, crt.c). The BatchTx has one, UV_TIES: a table
+ * with weak values, [TIE_OWNER] the coroutine that took the lock,
+ * [TIE_BACKEND] the Backend (for its logger; the tx does not keep it alive). */
+enum { UV_BATCH = 1, UV_READ, UV_LOGGER, UV_VIEWS, UV_COUNT = UV_VIEWS };
 enum { UV_TIES = 1, TIE_OWNER = 1, TIE_BACKEND = 2 };
 
 typedef struct lbackend {
@@ -58,6 +59,8 @@ typedef struct ltx {
     bk_backend *be;      /* own reference; NULL in a CRT (its view has one) */
     bk_view *view;       /* ReadTx between rlock and runlock; CRT until close */
     int rlocks;
+    struct lgroup *group;   /* a CRT's group (crt.c) until close, and its slot */
+    int slot;
 } ltx;
 /* Rows: the result of one read, in one block: key i (from 0) is
  * data[bounds[2i], bounds[2i + 1]), its value runs to bounds[2i + 2]. */
@@ -132,6 +135,13 @@ lbackend *bl_check_backend(lua_State *L, int i);
 void bl_read_config(lua_State *L, int i, const char *fname, bk_config *cfg);
 int bl_open(lua_State *L);
 void bl_open_backend(lua_State *L);
+
+/* ---- crt.c: a ConcurrentReadTx of the Backend lb at index b, pushed;
+ * its close ---- */
+
+int bl_crt_open(lua_State *L, lbackend *lb, int b);
+void bl_crt_close(ltx *t);
+void bl_open_crt(lua_State *L);
 
 /* ---- tx.c, snapshot.c, boltfile.c ---- */
 

@@ -10,7 +10,7 @@ const char *const TYPES[NTYPES] = {
     [T_BACKEND] = "backend.Backend", [T_BATCH] = "backend.BatchTx",
     [T_READ] = "backend.ReadTx", [T_CRT] = "backend.ConcurrentReadTx",
     [T_ROWS] = "backend.Rows", [T_SNAP] = "backend.Snapshot", [T_BOLT] = "backend.BoltFile",
-    [T_JOB] = "backend.DefragJob",
+    [T_JOB] = "backend.DefragJob", [T_GROUP] = "backend.ViewGroup",
 };
 
 /* ---- errors and arguments ---- */

@@ -152,6 +152,7 @@ BL_EXPORT int luaopen_backend_core(lua_State *L)
 
     bl_open_backend(L);
     bl_open_tx(L);
+    bl_open_crt(L);
     bl_open_rows(L);
     bl_open_snapshot(L);
     bl_open_boltfile(L);

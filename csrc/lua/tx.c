@@ -123,14 +123,19 @@ static void check_query(lua_State *L, const char *fname, bk_query *q, bk_slice *
     q->limit = bl_opt_integer(L, 5, fname);
 }
 
-/* keys, values: two tables. */
-static void push_results(lua_State *L, bk_result *r)
+/* keys, values: two tables. key_arg: the stack index of the one key
+ * every row has (a range of a single key), pushed as it is instead of a
+ * copy (one string less to make and collect); 0 for none. */
+static void push_results(lua_State *L, bk_result *r, int key_arg)
 {
     lua_createtable(L, (int)r->count, 0);
     lua_createtable(L, (int)r->count, 0);
     for (size_t i = 0; i < r->count; i++) {
         bk_slice k = bk_result_key(r, i), v = bk_result_value(r, i);
-        lua_pushlstring(L, k.data, k.len);
+        if (key_arg)
+            lua_pushvalue(L, key_arg);
+        else
+            lua_pushlstring(L, k.data, k.len);
         lua_rawseti(L, -3, (lua_Integer)i + 1);
         lua_pushlstring(L, v.data, v.len);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
@@ -150,7 +155,7 @@ static int do_query(lua_State *L, const tx_kind *k, int as_rows)
         bl_push_rows(L, r);
         return 1;
     }
-    push_results(L, r);
+    push_results(L, r, q.to ? 0 : 3);
     return 2;
 }
 
@@ -165,7 +170,7 @@ static int do_get(lua_State *L, const tx_kind *k)
 static int do_buckets(lua_State *L, const tx_kind *k)
 {
     ltx *t = k->check(L);
-    push_results(L, read_scratch(L, k, t, NULL));
+    push_results(L, read_scratch(L, k, t, NULL), 0);
     lua_pop(L, 1);   /* the names only */
     return 1;
 }
@@ -516,7 +521,8 @@ static int l_crt_noop(lua_State *L)
 
 static int l_crt_close(lua_State *L)
 {
-    return tx_free(bl_check_ud(L, 1, T_CRT));
+    bl_crt_close(bl_check_ud(L, 1, T_CRT));
+    return 0;
 }
 
 static int l_crt_tostring(lua_State *L)
@@ -553,7 +559,7 @@ void bl_open_tx(lua_State *L)
         { "range", l_crt_range }, { "rows", l_crt_rows }, { "get", l_crt_get },
         { "pairs", l_crt_pairs }, { "buckets", l_crt_buckets }, { NULL, NULL } };
     static const luaL_Reg crt_meta[] = {
-        { "__gc", l_crt_close }, { "__close", l_crt_close },
+        { "__close", l_crt_close },   /* no __gc: crt.c */
         { "__tostring", l_crt_tostring }, { NULL, NULL } };
     bl_new_type(L, T_BATCH, batch_m, batch_meta);
     bl_new_type(L, T_READ, read_m, read_meta);
