@@ -402,7 +402,7 @@ function ours.w5(ctx)
   be:close()
   -- The Lua floor, same heap: as many objects, each made and closed by a
   -- method call, with no engine: what a view's object costs Lua (no
-  -- finalizer: a ConcurrentReadTx shares one with up to 63 others).
+  -- finalizer: a ConcurrentReadTx shares one with up to 15 others).
   local floor_mt = { __index = { close = function() end }, __close = function() end }
   local t0 = now()
   for _ = 1, ops do setmetatable({}, floor_mt):close() end

@@ -144,7 +144,7 @@ describe("lifecycle", function()
       local base = be:open_read_tx_n()
       local kept = {}
       local function scope()
-        for i = 1, 200 do   -- groups of 64: views 1-64, 65-128, 129-192, 193-200
+        for i = 1, 200 do   -- groups of 16: views 1-16, ..., 145-160, ..., 193-200
           local ctx = be:concurrent_read_tx()
           if i == 10 or i == 150 then kept[#kept + 1] = ctx end
         end
@@ -152,15 +152,44 @@ describe("lifecycle", function()
       scope()
       collectgarbage(); collectgarbage()
       -- the groups of the two kept txs stay, with all their open views
-      assert.are.equal(base + 128, be:open_read_tx_n())
+      assert.are.equal(base + 32, be:open_read_tx_n())
       section(be, function(tx) tx:put("test", "a", "changed") end)
       be:force_commit()
       for _, ctx in ipairs(kept) do assert.are.equal("1", ctx:get("test", "a")) end
       kept[1]:close()
       collectgarbage(); collectgarbage()
-      assert.are.equal(base + 127, be:open_read_tx_n())
+      assert.are.equal(base + 31, be:open_read_tx_n())
       kept = nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
+      assert.are.equal(base, be:open_read_tx_n())
+      section(be, function(tx) tx:put("test", "a", "1") end)
+    end)
+
+    it("a finalizer that reaches a ConcurrentReadTx after its group closed it finds it closed", function()
+      collectgarbage(); collectgarbage()
+      local base = be:open_read_tx_n()
+      local seen = {}
+      do   -- the owner's finalizer is set before the tx's group exists: the group's runs first
+        local owner = setmetatable({}, { __gc = function(o)
+          seen[#seen + 1] = tostring(o.crt)
+          seen[#seen + 1] = select(2, pcall(o.crt.get, o.crt, "test", "a"))
+          o.crt:close()
+          seen.crt = o.crt   -- resurrected for good
+        end })
+        owner.crt = be:concurrent_read_tx()
+      end
+      collectgarbage(); collectgarbage()
+      assert.are.equal(base, be:open_read_tx_n())
+      assert.are.equal("backend.ConcurrentReadTx (closed)", seen[1])
+      assert.matches("concurrent read tx is closed", seen[2], 1, true)
+      -- the views handed out next are not the closed one's
+      section(be, function(tx) tx:put("test", "a", "changed") end)
+      local c1, c2 = be:concurrent_read_tx(), be:concurrent_read_tx()
+      H.raises("concurrent read tx is closed", seen.crt.get, seen.crt, "test", "a")
+      seen.crt:close()
+      c1:close()
+      assert.are.equal("changed", c2:get("test", "a"))
+      c2:close()
       assert.are.equal(base, be:open_read_tx_n())
       section(be, function(tx) tx:put("test", "a", "1") end)
     end)

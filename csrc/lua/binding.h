@@ -141,6 +141,7 @@ void bl_open_backend(lua_State *L);
 
 int bl_crt_open(lua_State *L, lbackend *lb, int b);
 void bl_crt_close(ltx *t);
+bk_view *bl_crt_view(ltx *t);
 void bl_open_crt(lua_State *L);
 
 /* ---- tx.c, snapshot.c, boltfile.c ---- */

@@ -6,13 +6,19 @@
  * CRT_GROUP txs opened one after another, which each of them keeps alive
  * (its user value). When the last of them is collected, the group closes
  * the views they left open; close() takes its view off the list first.
- * The Backend holds its current group weakly (UV_VIEWS), so a group of
- * unreachable txs is collected before it is full. */
+ * The slot is the one record of whether a view is open: a finalizer may
+ * reach a tx after its group's __gc ran (both unreachable at once), and
+ * then finds it closed. The Backend holds its current group weakly
+ * (UV_VIEWS), so a group of unreachable txs is collected before it is
+ * full. (The debug library can detach a group, or call its __gc: then
+ * all bets are off, as for any userdata.) */
 #include "binding.h"
 
 #include <string.h>
 
-#define CRT_GROUP 64
+/* A long-lived tx keeps the views of its group that were left to the
+ * collector open: 16 bounds that, and pays for a finalizer per 16. */
+#define CRT_GROUP 16
 
 typedef struct lgroup {
     int used;                       /* slots given out, never reused */
@@ -60,8 +66,21 @@ int bl_crt_open(lua_State *L, lbackend *lb, int b)
     return 1;
 }
 
+/* The tx's view, NULL once closed by close() or by its group's __gc (which
+ * may run before a finalizer that still reaches the tx: resurrection). */
+bk_view *bl_crt_view(ltx *t)
+{
+    if (t->group && !t->group->views[t->slot]) {
+        t->group = NULL;
+        t->view = NULL;
+    }
+    return t->view;
+}
+
 void bl_crt_close(ltx *t)
 {
+    if (!bl_crt_view(t))
+        return;
     if (t->group)
         t->group->views[t->slot] = NULL;
     t->group = NULL;

@@ -30,7 +30,7 @@ static ltx *check_read(lua_State *L)
 static ltx *check_crt(lua_State *L)
 {
     ltx *t = bl_check_ud(L, 1, T_CRT);
-    if (!t->view)
+    if (!bl_crt_view(t))
         bl_fail(L, "concurrent read tx is closed");
     return t;
 }
@@ -64,7 +64,7 @@ static void read_ready(lua_State *L, ltx *t)
 
 static void crt_ready(lua_State *L, ltx *t)
 {
-    if (!t->view)
+    if (!bl_crt_view(t))
         bl_fail(L, "concurrent read tx is closed");
     view_ready(L, t);
 }
@@ -529,7 +529,7 @@ static int l_crt_tostring(lua_State *L)
 {
     ltx *t = bl_check_ud(L, 1, T_CRT);
     bk_error err;
-    return bl_push_state(L, T_CRT, t, t->view ? bk_view_check(t->view, &err) : BK_ECLOSED);
+    return bl_push_state(L, T_CRT, t, bl_crt_view(t) ? bk_view_check(t->view, &err) : BK_ECLOSED);
 }
 
 void bl_open_tx(lua_State *L)
