@@ -62,6 +62,7 @@ build = {
             "csrc/lua/backend_ud.c",
             "csrc/lua/boltfile.c",
             "csrc/lua/common.c",
+            "csrc/lua/crt.c",
             "csrc/lua/defrag.c",
             "csrc/lua/interrupt.c",
             "csrc/lua/logs.c",
