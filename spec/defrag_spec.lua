@@ -128,6 +128,36 @@ describe("defrag", function()
     assert.are.equal(hash, again:hash())
   end)
 
+  it("Ctrl-C (a real SIGINT) during job:wait() raises 'interrupted!' there; the defrag goes on", function()
+    local child, errfile = H.spawn([[
+      local backend = require "backend"
+      local be = backend.open { path = arg[1], batch_interval = 3600 }
+      be:update(function(tx)
+        tx:create_bucket("b")
+        for i = 1, 300000 do tx:put("b", string.format("k%07d", i), string.rep("v", 1000)) end
+      end)
+      be:force_commit()
+      local job = be:defrag { background = true }
+      local stat = assert(io.open("/proc/self/stat"))
+      io.stdout:write("ready ", stat:read("n"), "\n")
+      stat:close()
+      io.stdout:flush()
+      local ok, err = pcall(job.wait, job)
+      io.stdout:write(tostring(ok), " ", tostring(backend.interrupted(err)), " ", tostring(job:done()), "\n")
+      local r = job:wait()
+      io.stdout:write("done ", tostring(r.size_after > 0), " ", be:open_read_tx_n(), "\n")
+      be:close()
+    ]], H.tmppath("interrupted.db"))
+    local line = child:read("l")
+    local pid = math.tointeger(tonumber(line and line:match("^ready (%d+)$")))
+    if pid then H.kill(pid, "INT") end
+    local out = child:read("a")
+    local _, _, code = child:close()
+    assert(pid, fmt("never ready: %q %q", tostring(line) .. out, H.read_file(errfile)))
+    -- raised while the job ran (not as it ended), and the job went on to the end
+    assert.are.same({ 0, "false true false\ndone true 0\n" }, { code, out }, H.read_file(errfile))
+  end)
+
   it("bad options raise; read-only and closed backends refuse", function()
     local be = fragmented(10)
     H.raises("unknown option", be.defrag, be, { backgrund = true })

@@ -255,6 +255,9 @@ void bk_defrag_progress(bk_defrag_job *job, uint64_t *copied, uint64_t *total);
 /* Waits for the end: its result, or its error (BK_ECANCELED if cancelled;
  * the old file is then still the database). Any thread, any number. */
 int bk_defrag_wait(bk_defrag_job *job, bk_defrag_result *res, bk_error *err);
+/* Waits at most `seconds` for the end: whether it has ended (then
+ * bk_defrag_wait returns at once). */
+int bk_defrag_wait_for(bk_defrag_job *job, double seconds);
 /* Asks it to stop before its swap; returns at once (bk_defrag_wait). */
 void bk_defrag_cancel(bk_defrag_job *job);
 /* Drops the caller's reference; a running defrag goes on (bk_close

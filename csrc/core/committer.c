@@ -305,14 +305,6 @@ static void release_group(memtable *m, int nm)
     }
 }
 
-static struct timespec abs_time(double t)
-{
-    struct timespec ts;
-    ts.tv_sec = (time_t)t;
-    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-    return ts;
-}
-
 /* Ask for the active batch to be queued: at once if nobody holds the batch
  * lock, else at the holder's unlock (the committer never waits on writers). */
 static void request_rotation(bk_backend *be)
@@ -403,7 +395,7 @@ static void *committer_main(void *arg)
         double wake = next_tick;
         if (be->nqueue > 0 && retry_at < wake)
             wake = retry_at;
-        struct timespec ts = abs_time(wake);
+        struct timespec ts = bk_abs_time(wake);
         pthread_cond_timedwait(&be->ccv, &be->cmu, &ts);
     }
     be->committer_running = 0;

@@ -587,6 +587,17 @@ int bk_defrag_wait(bk_defrag_job *job, bk_defrag_result *res, bk_error *err)
     return rc;
 }
 
+int bk_defrag_wait_for(bk_defrag_job *job, double seconds)
+{
+    struct timespec until = bk_abs_time(bk_now() + seconds);
+    pthread_mutex_lock(&job->mu);
+    while (!job->done && pthread_cond_timedwait(&job->cv, &job->mu, &until) != ETIMEDOUT)
+        ;
+    int done = job->done;
+    pthread_mutex_unlock(&job->mu);
+    return done;
+}
+
 void bk_defrag_cancel(bk_defrag_job *job)
 {
     __atomic_store_n(&job->cancel, 1, __ATOMIC_RELEASE);

@@ -136,6 +136,14 @@ double bk_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+struct timespec bk_abs_time(double t)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    return ts;
+}
+
 int bk_slice_cmp(bk_slice a, bk_slice b)
 {
     return mt_keycmp(a.data, a.len, b.data, b.len);

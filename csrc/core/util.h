@@ -6,6 +6,8 @@
 
 #include "backend.h"
 
+#include <time.h>
+
 #pragma GCC visibility push(hidden)   /* as in backend.h */
 
 /* Fills err (code and a printf message) and returns code. */
@@ -21,6 +23,8 @@ int bk_write_full(int fd, const char *buf, size_t len);
 /* fsync the directory holding path: -1 and errno on failure. */
 int bk_fsync_dir(const char *path);
 double bk_now(void);
+/* bk_now's time t as pthread_cond_timedwait's deadline (CLOCK_REALTIME). */
+struct timespec bk_abs_time(double t);
 /* Byte order, a prefix first: the order of keys and bucket names. */
 int bk_slice_cmp(bk_slice a, bk_slice b);
 

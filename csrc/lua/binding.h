@@ -129,6 +129,16 @@ bk_slice bl_rows_part(lrows *rows, size_t j);
 void bl_push_part(lua_State *L, lrows *rows, size_t j);
 void bl_open_rows(lua_State *L);
 
+/* ---- module.c: Ctrl-C during a wait in C. lua.c (and catch_interrupt)
+ * take a SIGINT by setting a hook on the main thread, which runs only
+ * once C returns. A wait takes the hook before it blocks, waits in
+ * slices, and between them bl_check_interrupt raises "interrupted!" (as
+ * the hook would, and in place of it) if the hook has changed. ---- */
+
+typedef struct bl_hookstate { lua_Hook hook; int mask, count; } bl_hookstate;
+void bl_hook_save(lua_State *L, bl_hookstate *s);
+void bl_check_interrupt(lua_State *L, const bl_hookstate *s);
+
 /* ---- backend_ud.c ---- */
 
 lbackend *bl_check_backend(lua_State *L, int i);

@@ -80,11 +80,17 @@ static int l_job_done(lua_State *L)
     return 1;
 }
 
+/* A Ctrl-C while waiting raises "interrupted!"; the defrag goes on. */
 static int l_job_wait(lua_State *L)
 {
+    bk_defrag_job *job = check_job(L)->job;
     bk_defrag_result r;
     bk_error err;
-    if (bk_defrag_wait(check_job(L)->job, &r, &err))
+    bl_hookstate hooks;
+    bl_hook_save(L, &hooks);
+    while (!bk_defrag_wait_for(job, 0.02))
+        bl_check_interrupt(L, &hooks);
+    if (bk_defrag_wait(job, &r, &err))
         return bl_raise(L, &err);
     push_result(L, &r);
     return 1;

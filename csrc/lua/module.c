@@ -52,6 +52,24 @@ static lua_State *main_thread(lua_State *L)
     return main;
 }
 
+void bl_hook_save(lua_State *L, bl_hookstate *s)
+{
+    lua_State *main = main_thread(L);
+    s->hook = lua_gethook(main);
+    s->mask = lua_gethookmask(main);
+    s->count = lua_gethookcount(main);
+}
+
+void bl_check_interrupt(lua_State *L, const bl_hookstate *s)
+{
+    lua_State *main = main_thread(L);
+    if (lua_gethook(main) == s->hook && lua_gethookmask(main) == s->mask)
+        return;
+    lua_sethook(main, s->hook, s->mask, s->count);   /* the Ctrl-C is taken here */
+    lua_pushliteral(L, "interrupted!");
+    lua_error(L);
+}
+
 /* The state is closing: a SIGINT must no longer reach it. */
 static int l_interrupt_gc(lua_State *L)
 {

@@ -186,12 +186,12 @@ static void test_online(void)
     CHECK_OK(bk_stats_get(be, &st, &err));
     CHECK(st.defrag_inflight);   /* a copy of n keys takes milliseconds */
     uint64_t copied, total, last = 0;
-    while (!bk_defrag_done(job)) {
+    while (!bk_defrag_wait_for(job, 0.001)) {   /* a millisecond at most */
         bk_defrag_progress(job, &copied, &total);
         CHECK(copied >= last && copied <= total);
         last = copied;
-        usleep(1000);
     }
+    CHECK(bk_defrag_done(job) && bk_defrag_wait_for(job, 0) == 1);
     bk_defrag_result res;
     CHECK_OK(bk_defrag_wait(job, &res, &err));
     CHECK_OK(bk_defrag_wait(job, &res, &err));   /* any number of times */
