@@ -15,10 +15,12 @@ local WRITER = [[
 local backend = require "backend"
 local path, mode = arg[1], arg[2]
 io.stdout:setvbuf("no")
+-- a line in one write(2): a SIGKILL never leaves half of one for the parent
+local function say(line) io.stdout:write(line .. "\n") end
 local f = assert(io.open("/proc/self/stat"))
 local pid = f:read("l"):match("^(%d+)")
 f:close()
-io.stdout:write("pid ", pid, "\n")
+say("pid " .. pid)
 
 local configs = {
   force   = { batch_interval = 3600, batch_limit = 1000000000, ack = 7 },
@@ -59,16 +61,16 @@ local job, jobs, copied
 local function online()
   if not job then
     job, jobs, copied = be:defrag { background = true }, (jobs or 0) + 1, false
-    io.stdout:write("defrag start ", jobs, "\n")
+    say("defrag start " .. jobs)
   elseif job:done() then
     job:wait()   -- raises the defrag's error
     job:close()
     job = nil
-    io.stdout:write("defrag done ", jobs, "\n")
+    say("defrag done " .. jobs)
   elseif not copied then
     local done, total = job:progress()
     copied = total > 0 and done == total
-    if copied then io.stdout:write("defrag copied ", jobs, "\n") end
+    if copied then say("defrag copied " .. jobs) end
   end
 end
 
@@ -90,7 +92,7 @@ while true do
     be:force_commit()
     acks = acks + 1
     if c.defrag and acks % c.defrag == 0 then be:defrag() end
-    io.stdout:write("ack ", n, "\n")
+    say("ack " .. n)
     if c.online then online() end
   end
 end

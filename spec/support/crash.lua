@@ -56,8 +56,9 @@ local call = {
   defrag = function(be) be:defrag() end,
 }
 
+-- A line in one write(2) (stdout is unbuffered): a SIGKILL never splits one.
 local function say(...)
-  io.stdout:write(table.concat({ ... }, " "), "\n")
+  io.stdout:write(table.concat({ ... }, " ") .. "\n")
 end
 
 -- Mostly short values; some over a page, some in overflow pages (map growth).
