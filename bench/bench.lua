@@ -205,33 +205,27 @@ function ours.w4(ctx)
     assert(rn == n, "W4: rows counted something else")
   end
   -- The Lua floor: the same number of key and value strings, made from a
-  -- buffer with string.sub (no engine, no tables).
-  local buffer, sub, made = string.rep(ctx.keys[1] .. ctx.value, 1000), string.sub, 0
+  -- buffer with string.sub (no engine, no tables); with `extra` bytes, also
+  -- one string of that size a chunk (string.rep): its seconds for n rows.
+  local buffer, sub, rep = string.rep(ctx.keys[1] .. ctx.value, 1000), string.sub, string.rep
   local width = 64 + #ctx.value
-  t0 = now()
-  for _ = 1, n // 1000 do
-    for i = 0, 999 do
-      local at = i * width
-      local k, v = sub(buffer, at + 1, at + 64), sub(buffer, at + 65, at + width)
-      made = made + #k + #v
+  local function sub_floor(extra)
+    local made, start = 0, now()
+    for _ = 1, n // 1000 do
+      if extra > 0 then made = made + #rep("x", extra) end
+      for i = 0, 999 do
+        local at = i * width
+        local k, v = sub(buffer, at + 1, at + 64), sub(buffer, at + 65, at + width)
+        made = made + #k + #v
+      end
     end
+    assert(made == n // 1000 * (1000 * width + extra))
+    return (now() - start) / (n // 1000 * 1000) * n
   end
-  r.sub_floor_seconds = (now() - t0) / (n // 1000 * 1000) * n
-  assert(made == n // 1000 * 1000 * width)
+  r.sub_floor_seconds = sub_floor(0)
   -- The same, plus what rows makes besides: one allocation a chunk, of the
-  -- chunk's size (its rows, and two bounds each), filled (string.rep).
-  local rep, chunk_bytes = string.rep, 1000 * width + 16 * 2001
-  made, t0 = 0, now()
-  for _ = 1, n // 1000 do
-    made = made + #rep("x", chunk_bytes)
-    for i = 0, 999 do
-      local at = i * width
-      local k, v = sub(buffer, at + 1, at + 64), sub(buffer, at + 65, at + width)
-      made = made + #k + #v
-    end
-  end
-  r.alloc_floor_seconds = (now() - t0) / (n // 1000 * 1000) * n
-  assert(made == n // 1000 * (1000 * width + chunk_bytes))
+  -- chunk's size (its rows, and two bounds each).
+  r.alloc_floor_seconds = sub_floor(1000 * width + 16 * 2001)
   -- The floor: only the fresh Lua strings a range returns (a 64-byte key and a
   -- 128-byte value per entry), made by C (string.unpack) into a table per
   -- chunk of 1000, with no engine at all.
