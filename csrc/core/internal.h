@@ -90,6 +90,7 @@ typedef struct gen {
 typedef struct version {
     int refs;                      /* atomic */
     gen *g;
+    int hosted;                    /* lives in mts[0]'s arena */
     int nmt;
     memtable *mts[];               /* newest first */
 } version;

@@ -33,9 +33,9 @@ typedef struct mt_block mt_block;
  * mapped already, where a fresh one pays a page fault per page at first
  * touch (1-2 ms a block on VMs), on the writer. Freed by whichever thread
  * drops a memtable's last reference; at most MT_POOL_MAX blocks (16 MiB)
- * are kept, the rest go back to malloc. An empty pool is refilled with
- * MT_REFILL fresh blocks (1 MiB) at once, their pages faulted in by the
- * kernel in one call each (memtable.c). */
+ * are kept, the rest are unmapped. An empty pool is refilled with
+ * MT_REFILL fresh blocks (1 MiB) in one mapping, its pages faulted in by
+ * the kernel in the same call (memtable.c). */
 #define MT_POOL_MAX 64
 #define MT_REFILL 4
 typedef struct mt_pool {
@@ -66,6 +66,8 @@ typedef struct memtable {
 } memtable;
 
 memtable *mt_new(uint64_t id, mt_pool *pool);
+/* n bytes in m's arena, freed with m (single writer, as mt_insert). */
+void *mt_alloc(memtable *m, size_t n);
 void mt_ref(memtable *m);
 void mt_unref(memtable *m);
 

@@ -23,9 +23,13 @@ void bk_version_unref(version *v)
     if (!v || __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     bk_gen_unref(v->g);
-    for (int i = 0; i < v->nmt; i++)
+    memtable *host = v->hosted ? v->mts[0] : NULL;
+    for (int i = host ? 1 : 0; i < v->nmt; i++)
         mt_unref(v->mts[i]);
-    free(v);
+    if (host)
+        mt_unref(host);   /* v with it */
+    else
+        free(v);
 }
 
 version *bk_version_get(bk_backend *be)
@@ -39,14 +43,19 @@ version *bk_version_get(bk_backend *be)
 }
 
 /* A version over g with the memtables of `from` newer than g, plus `push`
- * (the new active memtable) in front when given. Takes new references. */
+ * (the new active memtable) in front when given. Takes new references.
+ * With push, the caller is its writer, and v lives in its arena: the
+ * writer then makes no malloc, which can take a millisecond in a big heap
+ * (memtable.c). */
 version *bk_version_make(gen *g, const version *from, memtable *push)
 {
     int n = from ? from->nmt : 0;
-    version *v = malloc(sizeof *v + (size_t)(n + 1) * sizeof(memtable *));
+    size_t size = sizeof(version) + (size_t)(n + 1) * sizeof(memtable *);
+    version *v = push ? mt_alloc(push, size) : malloc(size);
     if (!v)
         return NULL;
     v->refs = 1;
+    v->hosted = push != NULL;
     v->g = g;
     __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
     v->nmt = 0;
