@@ -145,11 +145,7 @@ static int cached_tx(lua_State *L, int uv, int type, int nuv)
 static int l_batch_tx(lua_State *L)
 {
     if (cached_tx(L, UV_BATCH, T_BATCH, 1) && lua_getiuservalue(L, -1, UV_TIES) == LUA_TNIL) {
-        lua_createtable(L, 2, 0);
-        lua_createtable(L, 0, 1);
-        lua_pushliteral(L, "v");
-        lua_setfield(L, -2, "__mode");
-        lua_setmetatable(L, -2);
+        bl_new_weak_table(L, 2);
         lua_pushvalue(L, 1);
         lua_rawseti(L, -2, TIE_BACKEND);
         lua_setiuservalue(L, -3, UV_TIES);

@@ -92,6 +92,8 @@ int64_t bl_opt_integer(lua_State *L, int i, const char *fname);
 void *bl_check_ud(lua_State *L, int i, int t);
 /* A new userdata of type t, pushed. */
 void *bl_new_ud(lua_State *L, size_t size, int nuv, int t);
+/* Pushes a new table whose values are weak (narr array slots). */
+void bl_new_weak_table(lua_State *L, int narr);
 /* The metatable of type t, with its methods (in __index) and metamethods,
  * each a closure with the UP_ upvalues. */
 void bl_new_type(lua_State *L, int t, const luaL_Reg *methods, const luaL_Reg *meta);

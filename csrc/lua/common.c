@@ -148,6 +148,15 @@ void *bl_new_ud(lua_State *L, size_t size, int nuv, int t)
     return p;
 }
 
+void bl_new_weak_table(lua_State *L, int narr)
+{
+    lua_createtable(L, narr, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_pushvalue(L, -1);
+    lua_setmetatable(L, -2);   /* its own metatable */
+}
+
 static int result_gc(lua_State *L)
 {
     bk_result *r = luaL_testudata(L, 1, MT_RESULT);

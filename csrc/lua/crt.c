@@ -30,11 +30,7 @@ static lgroup *push_group(lua_State *L, int b)
 {
     if (lua_getiuservalue(L, b, UV_VIEWS) != LUA_TTABLE) {
         lua_pop(L, 1);
-        lua_createtable(L, 1, 1);   /* its own metatable: weak values */
-        lua_pushliteral(L, "v");
-        lua_setfield(L, -2, "__mode");
-        lua_pushvalue(L, -1);
-        lua_setmetatable(L, -2);
+        bl_new_weak_table(L, 1);
         lua_pushvalue(L, -1);
         lua_setiuservalue(L, b, UV_VIEWS);
     }

@@ -447,8 +447,9 @@ static int l_pending(lua_State *L)
     return 1;
 }
 
-/* __gc of the three tx types: each checks its own (a metamethod can be
- * called by hand, with anything). */
+/* __gc of the BatchTx and the ReadTx (a ConcurrentReadTx's group has
+ * one, crt.c): each checks its own (a metamethod can be called by hand,
+ * with anything). */
 static int tx_free(ltx *t)
 {
     bk_view_close(t->view);
