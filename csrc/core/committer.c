@@ -90,6 +90,7 @@ static int apply_bucket(bk_backend *be, bk_env *env, MDB_txn *txn, mt_node **np,
                !mt_keycmp(mt_key(n), n->klen, mt_key(newest), newest->klen));
         if (newest->seq < floor)
             continue;
+        mt_pool_top_up(&be->pool);   /* for the writer, while it goes on */
         k.mv_data = BK_UNCONST(mt_key(newest));
         k.mv_size = newest->klen;
         if (newest->type == MT_PUT) {

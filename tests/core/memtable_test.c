@@ -240,6 +240,24 @@ static void test_memtable_pool(void)
     }
     CHECK(pool.n == MT_POOL_MAX);
     mt_pool_destroy(&pool);
+
+    /* Topped up off the writer: 2 MiB at once below MT_POOL_LOW, every page
+     * already in memory; nothing above it. */
+    mt_pool_init(&pool);
+    mt_pool_top_up(&pool);
+    CHECK(pool.n == 2 * 1024 * 1024 / BLOCK && pool.n >= MT_POOL_LOW);
+    int resident_blocks = 0;
+    for (mt_block *b = pool.free; b; b = *(mt_block **)b)   /* a block begins with its link */
+        resident_blocks += resident(b, BLOCK);
+    CHECK(resident_blocks == pool.n);
+    mt_pool_top_up(&pool);
+    CHECK(pool.n == 2 * 1024 * 1024 / BLOCK);
+    m = mt_new(3, &pool);
+    if (CHECK(m != NULL)) {
+        CHECK(pool.n == 2 * 1024 * 1024 / BLOCK - 1);
+        mt_unref(m);
+    }
+    mt_pool_destroy(&pool);
 }
 
 int main(int argc, char **argv)
