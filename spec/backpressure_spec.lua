@@ -47,4 +47,24 @@ describe("backpressure", function()
     assert.are.equal(0, be:stats().pending)
     assert.are.equal(1025, #be:view(function(r) return r:range("b", "", "\255") end))
   end)
+
+  it("Ctrl-C (a real SIGINT) during force_commit() raises 'interrupted!' there; the commit goes on", function()
+    local out, code, errfile = H.interrupt([[
+      local backend = require "backend"
+      local be = backend.open { path = arg[1], batch_interval = 3600, batch_limit = 1 << 40 }
+      be:update(function(tx)
+        tx:create_bucket("b")
+        for i = 1, 300000 do tx:put("b", string.format("k%07d", i), string.rep("v", 1000)) end
+      end)
+      ready()
+      local ok, err = pcall(be.force_commit, be)
+      io.stdout:write(tostring(ok), " ", tostring(backend.interrupted(err)), " ",
+        tostring(be:stats().pending > 0), "\n")
+      be:force_commit()
+      io.stdout:write("done ", be:stats().pending, " ", be:commits(), "\n")
+      be:close()
+    ]], 0.1, H.tmppath("interrupted.db"))
+    -- raised while the commit ran (writes still pending), which then ended as one commit
+    assert.are.same({ 0, "false true true\ndone 0 1\n" }, { code, out }, H.read_file(errfile))
+  end)
 end)

@@ -186,6 +186,31 @@ function H.spawn_after(shell, src, ...)
   return assert(io.popen(cmd, "r")), errfile
 end
 
+--- Runs the Lua source `src` in a child (H.spawn, with args ...) that calls
+-- `ready()` just before the wait to interrupt; `delay` seconds after that,
+-- sends it a SIGINT (a Ctrl-C). Returns the child's output after the ready
+-- line, its exit code and the path of its stderr file.
+function H.interrupt(src, delay, ...)
+  local child, errfile = H.spawn([[
+local function ready()
+  local stat = assert(io.open("/proc/self/stat"))
+  io.stdout:write("ready ", stat:read("n"), "\n")
+  stat:close()
+  io.stdout:flush()
+end
+]] .. src, ...)
+  local line = child:read("l")
+  local pid = math.tointeger(tonumber(line and line:match("^ready (%d+)$")))
+  if pid then
+    if delay > 0 then H.sleep(delay) end
+    H.kill(pid, "INT")
+  end
+  local out = child:read("a")
+  local _, _, code = child:close()
+  assert(pid, format("never ready: %q %q", tostring(line) .. out, H.read_file(errfile)))
+  return out, code, errfile
+end
+
 --- Runs the Lua source `src` in a child whose TMPDIR is a fresh directory;
 -- returns the child's stdout, what it left in that directory (`ls -A`) and the
 -- path of its stderr file.

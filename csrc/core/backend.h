@@ -189,6 +189,18 @@ int bk_view_buckets(bk_view *v, bk_result *out, bk_error *err);
 /* Commit everything written before the call, durably. Works whether or not
  * the calling thread holds the batch lock. */
 int bk_force_commit(bk_backend *be, bk_error *err);
+/* The same in steps, for a caller that waits in slices (as the Lua binding
+ * does, to answer Ctrl-C): bk_request_commit queues what is pending; then
+ * bk_commit_wait_for waits at most `seconds` (< 0: no limit) and returns 0
+ * while the commit goes on, else 1 with its outcome in *rc: BK_OK once
+ * committed, or the error of an attempt begun after the request. Writers
+ * are not held meanwhile. */
+typedef struct bk_commit_ticket {
+    uint64_t target, begun;
+} bk_commit_ticket;
+int bk_request_commit(bk_backend *be, bk_commit_ticket *t, bk_error *err);
+int bk_commit_wait_for(bk_backend *be, const bk_commit_ticket *t, double seconds, int *rc,
+                       bk_error *err);
 
 /* A consistent view as of the call: every unlocked write, nothing later.
  * Closed views are kept for reuse: opening one allocates nothing. */

@@ -9,6 +9,8 @@
  * writer calls waits for the committer. */
 #include "internal.h"
 
+#include <errno.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -352,30 +354,53 @@ int bk_rotate(bk_backend *be, bk_error *err)
     return BK_OK;
 }
 
-/* Wait until every batch queued so far is in LMDB, or an attempt fails. */
-int bk_wait_committed(bk_backend *be, bk_error *err)
+/* What to wait for: every batch queued so far; and wake the committer. */
+static void take_ticket(bk_backend *be, bk_commit_ticket *t)
 {
-    int rc = BK_OK;
     pthread_mutex_lock(&be->cmu);
-    uint64_t target = be->qtail ? be->qtail->id : be->committed_id;
+    t->target = be->qtail ? be->qtail->id : be->committed_id;
     /* Only an attempt begun after this call answers it: one already under
      * way may fail on a disk that has had room since. */
-    uint64_t begun = be->attempts;
+    t->begun = be->attempts;
     be->kick = 1;
     pthread_cond_signal(&be->ccv);
-    while (be->committed_id < target) {
-        if (be->failed_attempt > begun) {
+    pthread_mutex_unlock(&be->cmu);
+}
+
+int bk_commit_wait_for(bk_backend *be, const bk_commit_ticket *t, double seconds, int *rc,
+                       bk_error *err)
+{
+    struct timespec until = bk_abs_time(bk_now() + (seconds < 0 ? 0 : seconds));
+    int ended = 1;
+    *rc = BK_OK;
+    pthread_mutex_lock(&be->cmu);
+    while (be->committed_id < t->target) {
+        if (be->failed_attempt > t->begun) {
             *err = be->last_err;
-            rc = err->code;
+            *rc = err->code;
             break;
         }
         if (!be->committer_running) {
-            rc = bk_fail(err, BK_ECLOSED, "backend is closed");
+            *rc = bk_fail(err, BK_ECLOSED, "backend is closed");
             break;
         }
-        pthread_cond_wait(&be->done_cv, &be->cmu);
+        if (seconds < 0) {
+            pthread_cond_wait(&be->done_cv, &be->cmu);
+        } else if (pthread_cond_timedwait(&be->done_cv, &be->cmu, &until) == ETIMEDOUT) {
+            ended = be->committed_id >= t->target;
+            break;
+        }
     }
     pthread_mutex_unlock(&be->cmu);
+    return ended;
+}
+
+int bk_wait_committed(bk_backend *be, bk_error *err)
+{
+    bk_commit_ticket t;
+    int rc;
+    take_ticket(be, &t);
+    bk_commit_wait_for(be, &t, -1, &rc, err);
     return rc;
 }
 
@@ -399,12 +424,27 @@ int bk_commit(bk_backend *be, int stop, bk_error *err)
     return commit_locked(be, stop, err);
 }
 
-int bk_force_commit(bk_backend *be, bk_error *err)
+int bk_request_commit(bk_backend *be, bk_commit_ticket *t, bk_error *err)
 {
+    t->target = t->begun = 0;   /* nothing to wait for */
     if (bk_is_closed(be))
         return bk_fail(err, BK_ECLOSED, "backend is closed");
     int rc = bk_not_in_section(be, err);
     if (rc || be->cfg.readonly || be->stopped)
         return rc;   /* read-only or stopped: nothing of ours can be pending */
-    return commit_locked(be, 0, err);
+    if ((rc = take_lock(be, err)))
+        return rc;
+    if (!(rc = bk_rotate(be, err)))
+        take_ticket(be, t);
+    release(be);
+    return rc;
+}
+
+int bk_force_commit(bk_backend *be, bk_error *err)
+{
+    bk_commit_ticket t;
+    int rc = bk_request_commit(be, &t, err);
+    if (!rc)
+        bk_commit_wait_for(be, &t, -1, &rc, err);
+    return rc;
 }

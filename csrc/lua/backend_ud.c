@@ -305,20 +305,27 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
-static int simple_op(lua_State *L, int (*op)(bk_backend *, bk_error *))
+/* Waits in slices, to answer Ctrl-C between them. */
+void bl_force_commit(lua_State *L, lbackend *lb)
 {
-    lbackend *lb = bl_check_backend(L, 1);
     bk_error err;
-    int rc = op(lb->be, &err);
+    bk_commit_ticket t;
+    int rc = bk_request_commit(lb->be, &t, &err);
+    if (!rc) {
+        bl_hookstate hooks;
+        bl_hook_save(L, &hooks);
+        while (!bk_commit_wait_for(lb->be, &t, 0.02, &rc, &err))
+            bl_check_interrupt(L, &hooks);
+    }
     bl_deliver_logs(L, 1);
     if (rc)
-        return bl_raise(L, &err);
-    return 0;
+        bl_raise(L, &err);
 }
 
 static int l_force_commit(lua_State *L)
 {
-    return simple_op(L, bk_force_commit);
+    bl_force_commit(L, bl_check_backend(L, 1));
+    return 0;
 }
 
 static int l_path(lua_State *L)

@@ -43,22 +43,43 @@ static int background(lua_State *L, int i)
     return on;
 }
 
+/* The blocking defrag, as bk_defrag but waiting in slices: a Ctrl-C
+ * cancels it (the old file stays the database) and raises "interrupted!". */
+static int defrag_now(lua_State *L, lbackend *lb)
+{
+    bl_force_commit(L, lb);   /* what was written before is durable after */
+    bk_error err;
+    bk_defrag_job *job;
+    if (bk_defrag_start(lb->be, &job, &err))
+        return bl_raise(L, &err);
+    bl_hookstate hooks;
+    bl_hook_save(L, &hooks);
+    int interrupted = 0;
+    while (!bk_defrag_wait_for(job, 0.02))
+        if (bl_interrupted(L, &hooks)) {
+            interrupted = 1;
+            bk_defrag_cancel(job);
+        }
+    bk_defrag_result r;
+    int rc = bk_defrag_wait(job, &r, &err);
+    bk_defrag_job_free(job);
+    bl_deliver_logs(L, 1);
+    if (interrupted)
+        return bl_raise_interrupt(L);
+    if (rc)
+        return bl_raise(L, &err);
+    push_result(L, &r);
+    return 1;
+}
+
 /* be:defrag([opts]): the result table once done, or with opts.background
  * a DefragJob at once. */
 static int l_defrag(lua_State *L)
 {
     lbackend *lb = bl_check_backend(L, 1);
-    int bg = background(L, 2);
+    if (!background(L, 2))
+        return defrag_now(L, lb);
     bk_error err;
-    if (!bg) {
-        bk_defrag_result r;
-        int rc = bk_defrag(lb->be, &r, &err);
-        bl_deliver_logs(L, 1);
-        if (rc)
-            return bl_raise(L, &err);
-        push_result(L, &r);
-        return 1;
-    }
     ljob *j = bl_new_ud(L, sizeof *j, 0, T_JOB);   /* closed until it holds the job */
     j->job = NULL;
     if (bk_defrag_start(lb->be, &j->job, &err))

@@ -60,14 +60,25 @@ void bl_hook_save(lua_State *L, bl_hookstate *s)
     s->count = lua_gethookcount(main);
 }
 
-void bl_check_interrupt(lua_State *L, const bl_hookstate *s)
+int bl_interrupted(lua_State *L, const bl_hookstate *s)
 {
     lua_State *main = main_thread(L);
     if (lua_gethook(main) == s->hook && lua_gethookmask(main) == s->mask)
-        return;
+        return 0;
     lua_sethook(main, s->hook, s->mask, s->count);   /* the Ctrl-C is taken here */
-    lua_pushliteral(L, "interrupted!");
-    lua_error(L);
+    return 1;
+}
+
+int bl_raise_interrupt(lua_State *L)
+{
+    lua_pushliteral(L, "interrupted!");   /* as lua.c's hook raises it */
+    return lua_error(L);
+}
+
+void bl_check_interrupt(lua_State *L, const bl_hookstate *s)
+{
+    if (bl_interrupted(L, s))
+        bl_raise_interrupt(L);
 }
 
 /* The state is closing: a SIGINT must no longer reach it. */

@@ -1,5 +1,5 @@
 /* batch_test.c: the tests of batch.c: the batch tx, its errors, rollback, key
- * limits and commit_and_stop. */
+ * limits, commit_and_stop and the commit in steps. */
 #include "core_test.h"
 
 static void test_basic_semantics(void)
@@ -278,6 +278,59 @@ static void test_commit_and_stop(void)
     close_be(be);
 }
 
+/* bk_force_commit in steps: a request, then waits in slices; no writer is
+ * held meanwhile; nothing pending (or read-only) is done at once. */
+static void test_commit_in_steps(void)
+{
+    bk_config cfg;
+    bk_config_default(&cfg);
+    cfg.path = tmp_path("steps.db");
+    cfg.batch_interval = 3600;
+    cfg.batch_limit = 1000000;
+    bk_backend *be;
+    bk_error err;
+    if (!CHECK_OK(bk_open(&cfg, &be, &err)))
+        return;
+    mk_buckets(be, (const char *const[]){ "b", NULL });
+    CHECK_OK(bk_lock(be, &err));
+    for (int i = 0; i < 20000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%06d", i);
+        CHECK_OK(bk_put(be, S("b"), S(k), S("v"), &err));
+    }
+    CHECK_OK(bk_unlock(be, &err));
+    bk_commit_ticket t;
+    int rc = -1, ended = 0;
+    CHECK_OK(bk_request_commit(be, &t, &err));
+    CHECK_OK(bk_lock(be, &err));   /* not held by the request */
+    CHECK_OK(bk_put(be, S("b"), S("later"), S("v"), &err));
+    CHECK_OK(bk_unlock(be, &err));
+    for (int slices = 0; !ended && slices < 3000; slices++)
+        ended = bk_commit_wait_for(be, &t, 0.01, &rc, &err);
+    CHECK(ended && rc == BK_OK);
+    bk_result r;
+    bk_result_init(&r);
+    CHECK_OK(bk_committed_get(be, S("b"), S("k019999"), &r, &err));
+    CHECK(r.count == 1);
+    bk_result_free(&r);
+    CHECK_OK(bk_lock(be, &err));
+    CHECK_CODE(bk_request_commit(be, &t, &err), BK_ELOCKED);
+    CHECK_OK(bk_unlock(be, &err));
+    CHECK_OK(bk_force_commit(be, &err));
+    CHECK(bk_pending(be) == 0);
+    CHECK_OK(bk_request_commit(be, &t, &err));
+    CHECK(bk_commit_wait_for(be, &t, 0, &rc, &err) == 1 && rc == BK_OK);
+    close_be(be);
+    cfg.readonly = 1;
+    if (!CHECK_OK(bk_open(&cfg, &be, &err)))
+        return;
+    CHECK_OK(bk_request_commit(be, &t, &err));
+    CHECK(bk_commit_wait_for(be, &t, 0, &rc, &err) == 1 && rc == BK_OK);
+    CHECK_OK(bk_close(be, 0, &err));
+    CHECK_CODE(bk_request_commit(be, &t, &err), BK_ECLOSED);
+    bk_free(be);
+}
+
 /* Rollback at the core: puts, deletes, bucket events undone; counted; a
  * value no commit could write refused at put with the limit named. */
 static void test_rollback(void)
@@ -330,5 +383,6 @@ int main(int argc, char **argv)
     test_rollback();
     test_max_key_roundtrip();
     test_commit_and_stop();
+    test_commit_in_steps();
     return t_done();
 }
