@@ -187,21 +187,24 @@ function H.spawn_after(shell, src, ...)
 end
 
 --- Runs the Lua source `src` in a child (H.spawn, with args ...) that calls
--- `ready()` just before the wait to interrupt; `delay` seconds after that,
--- sends it a SIGINT (a Ctrl-C). Returns the child's output after the ready
--- line, its exit code and the path of its stderr file.
+-- `ready([delay])` just before the wait to interrupt; `delay` seconds after
+-- that (the child's, else this call's), sends it a SIGINT (a Ctrl-C). Returns
+-- the child's output after the ready line, its exit code and the path of its
+-- stderr file.
 function H.interrupt(src, delay, ...)
   local child, errfile = H.spawn([[
-local function ready()
+local function ready(delay)
   local stat = assert(io.open("/proc/self/stat"))
-  io.stdout:write("ready ", stat:read("n"), "\n")
+  io.stdout:write("ready ", stat:read("n"), " ", delay or -1, "\n")
   stat:close()
   io.stdout:flush()
 end
 ]] .. src, ...)
   local line = child:read("l")
-  local pid = math.tointeger(tonumber(line and line:match("^ready (%d+)$")))
+  local pid, wait = (line or ""):match("^ready (%d+) (%S+)$")
+  pid, wait = math.tointeger(tonumber(pid)), tonumber(wait)
   if pid then
+    if wait and wait >= 0 then delay = wait end
     if delay > 0 then H.sleep(delay) end
     H.kill(pid, "INT")
   end

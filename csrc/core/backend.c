@@ -162,7 +162,9 @@ int bk_close(bk_backend *be, int force, bk_error *err)
     } else if (!be->cfg.readonly && !be->stopped) {
         if (bk_locked_by_me(be))
             bk_rollback(be, "closing the backend", err);   /* cannot fail here */
-        rc = bk_force_commit(be, err);
+        /* Holding the lock until closed: a section another thread began
+         * after the commit would be lost. */
+        rc = bk_commit_holding(be, err);
         if (rc && !force)
             return rc;
         if (rc)

@@ -186,8 +186,8 @@ int bk_tx_read(bk_backend *be, const bk_query *q, bk_result *out, bk_error *err)
 int bk_tx_buckets(bk_backend *be, bk_result *out, bk_error *err);
 int bk_view_buckets(bk_view *v, bk_result *out, bk_error *err);
 
-/* Commit everything written before the call, durably. Works whether or not
- * the calling thread holds the batch lock. */
+/* Commit everything written before the call, durably (BK_ELOCKED in a
+ * section of the calling thread). */
 int bk_force_commit(bk_backend *be, bk_error *err);
 /* The same in steps, for a caller that waits in slices (as the Lua binding
  * does, to answer Ctrl-C): bk_request_commit queues what is pending; then

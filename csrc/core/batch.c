@@ -395,33 +395,30 @@ int bk_commit_wait_for(bk_backend *be, const bk_commit_ticket *t, double seconds
     return ended;
 }
 
-int bk_wait_committed(bk_backend *be, bk_error *err)
-{
-    bk_commit_ticket t;
-    int rc;
-    take_ticket(be, &t);
-    bk_commit_wait_for(be, &t, -1, &rc, err);
-    return rc;
-}
-
-/* Between sections: queue the active batch and wait for the committer. */
-static int commit_locked(bk_backend *be, int stop, bk_error *err)
+int bk_commit_holding(bk_backend *be, bk_error *err)
 {
     int rc = take_lock(be, err);
     if (rc)
         return rc;
-    if (!(rc = bk_rotate(be, err)) && !(rc = bk_wait_committed(be, err)) && stop)
-        be->stopped = 1;
-    release(be);
+    if (!(rc = bk_rotate(be, err))) {
+        bk_commit_ticket t;
+        take_ticket(be, &t);
+        bk_commit_wait_for(be, &t, -1, &rc, err);
+    }
+    if (rc)
+        release(be);
     return rc;
 }
 
 int bk_commit(bk_backend *be, int stop, bk_error *err)
 {
     int rc = usable(be, err);
-    if (rc || (rc = bk_not_in_section(be, err)))
+    if (rc || (rc = bk_not_in_section(be, err)) || (rc = bk_commit_holding(be, err)))
         return rc;
-    return commit_locked(be, stop, err);
+    if (stop)
+        be->stopped = 1;
+    release(be);
+    return BK_OK;
 }
 
 int bk_request_commit(bk_backend *be, bk_commit_ticket *t, bk_error *err)

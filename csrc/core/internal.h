@@ -343,8 +343,10 @@ void bk_lock_take(bk_backend *be);
 void bk_lock_drop(bk_backend *be);
 /* Queue the active batch for the committer (batch lock held). */
 int bk_rotate(bk_backend *be, bk_error *err);
-/* Wait until every batch queued so far is in LMDB, or an attempt fails. */
-int bk_wait_committed(bk_backend *be, bk_error *err);
+/* Takes the batch lock (between sections), queues the active batch and
+ * waits until it is in LMDB; on success the lock stays taken, so that no
+ * section starts after (bk_commit, and bk_close until it is closed). */
+int bk_commit_holding(bk_backend *be, bk_error *err);
 
 /* ---- mdbenv.c ---- */
 /* A new environment of `path` with the backend's limits; the caller has

@@ -203,9 +203,10 @@ static void *arena_alloc(memtable *m, size_t n)
     mt_block *b = new_block(m, n > BLOCK_DATA / 4 ? n : BLOCK_DATA);
     if (!b)
         return NULL;
-    if (n > BLOCK_DATA / 4 && m->blocks) {
+    if (n > BLOCK_DATA / 4) {
         /* A large entry gets a block of its own, listed behind the current
-         * block, which goes on serving small ones. */
+         * block (there is one from mt_new on), which goes on serving small
+         * ones. */
         b->next = m->blocks->next;
         m->blocks->next = b;
         return b->data;

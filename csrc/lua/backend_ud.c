@@ -306,17 +306,16 @@ static int l_stats(lua_State *L)
 }
 
 /* Waits in slices, to answer Ctrl-C between them. */
-void bl_force_commit(lua_State *L, lbackend *lb)
+void bl_force_commit(lua_State *L, lbackend *lb, const bl_hookstate *hooks)
 {
     bk_error err;
     bk_commit_ticket t;
     int rc = bk_request_commit(lb->be, &t, &err);
-    if (!rc) {
-        bl_hookstate hooks;
-        bl_hook_save(L, &hooks);
-        while (!bk_commit_wait_for(lb->be, &t, 0.02, &rc, &err))
-            bl_check_interrupt(L, &hooks);
-    }
+    while (!rc && !bk_commit_wait_for(lb->be, &t, 0.02, &rc, &err))
+        if (bl_interrupted(L, hooks, NULL)) {
+            bl_deliver_logs(L, 1);
+            bl_raise_interrupt(L);
+        }
     bl_deliver_logs(L, 1);
     if (rc)
         bl_raise(L, &err);
@@ -324,7 +323,10 @@ void bl_force_commit(lua_State *L, lbackend *lb)
 
 static int l_force_commit(lua_State *L)
 {
-    bl_force_commit(L, bl_check_backend(L, 1));
+    lbackend *lb = bl_check_backend(L, 1);
+    bl_hookstate hooks;
+    bl_hook_save(L, &hooks);   /* before anything can block */
+    bl_force_commit(L, lb, &hooks);
     return 0;
 }
 

@@ -139,9 +139,12 @@ void bl_open_rows(lua_State *L);
 
 typedef struct bl_hookstate { lua_Hook hook; int mask, count; } bl_hookstate;
 void bl_hook_save(lua_State *L, bl_hookstate *s);
-/* Whether a Ctrl-C came (the hook is then taken back): for a wait that
- * must undo something before it raises. */
-int bl_interrupted(lua_State *L, const bl_hookstate *s);
+/* Whether a Ctrl-C came (its hook, saved in *found unless NULL, is then
+ * taken back): for a wait that must undo something before it raises, or
+ * that ends anyway and sets the hook again (bl_hook_restore), for the
+ * interrupt to come once it has returned. */
+int bl_interrupted(lua_State *L, const bl_hookstate *s, bl_hookstate *found);
+void bl_hook_restore(lua_State *L, const bl_hookstate *s);
 int bl_raise_interrupt(lua_State *L);
 void bl_check_interrupt(lua_State *L, const bl_hookstate *s);
 
@@ -149,8 +152,8 @@ void bl_check_interrupt(lua_State *L, const bl_hookstate *s);
 
 lbackend *bl_check_backend(lua_State *L, int i);
 /* be:force_commit() for the Backend at 1: raises its error, or
- * "interrupted!" on Ctrl-C (the commit goes on). */
-void bl_force_commit(lua_State *L, lbackend *lb);
+ * "interrupted!" on a Ctrl-C since `hooks` were saved (the commit goes on). */
+void bl_force_commit(lua_State *L, lbackend *lb, const bl_hookstate *hooks);
 void bl_read_config(lua_State *L, int i, const char *fname, bk_config *cfg);
 int bl_open(lua_State *L);
 void bl_open_backend(lua_State *L);

@@ -44,19 +44,20 @@ static int background(lua_State *L, int i)
 }
 
 /* The blocking defrag, as bk_defrag but waiting in slices: a Ctrl-C
- * cancels it (the old file stays the database) and raises "interrupted!". */
+ * cancels it (the old file stays the database) and raises "interrupted!";
+ * one too late to cancel (the new file in place) comes once it returns. */
 static int defrag_now(lua_State *L, lbackend *lb)
 {
-    bl_force_commit(L, lb);   /* what was written before is durable after */
+    bl_hookstate hooks, found;
+    bl_hook_save(L, &hooks);   /* before anything can block */
+    bl_force_commit(L, lb, &hooks);   /* what was written before is durable after */
     bk_error err;
     bk_defrag_job *job;
     if (bk_defrag_start(lb->be, &job, &err))
         return bl_raise(L, &err);
-    bl_hookstate hooks;
-    bl_hook_save(L, &hooks);
     int interrupted = 0;
     while (!bk_defrag_wait_for(job, 0.02))
-        if (bl_interrupted(L, &hooks)) {
+        if (!interrupted && bl_interrupted(L, &hooks, &found)) {
             interrupted = 1;
             bk_defrag_cancel(job);
         }
@@ -64,8 +65,10 @@ static int defrag_now(lua_State *L, lbackend *lb)
     int rc = bk_defrag_wait(job, &r, &err);
     bk_defrag_job_free(job);
     bl_deliver_logs(L, 1);
-    if (interrupted)
+    if (interrupted && rc == BK_ECANCELED)
         return bl_raise_interrupt(L);
+    if (interrupted)
+        bl_hook_restore(L, &found);
     if (rc)
         return bl_raise(L, &err);
     push_result(L, &r);

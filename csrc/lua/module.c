@@ -60,13 +60,20 @@ void bl_hook_save(lua_State *L, bl_hookstate *s)
     s->count = lua_gethookcount(main);
 }
 
-int bl_interrupted(lua_State *L, const bl_hookstate *s)
+int bl_interrupted(lua_State *L, const bl_hookstate *s, bl_hookstate *found)
 {
     lua_State *main = main_thread(L);
     if (lua_gethook(main) == s->hook && lua_gethookmask(main) == s->mask)
         return 0;
-    lua_sethook(main, s->hook, s->mask, s->count);   /* the Ctrl-C is taken here */
+    if (found)
+        bl_hook_save(L, found);
+    bl_hook_restore(L, s);   /* the Ctrl-C is taken here */
     return 1;
+}
+
+void bl_hook_restore(lua_State *L, const bl_hookstate *s)
+{
+    lua_sethook(main_thread(L), s->hook, s->mask, s->count);
 }
 
 int bl_raise_interrupt(lua_State *L)
@@ -77,7 +84,7 @@ int bl_raise_interrupt(lua_State *L)
 
 void bl_check_interrupt(lua_State *L, const bl_hookstate *s)
 {
-    if (bl_interrupted(L, s))
+    if (bl_interrupted(L, s, NULL))
         bl_raise_interrupt(L);
 }
 

@@ -1,5 +1,5 @@
 /* batch_test.c: the tests of batch.c: the batch tx, its errors, rollback, key
- * limits, commit_and_stop and the commit in steps. */
+ * limits, commit_and_stop, the commit in steps, close racing a writer. */
 #include "core_test.h"
 
 static void test_basic_semantics(void)
@@ -278,20 +278,31 @@ static void test_commit_and_stop(void)
     close_be(be);
 }
 
+/* A backend that commits only when asked, with a bucket "b"; *cfg its
+ * config (to open it again). */
+static bk_backend *open_unbatched(bk_config *cfg, const char *name)
+{
+    bk_config_default(cfg);
+    cfg->path = tmp_path(name);
+    cfg->batch_interval = 3600;
+    cfg->batch_limit = 1000000;
+    bk_backend *be;
+    bk_error err;
+    if (!CHECK_OK(bk_open(cfg, &be, &err)))
+        return NULL;
+    mk_buckets(be, (const char *const[]){ "b", NULL });
+    return be;
+}
+
 /* bk_force_commit in steps: a request, then waits in slices; no writer is
  * held meanwhile; nothing pending (or read-only) is done at once. */
 static void test_commit_in_steps(void)
 {
     bk_config cfg;
-    bk_config_default(&cfg);
-    cfg.path = tmp_path("steps.db");
-    cfg.batch_interval = 3600;
-    cfg.batch_limit = 1000000;
-    bk_backend *be;
     bk_error err;
-    if (!CHECK_OK(bk_open(&cfg, &be, &err)))
+    bk_backend *be = open_unbatched(&cfg, "steps.db");
+    if (!be)
         return;
-    mk_buckets(be, (const char *const[]){ "b", NULL });
     CHECK_OK(bk_lock(be, &err));
     for (int i = 0; i < 20000; i++) {
         char k[16];
@@ -329,6 +340,67 @@ static void test_commit_in_steps(void)
     CHECK_OK(bk_close(be, 0, &err));
     CHECK_CODE(bk_request_commit(be, &t, &err), BK_ECLOSED);
     bk_free(be);
+}
+
+/* A writer thread's sections acknowledged while another thread closes the
+ * backend: every one is in the file after (close holds the batch lock from
+ * its last commit until it is closed; a section after that fails). */
+struct close_race {
+    bk_backend *be;
+    int acknowledged;   /* keys 0..acknowledged-1 were unlocked with success */
+};
+
+static void *write_until_closed(void *arg)
+{
+    struct close_race *r = arg;
+    bk_error err;
+    for (int i = 0;; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "w%07d", i);
+        if (bk_lock(r->be, &err))
+            break;
+        int put = bk_put(r->be, S("b"), S(k), S("v"), &err);
+        if (bk_unlock(r->be, &err) || put)
+            break;
+        __atomic_store_n(&r->acknowledged, i + 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static void test_close_while_writing(void)
+{
+    bk_config cfg;
+    bk_error err;
+    bk_backend *be = open_unbatched(&cfg, "closerace.db");
+    if (!be)
+        return;
+    static char big[1000];
+    CHECK_OK(bk_lock(be, &err));
+    for (int i = 0; i < 50000; i++) {   /* a commit long enough to race with */
+        char k[16];
+        snprintf(k, sizeof k, "p%07d", i);
+        CHECK_OK(bk_put(be, S("b"), S(k), B(big, sizeof big), &err));
+    }
+    CHECK_OK(bk_unlock(be, &err));
+    struct close_race r = { be, 0 };
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, write_until_closed, &r) == 0);
+    while (__atomic_load_n(&r.acknowledged, __ATOMIC_ACQUIRE) < 100)
+        sched_yield();
+    CHECK_OK(bk_close(be, 0, &err));
+    pthread_join(th, NULL);
+    bk_free(be);
+    int acknowledged = r.acknowledged, missing = 0;
+    if (!CHECK_OK(bk_open(&cfg, &be, &err)))
+        return;
+    for (int i = 0; i < acknowledged; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "w%07d", i);
+        missing += !has(be, "b", k, "v");
+    }
+    if (!CHECK(missing == 0))
+        fprintf(stderr, "%d of %d acknowledged writes lost\n", missing, acknowledged);
+    close_be(be);
 }
 
 /* Rollback at the core: puts, deletes, bucket events undone; counted; a
@@ -384,5 +456,6 @@ int main(int argc, char **argv)
     test_max_key_roundtrip();
     test_commit_and_stop();
     test_commit_in_steps();
+    test_close_while_writing();
     return t_done();
 }
