@@ -155,7 +155,7 @@ describe("defrag", function()
 
   it("Ctrl-C during a blocking be:defrag() cancels it and raises 'interrupted!': the file stays as it was", function()
     local path = H.tmppath("interrupted.db")
-    -- The SIGINT comes a third into the defrag: timed first on a copy of the same data.
+    -- The SIGINT comes a quarter into the defrag: timed first on a copy of the same data.
     local out, code, errfile = H.interrupt([[
       local backend = require "backend"
       local function build(path)
@@ -175,7 +175,7 @@ describe("defrag", function()
       twin:close()
       local be = build(arg[1])
       local hash, size = be:hash(), be:size()
-      ready(took / 3)
+      ready(took / 4)
       local ok, err = pcall(be.defrag, be)
       io.stdout:write(tostring(ok), " ", tostring(backend.interrupted(err)), " ",
         tostring(be:hash() == hash), " ", tostring(be:size() == size), "\n")
