@@ -38,7 +38,7 @@ typedef struct mt_block mt_block;
  * the kernel in the same call (memtable.c). */
 #define MT_POOL_MAX 64
 #define MT_REFILL 4
-#define MT_POOL_LOW 8
+#define MT_POOL_LOW 32
 typedef struct mt_pool {
     pthread_mutex_t mu;
     mt_block *free;
@@ -47,7 +47,8 @@ typedef struct mt_pool {
 
 void mt_pool_init(mt_pool *p);
 void mt_pool_destroy(mt_pool *p);   /* every memtable using it is gone */
-/* Below MT_POOL_LOW blocks, adds 2 MiB of them, their pages faulted in by
+/* Below MT_POOL_LOW blocks (8 MiB: what the writer takes while a commit's
+ * fsync holds the committer), adds 2 MiB of them, their pages faulted in by
  * this thread (not the writer's: the committer calls it between writes).
  * Out of memory it adds none: the writer then maps its own. */
 void mt_pool_top_up(mt_pool *p);
