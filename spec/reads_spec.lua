@@ -142,6 +142,66 @@ describe("reads", function()
     end)
   end)
 
+  describe("tx:rows(..., rows): a refill", function()
+    it("makes the given Rows hold the new read, the same as a new one, on every tx type", function()
+      for _, tname in ipairs(TX_NAMES) do
+        local tx, done = TX[tname](be)
+        local reused = tx:rows("b", "", ALL)   -- big first, then smaller and bigger reads
+        for _, q in ipairs { { "b", "k05" }, { "b", "nope" }, { "b", "k", "l", 3 }, { "b", "", ALL }, { "b", "", "\255", 2 },
+          { "nope", "", "\255" }, { "b", "", ALL } } do
+          local fresh = tx:rows(table.unpack(q, 1, 4))
+          local args = { table.unpack(q, 1, 4) }
+          assert.are.equal(reused, tx:rows(args[1], args[2], args[3], args[4], reused))
+          assert.are.same({ rows_lists(fresh) }, { rows_lists(reused) }, tname .. " " .. H.show(q))
+          assert.are.equal(tostring(fresh), tostring(reused))
+        end
+        done()
+      end
+    end)
+
+    it("grows the Rows when the read needs more, and the grown memory is Lua's", function()
+      local v <close> = be:concurrent_read_tx()
+      local rows = v:rows("b", "k01", "k02")
+      collectgarbage()
+      collectgarbage("stop")
+      local before = collectgarbage("count")
+      v:rows("b", "", ALL, nil, rows)
+      local grown = collectgarbage("count") - before
+      collectgarbage("restart")
+      assert.is_true(grown > 97, "the grown block is Lua memory")
+      assert.are.equal(43, #rows)
+      assert.are.equal(string.rep("v", 100000), rows:value(1))
+      collectgarbage(); collectgarbage()   -- the block stays with its Rows
+      assert.are.equal(TOP, rows:key(43))
+      -- and is kept: a smaller read, then the big one again, allocates nothing more
+      v:rows("b", "k01", "k02", nil, rows)
+      collectgarbage()
+      collectgarbage("stop")
+      before = collectgarbage("count")
+      v:rows("b", "", ALL, nil, rows)
+      grown = collectgarbage("count") - before
+      collectgarbage("restart")
+      assert.is_true(grown < 1, "a refill that fits allocates nothing (" .. grown .. " KB)")
+      assert.are.equal(43, #rows)
+    end)
+
+    it("leaves the Rows as it was when the read raises; anything else there is an error", function()
+      local v = be:concurrent_read_tx()
+      local rows = v:rows("b", "k01", "k03")
+      H.raises("key must not be empty", v.rows, v, "b", "", nil, nil, rows)
+      H.raises("bad argument #5 to 'rows' (backend.Rows expected, got table)", function()
+        v:rows("b", "k", nil, nil, {})
+      end)
+      H.raises("bad argument #5 to 'rows' (backend.Rows expected, got userdata)", function()
+        v:rows("b", "k", nil, nil, v)
+      end)
+      v:close()
+      H.raises("concurrent read tx is closed", v.rows, v, "b", "k05", nil, nil, rows)
+      assert.are.same({ "k01", "k02" }, rows:keys())
+      assert.are.same({ "committed1", "committed2" }, rows:values())
+    end)
+  end)
+
   describe("tx:pairs", function()
     before_each(function()
       be:update(function(tx)

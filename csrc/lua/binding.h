@@ -62,11 +62,15 @@ typedef struct ltx {
     struct lgroup *group;   /* a CRT's group (crt.c) until close, and its slot */
     int slot;
 } ltx;
-/* Rows: the result of one read, in one block: key i (from 0) is
- * data[bounds[2i], bounds[2i + 1]), its value runs to bounds[2i + 2]. */
+/* Rows: the result of one read, in one block: 2n + 1 bounds, then the
+ * data; key i (from 0) is data[bounds[2i], bounds[2i + 1]), its value runs
+ * to bounds[2i + 2]. The block is the userdata's own memory (inline) until
+ * a refill needs more; then a plain userdata, the Rows' user value. */
 typedef struct lrows {
     size_t n;
-    size_t bounds[];     /* 2n + 1, then the data */
+    size_t cap;          /* bytes at block */
+    size_t *block;
+    size_t inline_block[];
 } lrows;
 /* busy: calls running that call back into Lua (bl_busy_call) */
 typedef struct lsnap { bk_snapshot *snap; int busy; } lsnap;
@@ -127,6 +131,7 @@ void bl_deliver_logs(lua_State *L, int backend_idx);
 /* ---- rows.c ---- */
 
 lrows *bl_push_rows(lua_State *L, bk_result *r);
+void bl_refill_rows(lua_State *L, int idx, bk_result *r);
 bk_slice bl_rows_part(lrows *rows, size_t j);
 void bl_push_part(lua_State *L, lrows *rows, size_t j);
 void bl_open_rows(lua_State *L);

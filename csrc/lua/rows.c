@@ -4,32 +4,64 @@
 
 #include <string.h>
 
-static char *rows_data(lrows *rows)
+/* The bytes r takes as a block: its bounds, then its data. */
+static size_t block_size(const bk_result *r)
 {
-    return (char *)&rows->bounds[2 * rows->n + 1];
+    return (2 * r->count + 1) * sizeof(size_t) + r->used;
+}
+
+static char *rows_data(const lrows *rows)
+{
+    return (char *)&rows->block[2 * rows->n + 1];
+}
+
+/* A copy of r into the block, which is big enough. */
+static void fill(lrows *rows, bk_result *r)
+{
+    size_t n = r->count;
+    rows->n = n;
+    for (size_t i = 0; i < n; i++) {   /* keys and values lie in order in r->data */
+        rows->block[2 * i] = r->offs[4 * i];
+        rows->block[2 * i + 1] = r->offs[4 * i + 2];
+    }
+    rows->block[2 * n] = r->used;
+    if (r->used)
+        memcpy(rows_data(rows), r->data, r->used);
+    bl_scratch_done(r);
 }
 
 /* A Rows holding a copy of r: one allocation, no finalizer. */
 lrows *bl_push_rows(lua_State *L, bk_result *r)
 {
-    size_t n = r->count;
-    lrows *rows = bl_new_ud(L, sizeof *rows + (2 * n + 1) * sizeof(size_t) + r->used, 0, T_ROWS);
-    rows->n = n;
-    for (size_t i = 0; i < n; i++) {   /* keys and values lie in order in r->data */
-        rows->bounds[2 * i] = r->offs[4 * i];
-        rows->bounds[2 * i + 1] = r->offs[4 * i + 2];
-    }
-    rows->bounds[2 * n] = r->used;
-    if (r->used)
-        memcpy(rows_data(rows), r->data, r->used);
-    bl_scratch_done(r);
+    size_t size = block_size(r);
+    lrows *rows = bl_new_ud(L, sizeof *rows + size, 1, T_ROWS);
+    rows->cap = size;
+    rows->block = rows->inline_block;
+    fill(rows, r);
     return rows;
+}
+
+/* The Rows at idx (absolute or an upvalue) made a copy of r instead: no
+ * allocation when r fits in its block, so the memory stays warm from one
+ * chunk to the next. The new block is made before anything changes (it
+ * may raise); the old one goes with the user value it replaces. */
+void bl_refill_rows(lua_State *L, int idx, bk_result *r)
+{
+    lrows *rows = lua_touserdata(L, idx);
+    size_t size = block_size(r);
+    if (size > rows->cap) {
+        size_t *block = lua_newuserdatauv(L, size, 0);
+        lua_setiuservalue(L, idx, 1);
+        rows->block = block;
+        rows->cap = size;
+    }
+    fill(rows, r);
 }
 
 /* Part j of the rows: key i is part 2i, its value 2i + 1. */
 bk_slice bl_rows_part(lrows *rows, size_t j)
 {
-    bk_slice s = { rows_data(rows) + rows->bounds[j], rows->bounds[j + 1] - rows->bounds[j] };
+    bk_slice s = { rows_data(rows) + rows->block[j], rows->block[j + 1] - rows->block[j] };
     return s;
 }
 

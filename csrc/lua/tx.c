@@ -150,7 +150,15 @@ static int do_query(lua_State *L, const tx_kind *k, int as_rows)
     bk_query q;
     bk_slice to;
     check_query(L, as_rows ? "rows" : "range", &q, &to);
+    int reuse = as_rows && !lua_isnoneornil(L, 6);
+    if (reuse)
+        bl_check_ud(L, 6, T_ROWS);
     bk_result *r = read_scratch(L, k, t, &q);
+    if (reuse) {
+        bl_refill_rows(L, 6, r);
+        lua_settop(L, 6);
+        return 1;
+    }
     if (as_rows) {
         bl_push_rows(L, r);
         return 1;
@@ -185,11 +193,11 @@ static int do_buckets(lua_State *L, const tx_kind *k)
 /* The iterator's upvalues follow a method's (its reads use the scratch). */
 enum { IT_TX = UP_SHARED + 1, IT_BUCKET, IT_TO, IT_ROWS, IT_POS, IT_LIMIT, IT_KIND, IT_COUNT = IT_KIND };
 
-static lrows *read_chunk(lua_State *L, const tx_kind *k, ltx *t, bk_slice bucket,
-                         bk_slice from, int after, const bk_slice *to, int64_t limit)
+static bk_result *read_chunk(lua_State *L, const tx_kind *k, ltx *t, bk_slice bucket,
+                             bk_slice from, int after, const bk_slice *to, int64_t limit)
 {
     bk_query q = { bucket, from, to, 1, after, limit };
-    return bl_push_rows(L, read_scratch(L, k, t, &q));
+    return read_scratch(L, k, t, &q);
 }
 
 static int pairs_end(lua_State *L)
@@ -219,9 +227,9 @@ static int pairs_step(lua_State *L)
             top = &to;
         }
         limit = limit * 2 < PAIRS_MAX ? limit * 2 : PAIRS_MAX;
-        /* The last key stays in the old chunk, an upvalue until replaced. */
-        rows = read_chunk(L, k, t, bucket, bl_rows_part(rows, 2 * rows->n - 2), 1, top, limit);
-        lua_replace(L, lua_upvalueindex(IT_ROWS));
+        /* The read is after the chunk's last key, which the refill replaces. */
+        bk_result *r = read_chunk(L, k, t, bucket, bl_rows_part(rows, 2 * rows->n - 2), 1, top, limit);
+        bl_refill_rows(L, lua_upvalueindex(IT_ROWS), r);
         lua_pushinteger(L, limit);
         lua_replace(L, lua_upvalueindex(IT_LIMIT));
         pos = 0;
@@ -255,7 +263,7 @@ static int do_pairs(lua_State *L, int kind)
         lua_pushvalue(L, 4);
     else
         lua_pushnil(L);
-    read_chunk(L, k, t, bucket, from, 0, has_to ? &to : NULL, PAIRS_FIRST);
+    bl_push_rows(L, read_chunk(L, k, t, bucket, from, 0, has_to ? &to : NULL, PAIRS_FIRST));
     lua_pushinteger(L, 0);
     lua_pushinteger(L, PAIRS_FIRST);
     lua_pushinteger(L, kind);
