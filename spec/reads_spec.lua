@@ -147,8 +147,8 @@ describe("reads", function()
       for _, tname in ipairs(TX_NAMES) do
         local tx, done = TX[tname](be)
         local reused = tx:rows("b", "", ALL)   -- big first, then smaller and bigger reads
-        for _, q in ipairs { { "b", "k05" }, { "b", "nope" }, { "b", "k", "l", 3 }, { "b", "", ALL }, { "b", "", "\255", 2 },
-          { "nope", "", "\255" }, { "b", "", ALL } } do
+        for _, q in ipairs { { "b", "k05" }, { "b", "nope" }, { "b", "k", "l", 3 }, { "b", "", ALL },
+          { "b", "", "\255", 2 }, { "nope", "", "\255" }, { "b", "", ALL } } do
           local fresh = tx:rows(table.unpack(q, 1, 4))
           local args = { table.unpack(q, 1, 4) }
           assert.are.equal(reused, tx:rows(args[1], args[2], args[3], args[4], reused))
