@@ -506,6 +506,25 @@ describe("backendctl", function()
     assert.truthy(expect(0, { "check", "--defrag", db }):find("defrag", 1, true))
   end)
 
+  it("check: a file too damaged to open is a failed check (exit 1), a missing one an error (exit 3)", function()
+    local db = database { k1 = "v1", k2 = "v2" }
+    local truncated, garbage = H.tmppath(), H.tmppath()
+    H.write_file(truncated, H.read_file(db):sub(1, 2 * 4096 + 100))
+    H.write_file(garbage, string.rep("not a database ", 1000))
+    for _, case in ipairs { { truncated, "is truncated or damaged" }, { garbage, "is not a backend database" } } do
+      local out, err = expect(1, { "check", case[1] })
+      assert.truthy(out:find("open: " .. case[1] .. " " .. case[2], 1, true), out)
+      assert.truthy(out:find("FAILED: 1 of 1 checks, 1 findings", 1, true), out)
+      assert.are.equal("", err)
+      local report = decode(expect(1, { "check", "--json", case[1] }))
+      assert.is_false(report.ok)
+      assert.are.equal("open", report.checks[1].name)
+      assert.truthy(report.findings[1].message:find(case[2], 1, true))
+    end
+    local _, err = expect(3, { "check", H.tmpdir() .. "/none" })
+    assert.truthy(err:find("No such file or directory", 1, true), err)
+  end)
+
   it("check and scenario exit 1 when one fails (modules replaced in this process)", function()
     local saved_check, saved_scenario = package.loaded["backend.tools.check"], package.loaded["backend.tools.scenario"]
     package.loaded["backend.tools.check"] = {

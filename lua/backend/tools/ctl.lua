@@ -602,24 +602,45 @@ command("defrag", {
   end,
 })
 
+-- What `open` says of a file too damaged to be a database: for `check`, a
+-- failed check (exit status 1), not a runtime error.
+local DAMAGED = { "is truncated or damaged", "is not a backend database (no LMDB header" }
+
+-- check.run's report on the database at o.path; a damaged file gets a report
+-- of its one failed check, "open".
+local function check_report(check, o)
+  local started = backend.monotonic()
+  local ok, opened = backend.pcall(function() return o.defrag and open_write(o.path) or open_read(o.path) end)
+  if not ok then
+    local msg = tostring(opened):gsub("^backend: ", "")
+    for _, what in ipairs(DAMAGED) do
+      if msg:find(what, 1, true) then
+        return { ok = false, findings = { { check = "open", message = msg } },
+                 checks = { { name = "open", ok = false, detail = "the database opens",
+                              seconds = backend.monotonic() - started } } }
+      end
+    end
+    error(opened, 0)
+  end
+  local be <close> = opened
+  local report = check.run(be, { defrag = o.defrag, reopen = o.reopen, config = { readonly = not o.defrag } })
+  if report.backend then   -- reopened by --reopen: nothing more to do with it
+    report.backend:close()
+    report.backend = nil
+  end
+  return report
+end
+
 command("check", {
   args = { "PATH" },
   options = { flag("defrag", "also defragment and check again (opens for writing)"),
               flag("reopen", "also close, reopen and check again"), JSON },
-  summary = "verify a database (backend.tools.check); exit status 1 if a check fails",
+  summary = "verify a database (backend.tools.check); exit status 1 if a check fails or the file is damaged",
   help = "Runs every check of backend.tools.check and prints each with its result and findings.\n"
     .. "Ctrl-C stops it (exit status 130): an interrupted check is not a failed one.",
   run = function(c, o)
     local check = require "backend.tools.check"
-    local report
-    do
-      local be <close> = o.defrag and open_write(o.path) or open_read(o.path)
-      report = check.run(be, { defrag = o.defrag, reopen = o.reopen, config = { readonly = not o.defrag } })
-    end
-    if report.backend then   -- reopened by --reopen: nothing more to do with it
-      report.backend:close()
-      report.backend = nil
-    end
+    local report = check_report(check, o)
     if o.json then
       c:json(copy(report, { findings = map(report.findings, function(f)
         return copy(f, { bucket = f.bucket and bytes(f.bucket), key = f.key and bytes(f.key) })
