@@ -243,8 +243,8 @@ function ours.w4(ctx)
   end
   ways[#ways + 1] = { "sub_floor_seconds", sub_floor(0) }
   -- The same, plus what rows makes besides: one allocation a chunk, of the
-  -- chunk's size (its rows, and two bounds each).
-  ways[#ways + 1] = { "alloc_floor_seconds", sub_floor(1000 * width + 16 * 2001) }
+  -- chunk's size (its rows, 2n + 1 bounds of 8 bytes, and its header).
+  ways[#ways + 1] = { "alloc_floor_seconds", sub_floor(1000 * width + 8 * 2001 + 24) }
   -- The floor: only the fresh Lua strings a range returns (a 64-byte key and a
   -- 128-byte value per entry), made by C (string.unpack) into a table per
   -- chunk of 1000, with no engine at all.

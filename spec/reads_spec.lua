@@ -202,6 +202,37 @@ describe("reads", function()
     end)
   end)
 
+  it("a __gc that reads while a read's results are made changes none of them", function()
+    local v <close> = be:concurrent_read_tx()
+    local want_k, want_v = v:range("b", "k", "l")
+    local big = #v:get("b", "a\0")
+    local reads = 0
+    local function finalizers()
+      for _ = 1, 30 do setmetatable({}, { __gc = function() reads = reads + #v:get("b", "a\0") end }) end
+    end
+    collectgarbage("incremental", 10, 1000)   -- a collector step at almost every allocation
+    local ok, err = pcall(function()
+      local reused = v:rows("b", "k01")
+      for round = 1, 30 do
+        finalizers()
+        local ks, vs = v:range("b", "k", "l")
+        assert.are.same({ want_k, want_v }, { ks, vs }, "range, round " .. round)
+        finalizers()
+        assert.are.same({ want_k, want_v }, { rows_lists(v:rows("b", "k", "l")) }, "rows, round " .. round)
+        finalizers()
+        v:rows("b", "k", "l", nil, reused)
+        assert.are.same({ want_k, want_v }, { rows_lists(reused) }, "refill, round " .. round)
+        finalizers()
+        local pk = {}
+        for key in v:pairs("b", "k", "l") do pk[#pk + 1] = key end
+        assert.are.same(want_k, pk, "pairs, round " .. round)
+      end
+    end)
+    collectgarbage("incremental", 200, 100)
+    assert(ok, err)
+    assert.is_true(reads > 0 and reads % big == 0, "the finalizers read")
+  end)
+
   describe("tx:pairs", function()
     before_each(function()
       be:update(function(tx)

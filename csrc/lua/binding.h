@@ -41,6 +41,7 @@ enum { UP_TYPES = 1, UP_SHARED, UP_COUNT = UP_SHARED };
  * long as the registry. */
 typedef struct lshared {
     bk_result scratch;
+    unsigned fills;      /* reads into the scratch so far (bl_scratch) */
     const void *mts[NTYPES];
 } lshared;
 
@@ -120,6 +121,7 @@ void bl_set_integer(lua_State *L, const char *k, uint64_t v);
 int bl_push_state(lua_State *L, int type, const void *p, int rc);
 
 bk_result *bl_scratch(lua_State *L);
+unsigned bl_scratch_fills(lua_State *L);
 void bl_scratch_done(bk_result *r);
 void bl_push_first_value(lua_State *L, bk_result *r);
 
@@ -131,7 +133,7 @@ void bl_deliver_logs(lua_State *L, int backend_idx);
 /* ---- rows.c ---- */
 
 lrows *bl_push_rows(lua_State *L, bk_result *r);
-void bl_refill_rows(lua_State *L, int idx, bk_result *r);
+int bl_refill_rows(lua_State *L, int idx, bk_result *r);
 bk_slice bl_rows_part(lrows *rows, size_t j);
 void bl_push_part(lua_State *L, lrows *rows, size_t j);
 void bl_open_rows(lua_State *L);

@@ -258,12 +258,22 @@ void bl_set_integer(lua_State *L, const char *k, uint64_t v)
 
 /* ---- reads: the core fills the scratch buffer (with its locks held), the
  * binding makes Lua values of it afterwards (with none held: making a value
- * can run the collector, whose __gc may close a view) ---- */
+ * can run the collector, whose __gc may close a view). A __gc may also read
+ * into the scratch meanwhile: what is made from it is checked against
+ * bl_scratch_fills and made again from a new read if the count moved. ---- */
 
+/* The scratch buffer, for a read into it. */
 bk_result *bl_scratch(lua_State *L)
 {
     lshared *sh = lua_touserdata(L, lua_upvalueindex(UP_SHARED));
+    sh->fills++;
     return &sh->scratch;
+}
+
+unsigned bl_scratch_fills(lua_State *L)
+{
+    const lshared *sh = lua_touserdata(L, lua_upvalueindex(UP_SHARED));
+    return sh->fills;
 }
 
 /* The scratch buffer's memory goes back once a read made it big. */

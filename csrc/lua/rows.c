@@ -30,11 +30,18 @@ static void fill(lrows *rows, bk_result *r)
     bl_scratch_done(r);
 }
 
-/* A Rows holding a copy of r: one allocation, no finalizer. */
+/* A Rows holding a copy of r: one allocation, no finalizer. NULL, with
+ * nothing pushed, if the allocation ran a __gc that read into the scratch:
+ * r is another read now, which the block may not hold. */
 lrows *bl_push_rows(lua_State *L, bk_result *r)
 {
+    unsigned fills = bl_scratch_fills(L);
     size_t size = block_size(r);
     lrows *rows = bl_new_ud(L, sizeof *rows + size, 1, T_ROWS);
+    if (bl_scratch_fills(L) != fills) {
+        lua_pop(L, 1);
+        return NULL;
+    }
     rows->cap = size;
     rows->block = rows->inline_block;
     fill(rows, r);
@@ -44,18 +51,26 @@ lrows *bl_push_rows(lua_State *L, bk_result *r)
 /* The Rows at idx (absolute or an upvalue) made a copy of r instead: no
  * allocation when r fits in its block, so the memory stays warm from one
  * chunk to the next. The new block is made before anything changes (it
- * may raise); the old one goes with the user value it replaces. */
-void bl_refill_rows(lua_State *L, int idx, bk_result *r)
+ * may raise); the old one goes with the user value it replaces. 0, with
+ * nothing changed, if making the block ran a __gc that read into the
+ * scratch (as bl_push_rows). */
+int bl_refill_rows(lua_State *L, int idx, bk_result *r)
 {
     lrows *rows = lua_touserdata(L, idx);
     size_t size = block_size(r);
     if (size > rows->cap) {
+        unsigned fills = bl_scratch_fills(L);
         size_t *block = lua_newuserdatauv(L, size, 0);
+        if (bl_scratch_fills(L) != fills) {
+            lua_pop(L, 1);
+            return 0;
+        }
         lua_setiuservalue(L, idx, 1);
         rows->block = block;
         rows->cap = size;
     }
     fill(rows, r);
+    return 1;
 }
 
 /* Part j of the rows: key i is part 2i, its value 2i + 1. */

@@ -125,9 +125,11 @@ static void check_query(lua_State *L, const char *fname, bk_query *q, bk_slice *
 
 /* keys, values: two tables. key_arg: the stack index of the one key
  * every row has (a range of a single key), pushed as it is instead of a
- * copy (one string less to make and collect); 0 for none. */
-static void push_results(lua_State *L, bk_result *r, int key_arg)
+ * copy (one string less to make and collect); 0 for none. 0, with nothing
+ * pushed, if making them ran a __gc that read into the scratch. */
+static int push_results(lua_State *L, bk_result *r, int key_arg)
 {
+    unsigned fills = bl_scratch_fills(L);
     lua_createtable(L, (int)r->count, 0);
     lua_createtable(L, (int)r->count, 0);
     for (size_t i = 0; i < r->count; i++) {
@@ -139,8 +141,13 @@ static void push_results(lua_State *L, bk_result *r, int key_arg)
         lua_rawseti(L, -3, (lua_Integer)i + 1);
         lua_pushlstring(L, v.data, v.len);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
+        if (bl_scratch_fills(L) != fills) {
+            lua_pop(L, 2);
+            return 0;
+        }
     }
     bl_scratch_done(r);
+    return 1;
 }
 
 /* range (keys, values: two tables) or rows (a Rows). */
@@ -153,17 +160,20 @@ static int do_query(lua_State *L, const tx_kind *k, int as_rows)
     int reuse = as_rows && !lua_isnoneornil(L, 6);
     if (reuse)
         bl_check_ud(L, 6, T_ROWS);
-    bk_result *r = read_scratch(L, k, t, &q);
+    /* Read again while a __gc read into the scratch before all was made of it. */
     if (reuse) {
-        bl_refill_rows(L, 6, r);
+        while (!bl_refill_rows(L, 6, read_scratch(L, k, t, &q)))
+            ;
         lua_settop(L, 6);
         return 1;
     }
     if (as_rows) {
-        bl_push_rows(L, r);
+        while (!bl_push_rows(L, read_scratch(L, k, t, &q)))
+            ;
         return 1;
     }
-    push_results(L, r, q.to ? 0 : 3);
+    while (!push_results(L, read_scratch(L, k, t, &q), q.to ? 0 : 3))
+        ;
     return 2;
 }
 
@@ -227,9 +237,11 @@ static int pairs_step(lua_State *L)
             top = &to;
         }
         limit = limit * 2 < PAIRS_MAX ? limit * 2 : PAIRS_MAX;
-        /* The read is after the chunk's last key, which the refill replaces. */
-        bk_result *r = read_chunk(L, k, t, bucket, bl_rows_part(rows, 2 * rows->n - 2), 1, top, limit);
-        bl_refill_rows(L, lua_upvalueindex(IT_ROWS), r);
+        /* The read is after the chunk's last key, which the refill replaces
+         * (only once it succeeds: as do_query, read again until then). */
+        while (!bl_refill_rows(L, lua_upvalueindex(IT_ROWS),
+                               read_chunk(L, k, t, bucket, bl_rows_part(rows, 2 * rows->n - 2), 1, top, limit)))
+            ;
         lua_pushinteger(L, limit);
         lua_replace(L, lua_upvalueindex(IT_LIMIT));
         pos = 0;
@@ -263,7 +275,8 @@ static int do_pairs(lua_State *L, int kind)
         lua_pushvalue(L, 4);
     else
         lua_pushnil(L);
-    bl_push_rows(L, read_chunk(L, k, t, bucket, from, 0, has_to ? &to : NULL, PAIRS_FIRST));
+    while (!bl_push_rows(L, read_chunk(L, k, t, bucket, from, 0, has_to ? &to : NULL, PAIRS_FIRST)))
+        ;
     lua_pushinteger(L, 0);
     lua_pushinteger(L, PAIRS_FIRST);
     lua_pushinteger(L, kind);

@@ -604,7 +604,7 @@ command("defrag", {
 
 -- What `open` says of a file too damaged to be a database: for `check`, a
 -- failed check (exit status 1), not a runtime error.
-local DAMAGED = { "is truncated or damaged", "is not a backend database (no LMDB header" }
+local DAMAGED = { " is truncated or damaged: ", " is not a backend database (no LMDB header: " }
 
 -- check.run's report on the database at o.path; a damaged file gets a report
 -- of its one failed check, "open".
