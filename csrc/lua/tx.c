@@ -141,10 +141,12 @@ static int push_results(lua_State *L, bk_result *r, int key_arg)
         lua_rawseti(L, -3, (lua_Integer)i + 1);
         lua_pushlstring(L, v.data, v.len);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
-        if (bl_scratch_fills(L) != fills) {
-            lua_pop(L, 2);
-            return 0;
-        }
+    }
+    /* Checked once: a read a __gc made meanwhile changed the rows read after
+     * it (the loop reads r anew each time, so never past its end). */
+    if (bl_scratch_fills(L) != fills) {
+        lua_pop(L, 2);
+        return 0;
     }
     bl_scratch_done(r);
     return 1;
@@ -157,11 +159,10 @@ static int do_query(lua_State *L, const tx_kind *k, int as_rows)
     bk_query q;
     bk_slice to;
     check_query(L, as_rows ? "rows" : "range", &q, &to);
-    int reuse = as_rows && !lua_isnoneornil(L, 6);
-    if (reuse)
+    /* Each read is made again while a __gc read into the scratch before all
+     * was made of it. */
+    if (as_rows && !lua_isnoneornil(L, 6)) {
         bl_check_ud(L, 6, T_ROWS);
-    /* Read again while a __gc read into the scratch before all was made of it. */
-    if (reuse) {
         while (!bl_refill_rows(L, 6, read_scratch(L, k, t, &q)))
             ;
         lua_settop(L, 6);
