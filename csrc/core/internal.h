@@ -245,9 +245,10 @@ void bk_hist_observe(bk_backend *be, bk_hist *h, double seconds);
 
 /* ---- meta.c: LMDB's meta pages (pages 0 and 1 of the file) ---- */
 #define BK_LMDB_MAGIC 0xBEEFC0DEu
+#define BK_LMDB_VERSION 1u   /* mdb.c's MDB_DATA_VERSION; LMDB refuses any other */
 #define BK_META_HEAD 152   /* the bytes of a meta page that bk_meta_parse reads */
 typedef struct bk_meta {
-    uint32_t magic, psize;
+    uint32_t magic, version, psize;
     uint64_t free_root, main_root;   /* page numbers; ~0: an empty tree */
     uint64_t last_pg, txnid;         /* last_pg: allocated, maybe never written */
 } bk_meta;

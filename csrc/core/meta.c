@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #define META_MAGIC_OFF 16
+#define META_VERSION_OFF 20
 #define META_PSIZE_OFF 40     /* mm_dbs[FREE_DBI].md_pad holds the page size */
 #define META_FREE_ROOT_OFF 80 /* mm_dbs[FREE_DBI].md_root */
 #define META_MAIN_ROOT_OFF 128 /* mm_dbs[MAIN_DBI].md_root */
@@ -29,6 +30,7 @@ void bk_meta_parse(const void *page, bk_meta *m)
 {
     const unsigned char *p = page;
     memcpy(&m->magic, p + META_MAGIC_OFF, 4);
+    memcpy(&m->version, p + META_VERSION_OFF, 4);
     memcpy(&m->psize, p + META_PSIZE_OFF, 4);
     m->free_root = get64(p + META_FREE_ROOT_OFF);
     m->main_root = get64(p + META_MAIN_ROOT_OFF);
@@ -308,6 +310,10 @@ int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen)
     bk_meta_parse(head[1], &m[1]);
     if (m[0].magic != BK_LMDB_MAGIC || m[1].magic != BK_LMDB_MAGIC)
         return damaged(&p, "meta page %d is not an LMDB meta page", m[0].magic == BK_LMDB_MAGIC);
+    for (int i = 0; i < 2; i++)
+        if (m[i].version != BK_LMDB_VERSION)
+            return damaged(&p, "meta page %d names data format %u, not LMDB's %u", i,
+                           (unsigned)m[i].version, BK_LMDB_VERSION);
     const bk_meta *newest = &m[m[1].txnid > m[0].txnid];
     p.npages = size / p.psize;
     p.last_pg = newest->last_pg;
