@@ -258,19 +258,12 @@ static int replay(bk_backend *be, bk_env *dst, memtable **mts, int n, bk_error *
     return rc ? bk_write_fail(be, err, rc, "defrag: catching up") : BK_OK;
 }
 
-/* Takes the commit log and applies it to dst: the writes it held in
- * *writes, the newest batch's id in *last_id. Caller holds txn_mu if
- * `locked`; else it is taken for the take only. */
-static int catch_up(bk_backend *be, bk_env *dst, int locked, uint64_t *writes,
-                    uint64_t *last_id, bk_error *err)
+/* Applies batches taken from the commit log to dst and releases them: the
+ * writes they held in *writes, the newest batch's id in *last_id.
+ * incomplete: the take ran out of memory. */
+static int apply_log(bk_backend *be, bk_env *dst, memtable **mts, int n, int incomplete,
+                     uint64_t *writes, uint64_t *last_id, bk_error *err)
 {
-    memtable **mts;
-    int n;
-    if (!locked)
-        pthread_mutex_lock(&be->txn_mu);
-    int incomplete = bk_commit_log_take(be, &mts, &n);
-    if (!locked)
-        pthread_mutex_unlock(&be->txn_mu);
     int rc = incomplete ? bk_fail(err, BK_EIO, "defrag: out of memory for the commit log")
                         : replay(be, dst, mts, n, err);
     *writes = 0;
@@ -281,6 +274,18 @@ static int catch_up(bk_backend *be, bk_env *dst, int locked, uint64_t *writes,
     }
     bk_batches_release(mts, n);
     return rc;
+}
+
+/* Takes the commit log, holding txn_mu for the take only, and applies it. */
+static int catch_up(bk_backend *be, bk_env *dst, uint64_t *writes, uint64_t *last_id,
+                    bk_error *err)
+{
+    memtable **mts;
+    int n;
+    pthread_mutex_lock(&be->txn_mu);
+    int incomplete = bk_commit_log_take(be, &mts, &n);
+    pthread_mutex_unlock(&be->txn_mu);
+    return apply_log(be, dst, mts, n, incomplete, writes, last_id, err);
 }
 
 /* ---- the swap ---- */
@@ -303,7 +308,9 @@ static int swap_in(bk_defrag_job *job, bk_env *src_env, bk_env *dst, new_files *
 {
     bk_backend *be = job->be;
     uint64_t writes;
-    int rc = catch_up(be, dst, 1, &writes, last_id, err);
+    memtable **mts;
+    int n, incomplete = bk_commit_log_take(be, &mts, &n);
+    int rc = apply_log(be, dst, mts, n, incomplete, &writes, last_id, err);
     if (rc)
         return rc;
     if (be->env != src_env || bk_is_closed(be))
@@ -408,7 +415,7 @@ static int run(bk_defrag_job *job, bk_env **old, bk_error *err)
     /* Catch up until what is left is small, make that durable, then once
      * more: the pause applies only what came during the fsync. */
     for (int round = 0; !rc; round++) {
-        rc = catch_up(be, dst, 0, &writes, &last_id, err);
+        rc = catch_up(be, dst, &writes, &last_id, err);
         if (!rc && cancelled(job))
             rc = bk_fail(err, BK_ECANCELED, "defrag cancelled");
         if (rc || writes <= CATCHUP_LEFT || round == CATCHUP_ROUNDS)
@@ -417,7 +424,7 @@ static int run(bk_defrag_job *job, bk_env **old, bk_error *err)
     if (!rc && !be->cfg.no_fsync && (rc = mdb_env_sync(dst->mdb, 1)))
         rc = bk_write_fail(be, err, rc, "defrag: syncing the new file");
     if (!rc)
-        rc = catch_up(be, dst, 0, &writes, &last_id, err);
+        rc = catch_up(be, dst, &writes, &last_id, err);
     if (!rc)
         rc = prepare_files(be, &f, err);
     if (!rc) {

@@ -310,13 +310,12 @@ void bl_force_commit(lua_State *L, lbackend *lb, const bl_hookstate *hooks)
 {
     bk_error err;
     bk_commit_ticket t;
-    int rc = bk_request_commit(lb->be, &t, &err);
-    while (!rc && !bk_commit_wait_for(lb->be, &t, 0.02, &rc, &err))
-        if (bl_interrupted(L, hooks, NULL)) {
-            bl_deliver_logs(L, 1);
-            bl_raise_interrupt(L);
-        }
+    int rc = bk_request_commit(lb->be, &t, &err), interrupted = 0;
+    while (!rc && !interrupted && !bk_commit_wait_for(lb->be, &t, 0.02, &rc, &err))
+        interrupted = bl_interrupted(L, hooks, NULL);
     bl_deliver_logs(L, 1);
+    if (interrupted)
+        bl_raise_interrupt(L);
     if (rc)
         bl_raise(L, &err);
 }
