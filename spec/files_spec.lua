@@ -172,6 +172,98 @@ end
 print(string.format("done: %d refused, %d whole", refused, whole))
 ]]
 
+-- Builds a database with a freelist (a view held across deletes keeps their
+-- pages from reuse), then opens copies of it damaged in the places LMDB
+-- trusts: every field of both meta pages set to values a stray write or a
+-- hostile file could hold, and random bytes of the meta pages, the
+-- freelist's root page and the main tree's root page. Read-only and for
+-- writing, each copy must be refused (damaged, or an LMDB error raised), or
+-- open and read whole, and take a commit. Any signal kills the child before
+-- "done".
+local DAMAGER = [=[
+local backend = require "backend"
+local path = arg[1]
+local be = backend.open { path = path }
+be:update(function(tx)
+  tx:create_bucket("a"); tx:create_bucket("b")
+  for i = 1, 3000 do tx:put(i % 2 == 0 and "a" or "b", string.format("key%06d", i), string.rep("v", i % 300)) end
+end)
+be:force_commit()
+local view = be:concurrent_read_tx()
+be:update(function(tx) for i = 1, 3000, 3 do tx:delete(i % 2 == 0 and "a" or "b", string.format("key%06d", i)) end end)
+be:force_commit()
+be:update(function(tx) tx:put("a", "x", string.rep("big", 3000)) end)
+be:force_commit()
+be:update(function(tx) tx:delete("a", "x") end)
+be:force_commit()
+view:close()
+be:close()
+local f = assert(io.open(path, "rb"))
+local data = f:read("a")
+f:close()
+local ps = string.unpack("<I4", data, 41)
+local newest = string.unpack("<I8", data, ps + 145) > string.unpack("<I8", data, 145) and ps or 0
+local free_root, main_root = string.unpack("<i8", data, newest + 81), string.unpack("<i8", data, newest + 129)
+assert(free_root > 1 and main_root > 1, "the database has no freelist")
+local copy, refused, opened = path .. ".damaged", 0, 0
+local function try(what, bytes)
+  for _, readonly in ipairs { true, false } do
+    os.remove(copy)
+    os.remove(copy .. "-lock")
+    local out = assert(io.open(copy, "wb"))
+    out:write(bytes)
+    out:close()
+    local ok, err = pcall(function()
+      local b <close> = backend.open { path = copy, readonly = readonly }
+      b:hash()
+      local v <close> = b:concurrent_read_tx()
+      for _, name in ipairs(v:buckets()) do
+        for _ in v:pairs(name, "") do end
+      end
+      if not readonly then
+        b:update(function(tx) tx:create_bucket("new"); tx:put("new", "k", "v") end)
+        b:force_commit()
+      end
+    end)
+    local msg = tostring(err)
+    if ok then
+      opened = opened + 1
+    elseif msg:find("is truncated or damaged: ", 1, true) or msg:find("is not a backend database", 1, true)
+        or msg:find("backend: [%w ]*:? ?MDB_%u") then
+      refused = refused + 1
+    else
+      print("OTHER " .. what .. ": " .. msg)
+    end
+  end
+end
+local function put(at, fmt, x)
+  return data:sub(1, at) .. string.pack(fmt, x) .. data:sub(at + string.packsize(fmt) + 1)
+end
+for page = 0, 1 do
+  for off = 16, 148, 4 do
+    for _, x in ipairs { 0, 0xffffffff, 7, 0x7fffffff } do
+      try(string.format("meta %d +%d = %d", page, off, x), put(page * ps + off, "<I4", x))
+    end
+    if off % 8 == 0 then
+      for _, x in ipairs { 0, -1, 3, 1 << 40 } do
+        try(string.format("meta %d +%d = %d (8 bytes)", page, off, x), put(page * ps + off, "<i8", x))
+      end
+    end
+  end
+end
+math.randomseed(11)
+local places = { { 0, 16, 151 }, { ps, 16, 151 }, { free_root * ps, 0, ps - 1 }, { main_root * ps, 0, ps - 1 } }
+for case = 1, 400 do
+  local place, bytes = places[case % 4 + 1], data
+  for _ = 1, math.random(3) do
+    local at = place[1] + math.random(place[2], place[3])
+    bytes = bytes:sub(1, at) .. string.char(math.random(0, 255)) .. bytes:sub(at + 2)
+  end
+  try("random case " .. case, bytes)
+end
+print(string.format("done: %d refused, %d opened", refused, opened))
+]=]
+
 -- LMDB's file: the page size, the main tree's root page (one leaf page here)
 -- and the root page of bucket `name` (its record there).
 local function bucket_root(data, name)
@@ -239,6 +331,17 @@ describe("files: truncated or damaged", function()
     assert.is_falsy(out:find("OTHER", 1, true), out)
     assert.is_true(refused >= 100, out)
   end)
+
+  it("damaged meta pages, freelist entries and bucket records are refused cleanly or read whole, never a signal",
+    function()
+      local child, errfile = H.spawn(DAMAGER, H.tmppath())
+      local out = child:read("a")
+      child:close()
+      local refused, opened = out:match("done: (%d+) refused, (%d+) opened")
+      assert(refused, "the child died: " .. out .. H.child_stderr(errfile))
+      assert.is_falsy(out:find("OTHER", 1, true), out)
+      assert.is_true(tonumber(refused) >= 300 and tonumber(opened) >= 1000, out)
+    end)
 
   it("a read-only backend checks the file a writer renames over its own before it maps it", function()
     local path = filled(H.tmppath(), 2000)

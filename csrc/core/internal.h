@@ -249,6 +249,7 @@ void bk_hist_observe(bk_backend *be, bk_hist *h, double seconds);
 #define BK_META_HEAD 152   /* the bytes of a meta page that bk_meta_parse reads */
 typedef struct bk_meta {
     uint32_t magic, version, psize;
+    uint16_t free_flags, main_flags;   /* the freelist's and main tree's md_flags */
     uint64_t free_root, main_root;   /* page numbers; ~0: an empty tree */
     uint64_t last_pg, txnid;         /* last_pg: allocated, maybe never written */
 } bk_meta;

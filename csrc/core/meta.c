@@ -1,7 +1,8 @@
 /* meta.c: LMDB's file format, read and written outside LMDB: the two meta
  * pages (mdb.c: MDB_meta after the 16-byte page header), which snapshots and
  * defrag write themselves, and the check made before LMDB maps a file, that
- * every page in use lies inside it (bk_pages_check). */
+ * every page in use lies inside it and the structures LMDB trusts are sound
+ * (bk_pages_check). */
 #include "internal.h"
 
 #include <errno.h>
@@ -14,6 +15,8 @@
 #define META_MAGIC_OFF 16
 #define META_VERSION_OFF 20
 #define META_PSIZE_OFF 40     /* mm_dbs[FREE_DBI].md_pad holds the page size */
+#define META_FREE_FLAGS_OFF 44 /* mm_dbs[FREE_DBI].md_flags */
+#define META_MAIN_FLAGS_OFF 92 /* mm_dbs[MAIN_DBI].md_flags */
 #define META_FREE_ROOT_OFF 80 /* mm_dbs[FREE_DBI].md_root */
 #define META_MAIN_ROOT_OFF 128 /* mm_dbs[MAIN_DBI].md_root */
 #define META_LAST_PG_OFF 136
@@ -32,6 +35,8 @@ void bk_meta_parse(const void *page, bk_meta *m)
     memcpy(&m->magic, p + META_MAGIC_OFF, 4);
     memcpy(&m->version, p + META_VERSION_OFF, 4);
     memcpy(&m->psize, p + META_PSIZE_OFF, 4);
+    memcpy(&m->free_flags, p + META_FREE_FLAGS_OFF, 2);
+    memcpy(&m->main_flags, p + META_MAIN_FLAGS_OFF, 2);
     m->free_root = get64(p + META_FREE_ROOT_OFF);
     m->main_root = get64(p + META_MAIN_ROOT_OFF);
     m->last_pg = get64(p + META_LAST_PG_OFF);
@@ -85,10 +90,10 @@ void bk_meta_pair(void *pair, size_t psize, int newest, uint64_t txnid)
  * are those up to the newest meta's last_pg that are not on the freelist (a
  * commit may allocate pages, free them again and never write them, so
  * last_pg alone may lie past the end of a sound file). Read with pread,
- * never through a map (mdb.c: MDB_page, MDB_node): the main tree (the
- * buckets' records) and the root page of each bucket are checked always,
- * the freelist tree (key a txn id, value an IDL: a count, then page
- * numbers) when pages past the end must be found on it. LMDB checks page
+ * never through a map (mdb.c: MDB_page, MDB_node): the meta pages' fields
+ * LMDB trusts, the main tree (the buckets' records), the root page of each
+ * bucket, and the freelist tree (key a txn id, value an IDL: a count, then
+ * page numbers), which a writer reads whole entries of. LMDB checks page
  * numbers and types along each path it takes (MDB_PAGE_NOTFOUND,
  * MDB_CORRUPTED); the rest of a page it cannot check without checksums. */
 
@@ -99,6 +104,9 @@ void bk_meta_pair(void *pair, size_t psize, int newest, uint64_t txnid)
 #define P_TYPES 0x2f          /* branch, leaf, overflow, meta, leaf2 */
 #define F_BIGDATA 0x01        /* a leaf node's value is on overflow pages */
 #define F_SUBDATA 0x02        /* a leaf node's value is a named database */
+#define F_DUPDATA 0x04        /* a leaf node's value is a sub-page of duplicates */
+#define DB_KEY_FLAGS 0x7e     /* an MDB_db's md_flags LMDB keeps: MDB_REVERSEKEY .. MDB_REVERSEDUP */
+#define DB_INTEGERKEY 0x08
 #define DB_RECORD 48          /* an MDB_db */
 #define DB_ROOT 40            /* its md_root */
 #define NODE_HEAD 8
@@ -177,15 +185,21 @@ static int node_at(pages *p, const unsigned char *pg, unsigned i, const char *wh
     return 0;
 }
 
-/* Collects the page numbers past the end in one freelist entry. */
+/* One freelist entry (key: a txn id; value: an IDL, a count then page
+ * numbers), which LMDB reads whole when it allocates: its shape, and each
+ * page number one that can be free (not a meta page, not past the last
+ * page); collects those past the end of the file. */
 static int free_entry(pages *p, const unsigned char *pg, unsigned off)
 {
     const char *what = "its freelist";
-    unsigned ksize = get16(pg + off + 6);
+    unsigned ksize = get16(pg + off + 6), flags = get16(pg + off + 4);
     uint64_t dsize = get16(pg + off) | (uint64_t)get16(pg + off + 2) << 16;
     const unsigned char *at = pg + off + NODE_HEAD + ksize;
     unsigned char *big = NULL;
-    if (get16(pg + off + 4) & F_BIGDATA) {
+    if (ksize != 8 || (flags & (F_SUBDATA | F_DUPDATA)))
+        return damaged(p, "%s, page %llu: an entry is not a freelist entry (key of %u bytes, "
+                       "flags 0x%x)", what, (unsigned long long)get64(pg), ksize, flags);
+    if (flags & F_BIGDATA) {
         unsigned char *head = malloc(p->psize);
         uint64_t ov = 0, n = 0;
         int rc = !head ? damaged(p, "out of memory")
@@ -216,7 +230,12 @@ static int free_entry(pages *p, const unsigned char *pg, unsigned off)
     int rc = dsize < 8 || count > dsize / 8 - 1 ? damaged(p, "%s: an entry is cut", what) : 0;
     for (uint64_t i = 1; !rc && i <= count; i++) {
         uint64_t id = get64(at + 8 * i);
-        if (id < p->npages || id > p->last_pg)
+        if (id < 2 || id > p->last_pg) {
+            rc = damaged(p, "%s names page %llu free (its pages run 2..%llu)", what,
+                         (unsigned long long)id, (unsigned long long)p->last_pg);
+            break;
+        }
+        if (id < p->npages)
             continue;
         if (p->npast == p->cap) {
             size_t cap = p->cap ? p->cap * 2 : 256;
@@ -314,18 +333,26 @@ int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen)
         if (m[i].version != BK_LMDB_VERSION)
             return damaged(&p, "meta page %d names data format %u, not LMDB's %u", i,
                            (unsigned)m[i].version, BK_LMDB_VERSION);
+    /* LMDB finds meta page 1 one page size from the start, and then works
+     * in the newest page's size */
+    if (m[1].psize != p.psize)
+        return damaged(&p, "its meta pages name page sizes of %llu and %llu bytes",
+                       (ull)p.psize, (ull)m[1].psize);
     const bk_meta *newest = &m[m[1].txnid > m[0].txnid];
+    /* LMDB trusts these: a freelist compared as other than integers, or a
+     * main tree of duplicates, sends its cursors astray */
+    if ((newest->free_flags & DB_KEY_FLAGS) != DB_INTEGERKEY || (newest->main_flags & DB_KEY_FLAGS))
+        return damaged(&p, "its meta page names the flags 0x%x and 0x%x for its freelist and "
+                       "main tree", newest->free_flags, newest->main_flags);
     p.npages = size / p.psize;
     p.last_pg = newest->last_pg;
     if ((newest->main_root != NO_PAGE &&
          walk(&p, newest->main_root, 0, "its main tree", bucket_entry)) ||
         root_check(&p, newest->free_root, "the root of its freelist"))
         return -1;
-    if (p.last_pg < p.npages)
-        return 0;
-    uint64_t missing = p.last_pg + 1 - p.npages;
     int rc = newest->free_root == NO_PAGE ? 0
            : walk(&p, newest->free_root, 0, "its freelist", free_entry);
+    uint64_t missing = p.last_pg < p.npages ? 0 : p.last_pg + 1 - p.npages;
     size_t distinct = 0;
     if (!rc && p.npast) {
         qsort(p.past, p.npast, sizeof *p.past, id_order);
