@@ -508,14 +508,18 @@ describe("backendctl", function()
 
   it("check: a file too damaged to open is a failed check (exit 1), a missing one an error (exit 3)", function()
     local db = database { k1 = "v1", k2 = "v2" }
-    local truncated, garbage, version = H.tmppath(), H.tmppath(), H.tmppath()
+    local truncated, garbage, version, unmarked = H.tmppath(), H.tmppath(), H.tmppath(), H.tmppath()
     local data = H.read_file(db)
     H.write_file(truncated, data:sub(1, 2 * 4096 + 100))
     H.write_file(garbage, string.rep("not a database ", 1000))
     -- the second meta page's data format version (LMDB: MDB_VERSION_MISMATCH)
-    H.write_file(version, data:sub(1, 4096 + 20) .. string.pack("<I4", 2) .. data:sub(4096 + 25))
+    local psize = string.unpack("<I4", data, 41)
+    H.write_file(version, data:sub(1, psize + 20) .. string.pack("<I4", 2) .. data:sub(psize + 25))
+    -- the second meta page's page flags cleared (LMDB: MDB_INVALID)
+    H.write_file(unmarked, data:sub(1, psize + 10) .. string.pack("<I2", 0) .. data:sub(psize + 13))
     for _, case in ipairs { { truncated, "is truncated or damaged" }, { garbage, "is not a backend database" },
-                            { version, "is truncated or damaged: meta page 1 names data format 2, not LMDB's 1" } } do
+                            { version, "is truncated or damaged: meta page 1 names data format 2, not LMDB's 1" },
+                            { unmarked, "is truncated or damaged: meta page 1 is not marked a meta page" } } do
       local out, err = expect(1, { "check", case[1] })
       assert.truthy(out:find("open: " .. case[1] .. " " .. case[2], 1, true), out)
       assert.truthy(out:find("FAILED: 1 of 1 checks, 1 findings", 1, true), out)

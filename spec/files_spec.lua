@@ -240,7 +240,7 @@ local function put(at, fmt, x)
   return data:sub(1, at) .. string.pack(fmt, x) .. data:sub(at + string.packsize(fmt) + 1)
 end
 for page = 0, 1 do
-  for off = 16, 148, 4 do
+  for off = 0, 148, 4 do
     for _, x in ipairs { 0, 0xffffffff, 7, 0x7fffffff } do
       try(string.format("meta %d +%d = %d", page, off, x), put(page * ps + off, "<I4", x))
     end
@@ -252,7 +252,7 @@ for page = 0, 1 do
   end
 end
 math.randomseed(11)
-local places = { { 0, 16, 151 }, { ps, 16, 151 }, { free_root * ps, 0, ps - 1 }, { main_root * ps, 0, ps - 1 } }
+local places = { { 0, 0, 151 }, { ps, 0, 151 }, { free_root * ps, 0, ps - 1 }, { main_root * ps, 0, ps - 1 } }
 for case = 1, 400 do
   local place, bytes = places[case % 4 + 1], data
   for _ = 1, math.random(3) do

@@ -101,6 +101,7 @@ void bk_meta_pair(void *pair, size_t psize, int newest, uint64_t txnid)
 #define P_BRANCH 0x01
 #define P_LEAF 0x02
 #define P_OVERFLOW 0x04
+#define P_META 0x08
 #define P_TYPES 0x2f          /* branch, leaf, overflow, meta, leaf2 */
 #define F_BIGDATA 0x01        /* a leaf node's value is on overflow pages */
 #define F_SUBDATA 0x02        /* a leaf node's value is a named database */
@@ -329,6 +330,10 @@ int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen)
     bk_meta_parse(head[1], &m[1]);
     if (m[0].magic != BK_LMDB_MAGIC || m[1].magic != BK_LMDB_MAGIC)
         return damaged(&p, "meta page %d is not an LMDB meta page", m[0].magic == BK_LMDB_MAGIC);
+    for (int i = 0; i < 2; i++)
+        if (!(get16(head[i] + 10) & P_META))
+            return damaged(&p, "meta page %d is not marked a meta page (flags 0x%x)", i,
+                           get16(head[i] + 10));
     for (int i = 0; i < 2; i++)
         if (m[i].version != BK_LMDB_VERSION)
             return damaged(&p, "meta page %d names data format %u, not LMDB's %u", i,
