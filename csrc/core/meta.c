@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define META_MAGIC_OFF 16
@@ -312,12 +313,15 @@ static int id_order(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen)
+/* One pass of bk_pages_check; *txnid: the newest meta's txn id, if the
+ * check got that far (else UINT64_MAX). */
+static int check_once(int fd, uint64_t size, char *why, size_t whylen, uint64_t *txnid)
 {
     typedef unsigned long long ull;
     unsigned char head[2][BK_META_HEAD];
     bk_meta m[2];
     pages p = { fd, 0, 0, 0, 0, NULL, 0, 0, why, whylen };
+    *txnid = UINT64_MAX;
     if (size < BK_META_HEAD || bk_read_full(fd, (char *)head[0], BK_META_HEAD, 0))
         return damaged(&p, "its first meta page is cut");
     bk_meta_parse(head[0], &m[0]);
@@ -344,6 +348,7 @@ int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen)
         return damaged(&p, "its meta pages name page sizes of %llu and %llu bytes",
                        (ull)p.psize, (ull)m[1].psize);
     const bk_meta *newest = &m[m[1].txnid > m[0].txnid];
+    *txnid = newest->txnid;
     /* LMDB trusts these: a freelist compared as other than integers, or a
      * main tree of duplicates, sends its cursors astray */
     if ((newest->free_flags & DB_KEY_FLAGS) != DB_INTEGERKEY || (newest->main_flags & DB_KEY_FLAGS))
@@ -371,4 +376,38 @@ int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen)
                      "pages, and its last page is %llu)", (ull)(missing - distinct),
                      (ull)p.npages, (ull)p.last_pg);
     return rc;
+}
+
+/* The newest meta's txn id, or UINT64_MAX if the meta pages cannot be read. */
+static uint64_t newest_txnid(int fd)
+{
+    unsigned char head[BK_META_HEAD];
+    bk_meta m[2];
+    if (bk_read_full(fd, (char *)head, BK_META_HEAD, 0))
+        return UINT64_MAX;
+    bk_meta_parse(head, &m[0]);
+    if (m[0].psize < BK_META_HEAD || bk_read_full(fd, (char *)head, BK_META_HEAD, m[0].psize))
+        return UINT64_MAX;
+    bk_meta_parse(head, &m[1]);
+    return m[m[1].txnid > m[0].txnid].txnid;
+}
+
+/* A writer in another process may commit while the file is read, and from
+ * its second commit on it may reuse pages of the state being checked (LMDB
+ * keeps only the last committed state whole, and this check is no LMDB
+ * reader). So a failed check counts only if the newest meta is the same
+ * after it; else the check is made again, on the file as it is then. */
+#define CHECK_TRIES 50
+
+int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen)
+{
+    for (int tries = 1;; tries++) {
+        uint64_t txnid;
+        struct stat st;
+        int rc = check_once(fd, size, why, whylen, &txnid);
+        if (!rc || txnid == UINT64_MAX || tries == CHECK_TRIES || newest_txnid(fd) == txnid ||
+            fstat(fd, &st) < 0)
+            return rc;
+        size = (uint64_t)st.st_size;
+    }
 }
