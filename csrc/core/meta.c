@@ -334,14 +334,14 @@ static int check_once(int fd, uint64_t size, char *why, size_t whylen, uint64_t 
     bk_meta_parse(head[1], &m[1]);
     if (m[0].magic != BK_LMDB_MAGIC || m[1].magic != BK_LMDB_MAGIC)
         return damaged(&p, "meta page %d is not an LMDB meta page", m[0].magic == BK_LMDB_MAGIC);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         if (!(get16(head[i] + 10) & P_META))
             return damaged(&p, "meta page %d is not marked a meta page (flags 0x%x)", i,
                            get16(head[i] + 10));
-    for (int i = 0; i < 2; i++)
         if (m[i].version != BK_LMDB_VERSION)
             return damaged(&p, "meta page %d names data format %u, not LMDB's %u", i,
                            (unsigned)m[i].version, BK_LMDB_VERSION);
+    }
     /* LMDB finds meta page 1 one page size from the start, and then works
      * in the newest page's size */
     if (m[1].psize != p.psize)
