@@ -11,7 +11,12 @@
 -- every string and table the engine makes costs more.
 --
 --   lua5.4 bench/bench.lua [--n 1000000] [--runs 3] [--only w1,w3]
---                          [--lmdb build/bench/lmdb_bench] [--etcd build/bench/etcd_bench]
+--                          [--lmdb build/bench/lmdb_bench] [--plain build/bench/lmdb_plain.so]
+--                          [--etcd build/bench/etcd_bench]
+--
+-- With --plain (bench/lmdb_lua.c), W3, W3b and W4 also run their Lua loop
+-- against plain LMDB called from Lua, in the same process and heap: what
+-- Lua and LMDB cost together, with no engine.
 local backend = require "backend"
 local uv = require "luv"
 
@@ -100,6 +105,20 @@ function ours.w2(ctx)
     tx:unlock()
   end
   r.floor_seconds = now() - t0
+  -- Plain LMDB called from Lua, in the same heap: the floor's loop putting
+  -- into LMDB itself as C's side does (appends, a txn of 10,000 committed).
+  if ctx.plain_lib then
+    local plain = ctx.plain_lib.create(ctx.dir .. "/w2-plain.db", BUCKET)
+    local pput = plain.put
+    t0 = now()
+    for i = 1, #keys do
+      tx:lock()
+      pput(plain, keys[i], v)
+      tx:unlock()
+    end
+    plain:close()
+    r.plain_seconds = now() - t0
+  end
   return r
 end
 
@@ -138,8 +157,28 @@ function ours.w3(ctx)
     floor_check = floor_check + vs[1]:byte(1) + #ks[1]
   end
   assert(floor_check == #order * (2 * ctx.value:byte(2) + 64))
-  return { seconds = seconds, check = check, floor_seconds = floor_seconds, range_seconds = range_seconds,
-           range_floor_seconds = now() - t0 }
+  local r = { seconds = seconds, check = check, floor_seconds = floor_seconds, range_seconds = range_seconds,
+              range_floor_seconds = now() - t0 }
+  -- Plain LMDB called from Lua (bench/lmdb_lua.c), in the same heap: the
+  -- same get loop, and range's shape (the two tables) around the same get.
+  if ctx.plain then
+    local plain = ctx.plain
+    local pget, plain_check = plain.get, 0
+    t0 = now()
+    for k = 1, #order do
+      plain_check = plain_check + pget(plain, keys[order[k]]):byte(1)
+    end
+    r.plain_seconds = now() - t0
+    t0 = now()
+    for k = 1, #order do
+      local key = keys[order[k]]
+      local ks, vs = { key }, { pget(plain, key) }
+      plain_check = plain_check + vs[1]:byte(1) - #ks[1]
+    end
+    r.plain_range_seconds = now() - t0
+    assert(plain_check == 2 * check - #order * 64, "W3: plain LMDB read different values")
+  end
+  return r
 end
 
 -- W3b: a view per lookup, as a server taking one per request: open, range of
@@ -166,7 +205,23 @@ function ours.w3b(ctx)
     floor_check = floor_check + vs[1]:byte(1) + #ks[1]
   end
   assert(floor_check == #order * (ctx.value:byte(2) + 64))
-  return { seconds = seconds, check = check, floor_seconds = now() - t0 }
+  local r = { seconds = seconds, check = check, floor_seconds = now() - t0 }
+  -- Plain LMDB called from Lua, in the same heap: the floor's loop with a
+  -- lookup in a read txn of its own (LMDB's cheapest: renewed and reset).
+  if ctx.plain then
+    local plain = ctx.plain
+    local lookup, plain_check = plain.lookup, 0
+    t0 = now()
+    for k = 1, #order do
+      local _ <close> = setmetatable({}, floor_mt)
+      local key = keys[order[k]]
+      local ks, vs = { key }, { lookup(plain, key) }
+      plain_check = plain_check + vs[1]:byte(1) + #ks[1]
+    end
+    r.plain_seconds = now() - t0
+    assert(plain_check == check + #order * 64, "W3b: plain LMDB read different values")
+  end
+  return r
 end
 
 -- W4: scans of the bucket in chunks of 1000, one whole scan a way: range;
@@ -255,6 +310,19 @@ function ours.w4(ctx)
       assert(#chunk == 2001)
     end
   end }
+  -- Plain LMDB called from Lua, in the same heap: range's chunks, a cursor
+  -- pushing each key and value straight from the map into two tables.
+  local plain = ctx.plain
+  if plain then
+    local pscan = plain.scan
+    local function plain_way(_, from)
+      local ks = pscan(plain, from, 1000)
+      return #ks, ks[#ks]
+    end
+    ways[#ways + 1] = { "plain_seconds", function()
+      assert(scan(nil, plain_way) == n, "W4: plain LMDB read something else")
+    end }
+  end
   assert(scan(view, range_way) == n, "W4: the scan read something else")   -- the untimed one
   local r = { keys = n }
   for round = 1, 2 do
@@ -632,7 +700,8 @@ function bench.run(opts)
   local n, runs = opts.n or 1000000, opts.runs or 3
   local log = opts.log or function() end
   log(fmt("generating %d keys", n))
-  local ctx = { n = n, keys = random_keys(n), value = value(), order = read_order(n), lmdb = opts.lmdb }
+  local ctx = { n = n, keys = random_keys(n), value = value(), order = read_order(n), lmdb = opts.lmdb,
+                plain_lib = opts.plain and assert(package.loadlib(opts.plain, "luaopen_lmdb_plain"))() }
   local results = {}
   local function record(w, side, r)
     results[w] = results[w] or { ours = {}, ours_loaded = {}, c = {}, etcd = {} }
@@ -663,7 +732,11 @@ function bench.run(opts)
         ctx.be = backend.open { path = ctx.dir .. "/w1.db" }
         fill(ctx.be, ctx.keys, ctx.value)
       end
+      -- W1's file opened with plain LMDB too, for the read workloads' floors
+      -- (one mapping, warm after W3 as ours is), and closed before W8 writes.
+      ctx.plain = ctx.plain_lib and ctx.plain_lib.open(ctx.dir .. "/w1.db", BUCKET)
       for _, w in ipairs { "w3", "w3b", "w4", "w6", "w7", "w10", "w8" } do
+        if w == "w8" and ctx.plain then ctx.plain:close(); ctx.plain = nil end
         if wanted(w) then ours_side(run, w, mode) end
       end
       ctx.be:close()
@@ -782,6 +855,22 @@ function bench.report(results, mode)
       "–", "–", limit < math.huge and "≤ " .. limit or "–", limit == math.huge and "–" or m <= limit)
   end
 
+  -- Plain LMDB called from Lua (field pf of ours' runs of w) against C's
+  -- runs of cw (default w) by g (default seconds), and ours' f against it,
+  -- each ratio per run; `also` adds another ratio: { label, field }.
+  local function plain_row(label, w, pf, f, cw, g, also)
+    local res, c = results[w], results[cw or w]
+    if not res or #res[mode] == 0 or res[mode][1][pf] == nil then return end
+    local pick = field(pf)
+    local _, rc_cell = ratio(res[mode], c and c.c, pick, g or seconds)
+    local notes = { "ours ÷ it: " .. cell(stat(res[mode], function(x) return f(x) / x[pf] end)) }
+    if also then
+      notes[2] = fmt("it ÷ %s: %s", also[1], cell(stat(res[mode], function(x) return x[pf] / x[also[2]] end)))
+    end
+    row(label, side_cell(res[mode], pick, " s"), side_cell(c and c.c, g or seconds, " s"), rc_cell, "–", "–",
+      table.concat(notes, "; "), "–")
+  end
+
   timed("W1 1M random puts (lock/put/unlock each), force_commit", "w1", 0.9)
   if #runs_of("w1") > 0 then
     local function commits_size(runs)
@@ -802,6 +891,8 @@ function bench.report(results, mode)
       side_cell(runs_of("w2"), field("floor_seconds"), " s"), "–",
       "best possible: " .. cell(bound, lo, hi), "–", "–", "–", "–")
   end
+  plain_row("W2, plain LMDB called from Lua: the floor's loop, the put into LMDB itself as C's side puts "
+    .. "(bench/lmdb_lua.c), same heap and run", "w2", "plain_seconds", seconds)
   timed("W3 1M random point reads via get, one view", "w3", 1.6)
   timed("W3 the same via range(b, k, nil, 0)", "w3", 2.0, field("range_seconds"), nil, nil, seconds)
   local w3 = results.w3
@@ -826,6 +917,10 @@ function bench.report(results, mode)
       side_cell(w3.c, function(x) return x.keys_seconds / n * 1e9 end, " ns/get"),
       "best possible: " .. cell(bound, lo, hi), "–", "–", "–", "–")
   end
+  plain_row("W3 via get, plain LMDB called from Lua: the same loop, mdb_get in one read txn, same heap "
+    .. "and run, no engine", "w3", "plain_seconds", seconds)
+  plain_row("W3 via range, plain LMDB called from Lua: the same, and range's two tables around the value",
+    "w3", "plain_range_seconds", field("range_seconds"))
   timed("W3b 1M lookups, a new concurrent_read_tx and range(b, k, nil, 0) each (C: a read txn each)", "w3b", 2.5)
   local w3b = results.w3b
   if w3b and w3 and #runs_of("w3b") > 0 and #w3b.c == #runs_of("w3b") and #w3.c == #w3b.c then
@@ -840,11 +935,16 @@ function bench.report(results, mode)
       side_cell(w3.c, function(x) return x.keys_seconds / n * 1e9 end, " ns/lookup"),
       "best possible: " .. cell(bound, lo, hi), "–", "–", "–", "–")
   end
+  plain_row("W3b, plain LMDB called from Lua: the floor's loop, the lookup in a read txn renewed and reset "
+    .. "each (LMDB's cheapest), same heap and run", "w3b", "plain_seconds", seconds)
   timed("W4 full scan in chunks of 1000 via range (C: cursor, copying every key and value)", "w4", 2.5)
   against_floor("W4 via range, ÷ the Lua floor (the same strings by string.sub, no engine)", "w4",
     seconds, field("sub_floor_seconds"), 1.3, "floor")
   against_floor("W4 via range, ÷ the same strings made by C into a table a chunk (string.unpack), no engine",
     "w4", seconds, field("floor_seconds"), nil, "C-made floor")
+  plain_row("W4 via range, plain LMDB called from Lua: range's chunks, a cursor pushing every key and value "
+    .. "from the map into two tables, same heap and run", "w4", "plain_seconds", seconds, nil, nil,
+    { "the Lua floor", "sub_floor_seconds" })
   against_floor("W4 via rows, reading every key and value, ÷ the Lua floor", "w4",
     field("rows_seconds"), field("sub_floor_seconds"), 1.2, "floor")
   against_floor("W4 via rows, reading every key and value, ÷ that floor plus one allocation of a chunk's "
@@ -965,15 +1065,15 @@ function bench.report(results, mode)
   return table.concat(out, "\n")
 end
 
---- build/bench/lmdb_bench of the tree this suite is in, if it is built.
-function bench.lmdb_program()
+--- build/bench/NAME of the tree this suite is in, if it is built.
+function bench.built(name)
   local src = package.searchpath("bench.bench", package.path)
-  local path = src and src:gsub("bench/bench%.lua$", "build/bench/lmdb_bench")
+  local path = src and src:gsub("bench/bench%.lua$", "build/bench/" .. name)
   return path and uv.fs_stat(path) and path or nil
 end
 
 local function main(args)
-  local opts = { lmdb = bench.lmdb_program() }
+  local opts = { lmdb = bench.built("lmdb_bench"), plain = bench.built("lmdb_plain.so") }
   local i = 1
   while args[i] do
     local a, v = args[i], args[i + 1]
@@ -981,10 +1081,13 @@ local function main(args)
     elseif a == "--runs" then opts.runs = math.tointeger(tonumber(v))
     elseif a == "--lmdb" then opts.lmdb = v
     elseif a == "--etcd" then opts.etcd = v
+    elseif a == "--plain" then opts.plain = v
     elseif a == "--only" then
       opts.only = {}
       for w in v:gmatch("[^,]+") do opts.only[w] = true end
-    else error("usage: bench.lua [--n N] [--runs R] [--lmdb PATH] [--etcd PATH] [--only w1,w3,...]", 0) end
+    else
+      error("usage: bench.lua [--n N] [--runs R] [--lmdb PATH] [--plain PATH] [--etcd PATH] [--only w1,w3,...]", 0)
+    end
     i = i + 2
   end
   opts.log = function(msg) io.stderr:write(msg, "\n") end
