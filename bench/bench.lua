@@ -354,19 +354,23 @@ local function c_on_our_file(ctx, workload)
   return r
 end
 
--- W6: two hashes, as C's side does: the first after other work costs more
+-- W6: hashes as C's side makes them: the first after other work costs more
 -- on this VM (the file's mapped pages made accessible again, with or without
--- page faults: bench/README.md), the second, on a warm mapping, is compared.
+-- page faults: bench/README.md); of the next HASH_TIMED, on a warm mapping,
+-- the fastest is compared (a 0.1 s pass moves with whatever else runs).
+local HASH_TIMED = 5
 function ours.w6(ctx)
   local t0 = now()
   local first = ctx.be:hash()
-  local t1 = now()
-  local h = ctx.be:hash()
-  local r = { seconds = now() - t1, hash = h, first_seconds = t1 - t0 }
-  assert(first == h, "W6: two hashes differ")
+  local r = { first_seconds = now() - t0, hash = first }
+  for _ = 1, HASH_TIMED do
+    t0 = now()
+    assert(ctx.be:hash() == first, "W6: two hashes differ")
+    r.seconds = math.min(r.seconds or math.huge, now() - t0)
+  end
   local c = c_on_our_file(ctx, "w6-file")
   if c then
-    assert(c.hash == h and c.keys == ctx.n, "W6: C hashed our file to something else")
+    assert(c.hash == first and c.keys == ctx.n, "W6: C hashed our file to something else")
     r.c_file = c
   end
   return r

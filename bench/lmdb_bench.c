@@ -464,20 +464,27 @@ static uint32_t hash_env(MDB_env *env, size_t *count)
     return crc;
 }
 
-/* Hashes env twice: the first pass after other work costs more on some VMs
- * (the mapped pages made accessible again: bench/README.md), the second is
- * timed, as the Lua side's is, on a warm mapping (first_seconds: the first). */
-static void hash_twice(MDB_env *env)
+/* Hashes env 1 + HASH_TIMED times: the first pass after other work costs
+ * more on some VMs (the mapped pages made accessible again: bench/README.md);
+ * the others, on a warm mapping, are timed and the fastest kept, as the Lua
+ * side does: a 0.1 s pass moves by more than the ratio's margin with whatever
+ * else the machine runs (first_seconds: the first). */
+#define HASH_TIMED 5
+static void hash_warm(MDB_env *env)
 {
     size_t count;
     double t0 = now();
     uint32_t first = hash_env(env, &count);
-    double t1 = now();
-    uint32_t crc = hash_env(env, &count);
-    double t2 = now();
-    if (crc != first)
-        die("two hashes of the same data differ");
-    out(" seconds=%.6f hash=%u keys=%zu first_seconds=%.6f", t2 - t1, (unsigned)crc, count, t1 - t0);
+    double t1 = now(), best = 0;
+    for (int i = 0; i < HASH_TIMED; i++) {
+        double ts = now();
+        if (hash_env(env, &count) != first)
+            die("two hashes of the same data differ");
+        double secs = now() - ts;
+        if (i == 0 || secs < best)
+            best = secs;
+    }
+    out(" seconds=%.6f hash=%u keys=%zu first_seconds=%.6f", best, (unsigned)first, count, t1 - t0);
 }
 
 static void w6(size_t n, const unsigned char *val)
@@ -486,7 +493,7 @@ static void w6(size_t n, const unsigned char *val)
     MDB_env *env;
     MDB_dbi dbi;
     build_w1(&env, &dbi, keys, n, val);
-    hash_twice(env);
+    hash_warm(env);
     mdb_env_close(env);
     free(keys);
 }
@@ -497,7 +504,7 @@ static void w6_file(size_t n, const unsigned char *val)
     (void)n;
     (void)val;
     MDB_env *env = env_open_flags(src_path, MDB_RDONLY);
-    hash_twice(env);
+    hash_warm(env);
     mdb_env_close(env);
 }
 
