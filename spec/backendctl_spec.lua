@@ -576,6 +576,23 @@ describe("backendctl", function()
     assert.truthy(out:find("| workload |", 1, true), out)
   end)
 
+  it("the benchmark suite runs its loops against plain LMDB called from Lua too (bench/lmdb_lua.c)", function()
+    local build = os.getenv("BACKEND_BUILD") or "build"
+    local plain = build .. "/bench/lmdb_plain.so"
+    local made = H.capture("make --no-print-directory -s BUILD=" .. H.q(build) .. " " .. H.q(plain)
+      .. " 2>&1; echo \"exit=$?\"")
+    assert.truthy(made:match("exit=0\n$"), made)
+    -- the suite checks that LMDB read what ours read (it raises otherwise)
+    local out = H.capture(H.lua_env() .. "lua5.4 bench/bench.lua --n 2000 --runs 1 --only w2,w3,w3b,w4 --plain "
+      .. H.q(plain) .. " 2>&1")
+    local rows = {}
+    for label in out:gmatch("\n| (W[%w ]-), plain LMDB called from Lua[^\n]*ours ÷ it: [%d.]+") do
+      rows[#rows + 1] = label
+    end
+    assert.are.same({ "W2", "W3 via get", "W3 via range", "W3b", "W4 via range" }, { table.unpack(rows, 1, 5) }, out)
+    assert.are.equal(10, #rows, out)   -- both heaps
+  end)
+
   it("a failed write to stdout or stderr is an error (exit 3), for every command", function()
     local db, dir = database { k = "v" }, H.tmpdir()
     local scenario = dir .. "/s.lua"
