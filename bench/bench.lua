@@ -14,7 +14,7 @@
 --                          [--lmdb build/bench/lmdb_bench] [--plain build/bench/lmdb_plain.so]
 --                          [--etcd build/bench/etcd_bench]
 --
--- With --plain (bench/lmdb_lua.c), W3, W3b and W4 also run their Lua loop
+-- With --plain (bench/lmdb_lua.c), W2, W3, W3b and W4 also run their Lua loop
 -- against plain LMDB called from Lua, in the same process and heap: what
 -- Lua and LMDB cost together, with no engine.
 local backend = require "backend"
@@ -963,7 +963,7 @@ function bench.report(results, mode)
     seconds, function(x) return x.c_file and x.c_file.seconds end, seconds,
     function(x) return x.c_file.seconds end, " s")
   timed("W6 the same, C hashing its own file (another file: built in commits of 10,000 puts)", "w6", 1.1)
-  on_our_file("W6 the first of the two hashes, untimed above (C: on our file too; not a target)",
+  on_our_file("W6 the first hash, untimed above (C: on our file too; not a target)",
     "w6", math.huge, field("first_seconds"), function(x) return x.c_file and x.c_file.first_seconds end,
     field("first_seconds"), function(x) return x.c_file.first_seconds end, " s")
   local function per_byte(x) return x.seconds / x.bytes end
