@@ -88,152 +88,206 @@ function ours.w1(ctx)
   return { seconds = seconds, size = ctx.be:size(), commits = ctx.be:commits() }
 end
 
-function ours.w2(ctx)
-  local keys = {}
-  for i = 1, ctx.n do keys[i] = string.pack(">I8", i - 1) end
-  local be = backend.open { path = ctx.dir .. "/w2.db" }
-  local r = { seconds = fill(be, keys, ctx.value, true) }
-  be:close()
-  -- The floor: fill's loop with no engine: the same three calls a key, to C
-  -- functions that do nothing (`lock` and `unlock` as methods, as the
-  -- BatchTx's are, the put through a local with the same arguments).
-  local tx = setmetatable({}, { __index = { lock = type, unlock = type } })
-  local put, v, t0 = select, ctx.value, now()
-  for i = 1, #keys do
-    tx:lock()
-    put(1, tx, BUCKET, keys[i], v)
-    tx:unlock()
-  end
-  r.floor_seconds = now() - t0
-  -- Plain LMDB called from Lua, in the same heap: the floor's loop putting
-  -- into LMDB itself as C's side does (appends, a txn of 10,000 committed).
-  if ctx.plain_lib then
-    local plain = ctx.plain_lib.create(ctx.dir .. "/w2-plain.db", BUCKET)
-    local pput = plain.put
-    t0 = now()
-    for i = 1, #keys do
-      tx:lock()
-      pput(plain, keys[i], v)
-      tx:unlock()
+-- The CPU seconds the process has used, every thread's (ours commits on a
+-- thread of its own).
+local function cpu_now()
+  local u = uv.getrusage()
+  return u.utime.sec + u.stime.sec + (u.utime.usec + u.stime.usec) / 1e6
+end
+
+-- Times the ways ({ name, f } each) into r: each runs twice, in the given
+-- order and then in the reverse one, each after a full collection, and
+-- keeps its faster time (name) and the CPU seconds of that run (name ..
+-- "_cpu"). One after the other, a way paid for what the ones before left
+-- behind (a collection cycle, heap memory handed back to the system and
+-- touched afresh), and ratios moved with the order alone. f(round) may
+-- return the seconds and CPU seconds of its own timed part (leaving out its
+-- setup); by default its whole call is timed.
+local function best_times(ways, r)
+  for round = 1, 2 do
+    for i = 1, #ways do
+      local w = ways[round == 1 and i or #ways + 1 - i]
+      collectgarbage()
+      local c0, t0 = cpu_now(), now()
+      local seconds, cpu = w[2](round)
+      if not seconds then seconds, cpu = now() - t0, cpu_now() - c0 end
+      if seconds < (r[w[1]] or math.huge) then
+        r[w[1]], r[w[1] .. "_cpu"] = seconds, cpu
+      end
     end
-    plain:close()
-    r.plain_seconds = now() - t0
   end
   return r
 end
 
+function ours.w2(ctx)
+  local keys = {}
+  for i = 1, ctx.n do keys[i] = string.pack(">I8", i - 1) end
+  local v = ctx.value
+  local ways = {
+    { "seconds", function(round)
+        local be = backend.open { path = ctx.dir .. "/w2-" .. round .. ".db" }
+        local c0 = cpu_now()
+        local seconds = fill(be, keys, v, true)
+        local cpu = cpu_now() - c0
+        be:close()
+        return seconds, cpu
+      end },
+  }
+  -- The floor: fill's loop with no engine: the same three calls a key, to C
+  -- functions that do nothing (`lock` and `unlock` as methods, as the
+  -- BatchTx's are, the put through a local with the same arguments).
+  local tx = setmetatable({}, { __index = { lock = type, unlock = type } })
+  ways[#ways + 1] = { "floor_seconds", function()
+    local put = select
+    for i = 1, #keys do
+      tx:lock()
+      put(1, tx, BUCKET, keys[i], v)
+      tx:unlock()
+    end
+  end }
+  -- Plain LMDB called from Lua, in the same heap: the floor's loop putting
+  -- into LMDB itself as C's side does (appends, a txn of 10,000 committed,
+  -- on this thread: the CPU seconds compare with ours', which commits on
+  -- another).
+  if ctx.plain_lib then
+    ways[#ways + 1] = { "plain_seconds", function(round)
+      local plain = ctx.plain_lib.create(ctx.dir .. "/w2-plain-" .. round .. ".db", BUCKET)
+      local pput, c0, t0 = plain.put, cpu_now(), now()
+      for i = 1, #keys do
+        tx:lock()
+        pput(plain, keys[i], v)
+        tx:unlock()
+      end
+      plain:close()   -- its last commit
+      return now() - t0, cpu_now() - c0
+    end }
+  end
+  return best_times(ways, {})
+end
+
+-- W3: random lookups in one view, through get and through range (etcd's
+-- way: a range of the key alone), their floors, and plain LMDB.
 function ours.w3(ctx)
-  local keys, order, check = ctx.keys, ctx.order, 0
+  local keys, order = ctx.keys, ctx.order
   local view <close> = ctx.be:concurrent_read_tx()
   local get, range = view.get, view.range
-  local t0 = now()
-  for k = 1, #order do
-    check = check + get(view, BUCKET, keys[order[k]]):byte(1)
-  end
-  local seconds = now() - t0
-  -- etcd's way: a range of the key alone, in the same view
-  local range_check = 0
-  t0 = now()
-  for k = 1, #order do
-    local _, vs = range(view, BUCKET, keys[order[k]], nil, 0)
-    range_check = range_check + vs[1]:byte(1)
-  end
-  local range_seconds = now() - t0
-  assert(range_check == check, "W3: range and get read different values")
+  local check, range_check, floor_check, range_floor_check, plain_check = 0, 0, 0, 0, 0
+  local ways = {
+    { "seconds", function()
+        check = 0
+        for k = 1, #order do
+          check = check + get(view, BUCKET, keys[order[k]]):byte(1)
+        end
+      end },
+    { "range_seconds", function()
+        range_check = 0
+        for k = 1, #order do
+          local _, vs = range(view, BUCKET, keys[order[k]], nil, 0)
+          range_check = range_check + vs[1]:byte(1)
+        end
+      end },
+  }
   -- The floor: the same loop and a C call returning a fresh 128-byte string
-  -- (string.sub), with no engine at all.
-  local sub, wide, floor_check = string.sub, ctx.value .. ".", 0
-  t0 = now()
-  for k = 1, #order do
-    floor_check = floor_check + sub(wide, 2, #keys[order[k]] + 65):byte(1)
-  end
-  local floor_seconds = now() - t0
-  -- range's floor: the same, and the two tables range returns, holding the
-  -- key and the string.
-  t0 = now()
-  for k = 1, #order do
-    local key = keys[order[k]]
-    local ks, vs = { key }, { sub(wide, 2, #key + 65) }
-    floor_check = floor_check + vs[1]:byte(1) + #ks[1]
-  end
-  assert(floor_check == #order * (2 * ctx.value:byte(2) + 64))
-  local r = { seconds = seconds, check = check, floor_seconds = floor_seconds, range_seconds = range_seconds,
-              range_floor_seconds = now() - t0 }
-  -- Plain LMDB called from Lua (bench/lmdb_lua.c), in the same heap: the
-  -- same get loop, and range's shape (the two tables) around the same get.
-  if ctx.plain then
-    local plain = ctx.plain
-    local pget, plain_check = plain.get, 0
-    t0 = now()
+  -- (string.sub), with no engine at all; range's floor: the same, and the
+  -- two tables range returns, holding the key and the string.
+  local sub, wide = string.sub, ctx.value .. "."
+  ways[#ways + 1] = { "floor_seconds", function()
+    floor_check = 0
     for k = 1, #order do
-      plain_check = plain_check + pget(plain, keys[order[k]]):byte(1)
+      floor_check = floor_check + sub(wide, 2, #keys[order[k]] + 65):byte(1)
     end
-    r.plain_seconds = now() - t0
-    t0 = now()
+  end }
+  ways[#ways + 1] = { "range_floor_seconds", function()
+    range_floor_check = 0
     for k = 1, #order do
       local key = keys[order[k]]
-      local ks, vs = { key }, { pget(plain, key) }
-      plain_check = plain_check + vs[1]:byte(1) - #ks[1]
+      local ks, vs = { key }, { sub(wide, 2, #key + 65) }
+      range_floor_check = range_floor_check + vs[1]:byte(1) + #ks[1] - 64
     end
-    r.plain_range_seconds = now() - t0
-    assert(plain_check == 2 * check - #order * 64, "W3: plain LMDB read different values")
+  end }
+  -- Plain LMDB called from Lua (bench/lmdb_lua.c), in the same heap: the
+  -- same get loop, and range's shape (the two tables) around the same get.
+  local plain = ctx.plain
+  if plain then
+    local pget = plain.get
+    ways[#ways + 1] = { "plain_seconds", function()
+      plain_check = 0
+      for k = 1, #order do
+        plain_check = plain_check + pget(plain, keys[order[k]]):byte(1)
+      end
+    end }
+    ways[#ways + 1] = { "plain_range_seconds", function()
+      plain_check = 0
+      for k = 1, #order do
+        local key = keys[order[k]]
+        local ks, vs = { key }, { pget(plain, key) }
+        plain_check = plain_check + vs[1]:byte(1) - #ks[1] + 64
+      end
+    end }
   end
+  local r = best_times(ways, {})
+  assert(range_check == check, "W3: range and get read different values")
+  assert(floor_check == #order * ctx.value:byte(2) and range_floor_check == floor_check)
+  assert(not plain or plain_check == check, "W3: plain LMDB read different values")
   return r
 end
 
 -- W3b: a view per lookup, as a server taking one per request: open, range of
 -- the key alone, close.
 function ours.w3b(ctx)
-  local be, keys, order, check = ctx.be, ctx.keys, ctx.order, 0
-  local t0 = now()
-  for k = 1, #order do
-    local view <close> = be:concurrent_read_tx()
-    local _, vs = view:range(BUCKET, keys[order[k]], nil, 0)
-    check = check + vs[1]:byte(1)
-  end
-  local seconds = now() - t0
+  local be, keys, order = ctx.be, ctx.keys, ctx.order
+  local check, floor_check, plain_check = 0, 0, 0
+  local ways = {
+    { "seconds", function()
+        check = 0
+        for k = 1, #order do
+          local view <close> = be:concurrent_read_tx()
+          local _, vs = view:range(BUCKET, keys[order[k]], nil, 0)
+          check = check + vs[1]:byte(1)
+        end
+      end },
+  }
   -- The floor: the same loop with no engine: an object made and closed a
   -- lookup (<close>; no finalizer, as a view has none), and the two tables
   -- range returns, holding the key and a fresh 128-byte string.
   local floor_mt = { __close = function() end }
-  local sub, wide, floor_check = string.sub, ctx.value .. ".", 0
-  t0 = now()
-  for k = 1, #order do
-    local _ <close> = setmetatable({}, floor_mt)   -- the view's place
-    local key = keys[order[k]]
-    local ks, vs = { key }, { sub(wide, 2, #key + 65) }
-    floor_check = floor_check + vs[1]:byte(1) + #ks[1]
-  end
-  assert(floor_check == #order * (ctx.value:byte(2) + 64))
-  local r = { seconds = seconds, check = check, floor_seconds = now() - t0 }
+  local sub, wide = string.sub, ctx.value .. "."
+  ways[#ways + 1] = { "floor_seconds", function()
+    floor_check = 0
+    for k = 1, #order do
+      local _ <close> = setmetatable({}, floor_mt)   -- the view's place
+      local key = keys[order[k]]
+      local ks, vs = { key }, { sub(wide, 2, #key + 65) }
+      floor_check = floor_check + vs[1]:byte(1) + #ks[1]
+    end
+  end }
   -- Plain LMDB called from Lua, in the same heap: the floor's loop with a
   -- lookup in a read txn of its own (LMDB's cheapest: renewed and reset).
-  if ctx.plain then
-    local plain = ctx.plain
-    local lookup, plain_check = plain.lookup, 0
-    t0 = now()
-    for k = 1, #order do
-      local _ <close> = setmetatable({}, floor_mt)
-      local key = keys[order[k]]
-      local ks, vs = { key }, { lookup(plain, key) }
-      plain_check = plain_check + vs[1]:byte(1) + #ks[1]
-    end
-    r.plain_seconds = now() - t0
-    assert(plain_check == check + #order * 64, "W3b: plain LMDB read different values")
+  local plain = ctx.plain
+  if plain then
+    local lookup = plain.lookup
+    ways[#ways + 1] = { "plain_seconds", function()
+      plain_check = 0
+      for k = 1, #order do
+        local _ <close> = setmetatable({}, floor_mt)
+        local key = keys[order[k]]
+        local ks, vs = { key }, { lookup(plain, key) }
+        plain_check = plain_check + vs[1]:byte(1) + #ks[1] - 64
+      end
+    end }
   end
+  local r = best_times(ways, {})
+  assert(floor_check == #order * (ctx.value:byte(2) + 64))
+  assert(not plain or plain_check == check, "W3b: plain LMDB read different values")
   return r
 end
 
 -- W4: scans of the bucket in chunks of 1000, one whole scan a way: range;
 -- rows reading every key and value, with a new Rows a chunk or one Rows
 -- refilled (rows' fifth argument); rows only counting, both kinds; and the
--- floors, which make the same strings with no engine. Each scan starts after
--- a full collection, and the ways run twice, in one order and then in the
--- reverse one, each keeping its faster time: one after the other, a way paid
--- for what the ones before left behind (a collection cycle, heap memory
--- handed back to the system and touched afresh), and the ratios moved with
--- the order alone. One untimed scan first grows the heap to what a scan
--- needs, as a running application's is.
+-- floors, which make the same strings with no engine; timed by best_times.
+-- One untimed scan first grows the heap to what a scan needs, as a running
+-- application's is.
 local function scan(view, read)
   local n, from = 0, ""
   while true do
@@ -324,17 +378,7 @@ function ours.w4(ctx)
     end }
   end
   assert(scan(view, range_way) == n, "W4: the scan read something else")   -- the untimed one
-  local r = { keys = n }
-  for round = 1, 2 do
-    for i = 1, #ways do
-      local w = ways[round == 1 and i or #ways + 1 - i]
-      collectgarbage()
-      local t0 = now()
-      w[2]()
-      local seconds = now() - t0
-      r[w[1]] = math.min(r[w[1]] or math.huge, seconds)
-    end
-  end
+  local r = best_times(ways, { keys = n })
   -- the floors made whole chunks: scaled to n rows (n // 1000 chunks made)
   for _, k in ipairs { "sub_floor_seconds", "alloc_floor_seconds", "floor_seconds" } do
     r[k] = r[k] / (n // 1000 * 1000) * n
@@ -897,6 +941,9 @@ function bench.report(results, mode)
   end
   plain_row("W2, plain LMDB called from Lua: the floor's loop, the put into LMDB itself as C's side puts "
     .. "(bench/lmdb_lua.c), same heap and run", "w2", "plain_seconds", seconds)
+  against_floor("W2 CPU seconds of every thread: ours (committing on a second thread), ÷ plain LMDB called "
+    .. "from Lua's (committing on this one)", "w2", field("seconds_cpu"), field("plain_seconds_cpu"), nil,
+    "plain LMDB from Lua's CPU seconds")
   timed("W3 1M random point reads via get, one view", "w3", 1.6)
   timed("W3 the same via range(b, k, nil, 0)", "w3", 2.0, field("range_seconds"), nil, nil, seconds)
   local w3 = results.w3

@@ -23,8 +23,10 @@ typedef struct {
     MDB_txn *txn;    /* open: the long-lived read txn get and scan use;
                       * create: the write txn being filled, or NULL */
     MDB_txn *view;   /* open: lookup's, reset between lookups (LMDB's cheapest) */
+    MDB_cursor *cur; /* open: scan's, in txn, kept so no error can leak one */
     MDB_dbi dbi;
     int writable;
+    int view_live;   /* lookup renewed view and was stopped before its reset */
     size_t puts;
 } plain;
 
@@ -55,6 +57,8 @@ static int end(plain *p, int commit)
     int rc = 0;
     if (!p->env)
         return 0;
+    if (p->cur)
+        mdb_cursor_close(p->cur);
     if (p->txn)
         rc = commit && p->writable ? mdb_txn_commit(p->txn) : (mdb_txn_abort(p->txn), 0);
     if (p->view)
@@ -62,6 +66,7 @@ static int end(plain *p, int commit)
     mdb_env_close(p->env);
     p->env = NULL;
     p->txn = p->view = NULL;
+    p->cur = NULL;
     return rc;
 }
 
@@ -102,7 +107,9 @@ static int start(lua_State *L, int writable)
     plain *p = lua_newuserdatauv(L, sizeof *p, 0);
     p->env = NULL;
     p->txn = p->view = NULL;
+    p->cur = NULL;
     p->writable = writable;
+    p->view_live = 0;
     p->puts = 0;
     luaL_setmetatable(L, MT);
     int rc = mdb_env_create(&p->env);
@@ -115,6 +122,7 @@ static int start(lua_State *L, int writable)
         !(rc = mdb_env_open(p->env, path, flags, 0644)) &&
         !(rc = open_dbi(p, bucket, writable ? MDB_CREATE : 0)) && !writable &&
         !(rc = mdb_txn_begin(p->env, NULL, MDB_RDONLY, &p->txn)) &&
+        !(rc = mdb_cursor_open(p->txn, p->dbi, &p->cur)) &&
         !(rc = mdb_txn_begin(p->env, NULL, MDB_RDONLY, &p->view)))
         mdb_txn_reset(p->view);
     if (rc) {
@@ -159,13 +167,17 @@ static int plain_lookup(lua_State *L)
 {
     plain *p = check_open(L, 0);
     MDB_val k = arg_val(L, 2), v;
+    if (p->view_live)   /* the last lookup's push raised (out of memory) */
+        mdb_txn_reset(p->view);
     int rc = mdb_txn_renew(p->view);
     if (rc)
         return fail(L, "mdb_txn_renew", rc);
+    p->view_live = 1;
     rc = mdb_get(p->view, p->dbi, &k, &v);
     if (rc == 0)
         push_val(L, &v);   /* copied before the reset: the map may change after */
     mdb_txn_reset(p->view);
+    p->view_live = 0;
     if (rc == MDB_NOTFOUND)
         lua_pushnil(L);
     else if (rc)
@@ -173,22 +185,21 @@ static int plain_lookup(lua_State *L)
     return 1;
 }
 
-/* p:scan(from, limit): keys, values: two tables of at most limit rows from
- * the first key >= from, pushed straight from the map (W4). */
+/* p:scan(from, limit): keys, values: two tables of at most limit (>= 1)
+ * rows from the first key >= from, pushed straight from the map (W4), with
+ * the object's one cursor (a push that raises leaves nothing to free). */
 static int plain_scan(lua_State *L)
 {
     plain *p = check_open(L, 0);
     MDB_val k = arg_val(L, 2), v;
     lua_Integer limit = luaL_checkinteger(L, 3);
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(p->txn, p->dbi, &c);
-    if (rc)
-        return fail(L, "mdb_cursor_open", rc);
-    lua_createtable(L, (int)limit, 0);
-    lua_createtable(L, (int)limit, 0);
+    luaL_argcheck(L, limit >= 1, 3, "at least 1");
+    int hint = limit < 4096 ? (int)limit : 4096;   /* a size hint, not a promise */
+    lua_createtable(L, hint, 0);
+    lua_createtable(L, hint, 0);
     lua_Integer n = 0;
     /* LMDB refuses an empty key to seek to: "" is the first key */
-    rc = mdb_cursor_get(c, &k, &v, k.mv_size ? MDB_SET_RANGE : MDB_FIRST);
+    int rc = mdb_cursor_get(p->cur, &k, &v, k.mv_size ? MDB_SET_RANGE : MDB_FIRST);
     while (rc == 0 && n < limit) {
         n++;
         push_val(L, &k);
@@ -196,9 +207,8 @@ static int plain_scan(lua_State *L)
         push_val(L, &v);
         lua_rawseti(L, -2, n);
         if (n < limit)
-            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+            rc = mdb_cursor_get(p->cur, &k, &v, MDB_NEXT);
     }
-    mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND)
         return fail(L, "mdb_cursor_get", rc);
     return 2;

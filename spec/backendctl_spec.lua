@@ -592,6 +592,8 @@ describe("backendctl", function()
     end
     assert.are.same({ "W2", "W3 via get", "W3 via range", "W3b", "W4 via range" }, { table.unpack(rows, 1, 5) }, out)
     assert.are.equal(10, #rows, out)   -- both heaps
+    local _, cpu_rows = out:gsub("\n| W2 CPU seconds[^\n]*plain LMDB from Lua's CPU seconds: [%d.]+", "")
+    assert.are.equal(2, cpu_rows, out)
   end)
 
   it("a failed write to stdout or stderr is an error (exit 3), for every command", function()
