@@ -55,6 +55,7 @@ build = {
             "csrc/core/mdbenv.c",
             "csrc/core/meta.c",
             "csrc/core/read.c",
+            "csrc/core/reaper.c",
             "csrc/core/snapshot.c",
             "csrc/core/stats.c",
             "csrc/core/util.c",

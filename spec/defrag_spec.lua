@@ -138,6 +138,58 @@ describe("defrag", function()
     assert.are.equal(hash, again:hash())
   end)
 
+  -- The descriptors this process holds on path's replaced files.
+  local function replaced_fds(path)
+    local uv, n = require "luv", 0
+    local dir = assert(uv.fs_scandir("/proc/self/fd"))
+    for fd in function() return uv.fs_scandir_next(dir) end do
+      local target = uv.fs_readlink("/proc/self/fd/" .. fd)
+      if target and (target == path .. " (deleted)" or target == path .. "-lock (deleted)") then n = n + 1 end
+    end
+    return n
+  end
+
+  it("the replaced file closes after the last view reading it, on the reaper thread", function()
+    local be = fragmented(20000)
+    local path = require("luv").fs_realpath(be:path())
+    local view <close> = be:concurrent_read_tx()
+    assert.are.equal(0, replaced_fds(path))
+    be:defrag()
+    -- the view holds the old file (its data and lock files) open
+    assert.is_true(replaced_fds(path) >= 2)
+    assert.are.equal(10000, count(view, "b"))
+    view:close()
+    assert.is_true(H.wait_until(function() return replaced_fds(path) == 0 end), "still open")
+    be:close()
+  end)
+
+  it("a process ends cleanly with a replaced file still closing: the library waits for the reaper", function()
+    for _, ending in ipairs { "os.exit(0, true)", "os.exit(0)", "" } do
+      local child, errfile = H.spawn([[
+        local backend, uv = require "backend", require "luv"
+        local function threads()
+          local n, dir = 0, assert(uv.fs_scandir("/proc/self/task"))
+          for _ in function() return uv.fs_scandir_next(dir) end do n = n + 1 end
+          return n
+        end
+        local be = backend.open { path = arg[1], batch_interval = 3600 }
+        be:update(function(tx)
+          tx:create_bucket("b")
+          for i = 1, 50000 do tx:put("b", string.format("k%07d", i), string.rep("v", 1000)) end
+        end)
+        be:update(function(tx) for i = 1, 50000, 2 do tx:delete("b", string.format("k%07d", i)) end end)
+        local view = be:concurrent_read_tx()
+        be:defrag()
+        local before = threads()
+        view:close()   -- the old file's close goes to the reaper, a thread started now
+        io.stdout:write("threads +", threads() - before, "\n")
+        ]] .. ending, H.tmppath("ending.db"))
+      local out = child:read("a")
+      local _, _, code = child:close()
+      assert.are.same({ "threads +1\n", 0, "" }, { out, code, H.read_file(errfile) }, ending)
+    end
+  end)
+
   it("Ctrl-C (a real SIGINT) during job:wait() raises 'interrupted!' there; the defrag goes on", function()
     local out, code, errfile = H.interrupt(BIG_DB .. [[
       be:force_commit()

@@ -21,7 +21,7 @@
  * binding's entry point is. */
 #pragma GCC visibility push(hidden)
 
-#define BK_VERSION "0.4.4"
+#define BK_VERSION "0.4.5"
 
 typedef struct bk_backend bk_backend;
 typedef struct bk_view bk_view;

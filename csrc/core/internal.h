@@ -10,6 +10,7 @@
  * The files, each over the ones it calls (scripts/layers-check.lua keeps
  * the graph acyclic), and the sections below in the same order:
  *   util, crc32c, memtable, meta   helpers and formats, calling no other file
+ *   reaper      the thread that frees what would stall its last user
  *   mdbenv      an LMDB environment, refcounted
  *   handle      the handle's references and closed state
  *   files       the data and lock files, temporary directories
@@ -26,7 +27,7 @@
  *
  * Lock order, the one place it is written: batch lock (a flag) > defrag_mu >
  * txn_mu > maplock > ver_mu > gen->mu; cmu, views_mu, log_mu, reg_mu,
- * hist_mu, pool.mu and a defrag job's mu are leaves. */
+ * hist_mu, pool.mu, a defrag job's mu and the reaper's mu are leaves. */
 #ifndef INTERNAL_H
 #define INTERNAL_H
 
@@ -350,12 +351,18 @@ int bk_rotate(bk_backend *be, bk_error *err);
  * section starts after (bk_commit, and bk_close until it is closed). */
 int bk_commit_holding(bk_backend *be, bk_error *err);
 
+/* ---- reaper.c ---- */
+/* run(arg) on the reaper thread, soon; on this thread if it cannot be
+ * queued. Every job runs before the library is unloaded. */
+void bk_reap(void (*run)(void *), void *arg);
+
 /* ---- mdbenv.c ---- */
 /* A new environment of `path` with the backend's limits; the caller has
  * its one reference. */
 int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t map_size,
                   bk_env **out, bk_error *err);
-/* The last reference closes it, and the descriptors it keeps. */
+/* The last reference closes it, and the descriptors it keeps: a replaced
+ * file's on the reaper thread. */
 void bk_env_unref(bk_env *e);
 
 /* ---- env.c ---- */

@@ -2,7 +2,8 @@
  * the backend's limits, with the bucket handles opened in it, and
  * refcounted: the backend holds its current one and every gen the one its
  * txn is in, so a file that a defrag replaced stays open until the last
- * view or snapshot reading it closes. */
+ * view or snapshot reading it closes, and then closes on the reaper
+ * thread. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -32,12 +33,9 @@ int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t
     return BK_OK;
 }
 
-void bk_env_unref(bk_env *e)
+static void env_close(void *arg)
 {
-    if (!e || __atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
-        return;
-    /* The last descriptor of a replaced file: the file system frees its
-     * blocks now (tens of ms for hundreds of MB), on this thread. */
+    bk_env *e = arg;
     if (e->mdb)
         mdb_env_close(e->mdb);
     if (e->datafd >= 0)
@@ -45,4 +43,16 @@ void bk_env_unref(bk_env *e)
     if (e->lockfd >= 0)
         close(e->lockfd);
     free(e);
+}
+
+void bk_env_unref(bk_env *e)
+{
+    if (!e || __atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    /* A replaced file's last descriptor makes the file system free its
+     * blocks (140 ms for 400 MB here): not in a reader's close. */
+    if (e->datafd >= 0)
+        bk_reap(env_close, e);
+    else
+        env_close(e);
 }

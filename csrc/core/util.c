@@ -1,12 +1,14 @@
 /* util.c: what every file of the core (and bolt) leans on, none of it
  * about one concept of the backend: errors and their messages, byte quoting,
- * full reads and writes, fsync of a directory, the clock, key order, the
- * histograms of the stats and the log queue the binding drains. */
+ * full reads and writes, fsync of a directory, the clock, key order,
+ * starting threads, the histograms of the stats and the log queue the
+ * binding drains. */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +149,18 @@ struct timespec bk_abs_time(double t)
 int bk_slice_cmp(bk_slice a, bk_slice b)
 {
     return mt_keycmp(a.data, a.len, b.data, b.len);
+}
+
+int bk_thread_start(pthread_t *thread, void *(*run)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    int rc = pthread_sigmask(SIG_SETMASK, &all, &old);   /* the new thread inherits it */
+    if (rc)
+        return rc;
+    rc = pthread_create(thread, NULL, run, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);   /* cannot fail: the set was valid */
+    return rc;
 }
 
 /* ---- histograms ---- */

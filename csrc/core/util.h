@@ -1,11 +1,13 @@
 /* util.h: the helpers of the core that the layers beside it (csrc/bolt) may
  * use too, beyond the API of backend.h: errors, quoting, whole reads and
- * writes, fsync of a directory, the clock and key order. Defined in util.c. */
+ * writes, fsync of a directory, the clock, key order and starting threads.
+ * Defined in util.c. */
 #ifndef BK_UTIL_H
 #define BK_UTIL_H
 
 #include "backend.h"
 
+#include <pthread.h>
 #include <time.h>
 
 #pragma GCC visibility push(hidden)   /* as in backend.h */
@@ -27,6 +29,10 @@ double bk_now(void);
 struct timespec bk_abs_time(double t);
 /* Byte order, a prefix first: the order of keys and bucket names. */
 int bk_slice_cmp(bk_slice a, bk_slice b);
+/* pthread_create with every signal blocked in the new thread: a process's
+ * signals (the Lua interrupt's SIGINT) go to the application's threads,
+ * never to the library's. 0 or an errno value. */
+int bk_thread_start(pthread_t *thread, void *(*run)(void *), void *arg);
 
 #pragma GCC visibility pop
 
