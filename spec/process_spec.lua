@@ -60,6 +60,36 @@ describe("processes", function()
     assert.are.equal("buffered, never committed", be:view(function(r) return r:get("b", "k3") end))
   end)
 
+  it("the library's threads block every signal: a SIGINT goes to the application's", function()
+    local child, errfile = H.spawn([[
+      local backend, uv = require "backend", require "luv"
+      local be = backend.open { path = arg[1], batch_interval = 3600 }
+      be:update(function(tx)
+        tx:create_bucket("b")
+        for i = 1, 200000 do tx:put("b", string.format("k%07d", i), string.rep("v", 200)) end
+      end)
+      local job = be:defrag { background = true }   -- a committer and a defrag thread now
+      local main, out = ("%d"):format(uv.os_getpid()), {}
+      local dir = assert(uv.fs_scandir("/proc/self/task"))
+      for tid in function() return uv.fs_scandir_next(dir) end do
+        local f = io.open("/proc/self/task/" .. tid .. "/status")
+        if f then   -- a thread may end meanwhile
+          local mask = f:read("a"):match("SigBlk:%s*(%x+)")
+          f:close()
+          -- SIGINT is signal 2: bit 1 of the mask
+          out[#out + 1] = (tid == main and "main " or "library ") .. ((tonumber(mask, 16) >> 1) & 1)
+        end
+      end
+      job:wait()
+      table.sort(out)
+      io.stdout:write(table.concat(out, ","), "\n")
+    ]], H.tmppath("signals.db"))
+    local out = child:read("a")
+    child:close()
+    assert.truthy(out:match("^library 1,library 1[,%w ]*main 0\n$"), out .. H.read_file(errfile))
+    assert.falsy(out:find("library 0"), out)
+  end)
+
   it("read-only backends refuse every write", function()
     local path = H.tmppath()
     local w = backend.open(path)
