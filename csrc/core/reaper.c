@@ -4,7 +4,9 @@
  * whose last descriptor makes the file system free the file's blocks (140
  * ms for 400 MB here). The thread starts with the first job and is joined
  * when the library is unloaded or the process exits, after the jobs queued
- * by then; a job that cannot be queued runs on the caller's thread. */
+ * by then; a job that cannot be queued runs on the caller's thread. A
+ * forked child has no reaper (only the forking thread is copied): it starts
+ * its own if it needs one, and its exit joins no thread of its parent's. */
 #include "internal.h"
 
 #include <stdlib.h>
@@ -20,7 +22,7 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     job *head, **tail;
-    int started, stopping;
+    int started, stopping, fork_handled;
     pthread_t thread;
 } reaper = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .tail = &reaper.head };
 
@@ -48,13 +50,36 @@ static void *reaper_main(void *unused)
     return NULL;
 }
 
+/* Around fork: the lock held, so that the child's copy is consistent; the
+ * child then forgets the parent's thread and jobs (the parent runs them). */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&reaper.mu);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&reaper.mu);
+}
+
+static void fork_child(void)
+{
+    pthread_cond_init(&reaper.cv, NULL);   /* its waiter is not in this process */
+    reaper.head = NULL;
+    reaper.tail = &reaper.head;
+    reaper.started = 0;
+    pthread_mutex_unlock(&reaper.mu);
+}
+
 void bk_reap(void (*run)(void *), void *arg)
 {
     job *j = malloc(sizeof *j);
     pthread_mutex_lock(&reaper.mu);
-    if (j && !reaper.started && !reaper.stopping &&
-        bk_thread_start(&reaper.thread, reaper_main, NULL) == 0)
-        reaper.started = 1;
+    if (j && !reaper.started && !reaper.stopping) {
+        if (!reaper.fork_handled)
+            reaper.fork_handled = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
+        reaper.started = reaper.fork_handled && bk_thread_start(&reaper.thread, reaper_main, NULL) == 0;
+    }
     if (!j || !reaper.started || reaper.stopping) {
         pthread_mutex_unlock(&reaper.mu);
         free(j);

@@ -4,6 +4,8 @@
 #include "core_test.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* Temporary directories "<path>.backend-tmp.*" beside path. */
 static int count_leftovers(const char *path)
@@ -271,6 +273,72 @@ static void test_cancel(void)
     }
 }
 
+/* The descriptors this process holds on path's files that were replaced. */
+static int replaced_fds(const char *path)
+{
+    char want[PATH_MAX + 16], real[PATH_MAX];
+    if (!realpath(path, real))
+        return -1;
+    snprintf(want, sizeof want, "%s (deleted)", real);
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char link[PATH_MAX + 32], target[PATH_MAX + 16];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = 0;
+            n += !strcmp(target, want);
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A defrag of path under a view, then the view's close: the replaced file
+ * is closed (by the reaper) within 10 s. 1 if it was. */
+static int replaced_file_closes(const char *path)
+{
+    bk_backend *be = open_path(path);
+    bk_error err;
+    if (!be)
+        return 0;
+    populate(be, "d", 2000, 100);
+    CHECK_OK(bk_force_commit(be, &err));
+    bk_view *v;
+    CHECK_OK(bk_view_open(be, &v, &err));
+    CHECK_OK(bk_defrag(be, NULL, &err));
+    CHECK(replaced_fds(path) > 0);
+    CHECK(count_range_view(v, "d") == 2000);
+    bk_view_close(v);   /* the replaced file's last reference: a reaper job */
+    int tries = 0;
+    while (replaced_fds(path) > 0 && tries++ < 1000)
+        usleep(10000);
+    close_be(be);
+    return CHECK(replaced_fds(path) == 0);
+}
+
+/* The reaper closes a replaced file; a child forked after it started has
+ * none (only the forking thread is copied), starts its own, and exits
+ * (running the library's destructors) without its parent's. */
+static void test_reaper(void)
+{
+    const char *child_path = tmp_path("reaper-child.db");
+    replaced_file_closes(tmp_path("reaper.db"));
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        alarm(20);   /* a child stuck for good dies of SIGALRM */
+        exit(replaced_file_closes(child_path) ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -278,5 +346,6 @@ int main(int argc, char **argv)
     test_defrag();
     test_online();
     test_cancel();
+    test_reaper();
     return t_done();
 }
