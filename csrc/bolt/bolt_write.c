@@ -573,7 +573,7 @@ static int write_file(exporter *x, bk_error *err)
         h->fd = x->fd;
         bk_sha256_init(&h->sha);
         /* Without a thread the same work is done once the pages are written. */
-        threaded = bk_thread_start(&thread, hash_file, h) == 0;
+        threaded = bk_thread_start(&thread, "bk-export-hash", hash_file, h) == 0;
     }
     int rc = write_head(x, err);
     if (!rc)

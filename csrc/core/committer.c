@@ -408,7 +408,7 @@ static void *committer_main(void *arg)
 int bk_committer_start(bk_backend *be, bk_error *err)
 {
     be->committer_running = 1;
-    int rc = bk_thread_start(&be->committer, committer_main, be);
+    int rc = bk_thread_start(&be->committer, "bk-committer", committer_main, be);
     if (rc) {
         be->committer_running = 0;
         return bk_fail(err, BK_EIO, "starting the committer: %s", strerror(rc));

@@ -550,7 +550,7 @@ int bk_defrag_start(bk_backend *be, bk_defrag_job **out, bk_error *err)
         pthread_mutex_init(&job->mu, NULL);
         pthread_cond_init(&job->cv, NULL);
         __atomic_store_n(&be->defrag_inflight, 1, __ATOMIC_RELAXED);
-        if ((rc = bk_thread_start(&job->thread, job_main, job))) {
+        if ((rc = bk_thread_start(&job->thread, "bk-defrag", job_main, job))) {
             __atomic_store_n(&be->defrag_inflight, 0, __ATOMIC_RELAXED);
             pthread_mutex_destroy(&job->mu);
             pthread_cond_destroy(&job->cv);

@@ -78,7 +78,7 @@ void bk_reap(void (*run)(void *), void *arg)
     if (j && !reaper.started && !reaper.stopping) {
         if (!reaper.fork_handled)
             reaper.fork_handled = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
-        reaper.started = reaper.fork_handled && bk_thread_start(&reaper.thread, reaper_main, NULL) == 0;
+        reaper.started = reaper.fork_handled && bk_thread_start(&reaper.thread, "bk-reaper", reaper_main, NULL) == 0;
     }
     if (!j || !reaper.started || reaper.stopping) {
         pthread_mutex_unlock(&reaper.mu);

@@ -151,7 +151,7 @@ int bk_slice_cmp(bk_slice a, bk_slice b)
     return mt_keycmp(a.data, a.len, b.data, b.len);
 }
 
-int bk_thread_start(pthread_t *thread, void *(*run)(void *), void *arg)
+int bk_thread_start(pthread_t *thread, const char *name, void *(*run)(void *), void *arg)
 {
     sigset_t all, old;
     sigfillset(&all);
@@ -160,6 +160,8 @@ int bk_thread_start(pthread_t *thread, void *(*run)(void *), void *arg)
         return rc;
     rc = pthread_create(thread, NULL, run, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);   /* cannot fail: the set was valid */
+    if (!rc)
+        pthread_setname_np(*thread, name);   /* a name only helps: its failure does not matter */
     return rc;
 }
 

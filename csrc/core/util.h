@@ -31,8 +31,9 @@ struct timespec bk_abs_time(double t);
 int bk_slice_cmp(bk_slice a, bk_slice b);
 /* pthread_create with every signal blocked in the new thread: a process's
  * signals (the Lua interrupt's SIGINT) go to the application's threads,
- * never to the library's. 0 or an errno value. */
-int bk_thread_start(pthread_t *thread, void *(*run)(void *), void *arg);
+ * never to the library's. The thread is named `name` (up to 15 bytes, as
+ * ps and /proc show it). 0 or an errno value. */
+int bk_thread_start(pthread_t *thread, const char *name, void *(*run)(void *), void *arg);
 
 #pragma GCC visibility pop
 
