@@ -7,8 +7,11 @@
  *     touched) while nothing writes it: get, lookup, scan.
  *   create(path, bucket): a new file of its own: put, as bench/lmdb_bench.c
  *     writes (a committed txn of TXN_OPS puts, LMDB's default durability).
+ *   alloc(s): a new userdata holding a copy of string s, with no engine at
+ *     all: one allocation and one copy, as a Rows makes (W4's floors).
  * Not installed; `make bench` builds it. */
 #include <stdint.h>
+#include <string.h>
 
 #include <lauxlib.h>
 #include <lmdb.h>
@@ -234,6 +237,14 @@ static int plain_put(lua_State *L)
     return 0;
 }
 
+static int plain_alloc(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    memcpy(lua_newuserdatauv(L, n, 0), s, n);
+    return 1;
+}
+
 int luaopen_lmdb_plain(lua_State *L);
 int luaopen_lmdb_plain(lua_State *L)
 {
@@ -242,7 +253,7 @@ int luaopen_lmdb_plain(lua_State *L)
         { "put", plain_put }, { "close", plain_close }, { NULL, NULL },
     };
     static const luaL_Reg functions[] = {
-        { "open", plain_open }, { "create", plain_create }, { NULL, NULL },
+        { "open", plain_open }, { "create", plain_create }, { "alloc", plain_alloc }, { NULL, NULL },
     };
     luaL_newmetatable(L, MT);
     luaL_newlib(L, methods);

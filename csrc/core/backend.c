@@ -194,6 +194,9 @@ int bk_close(bk_backend *be, int force, bk_error *err)
     if (be->cfg.owns_dir)
         remove_files(be);
     bk_files_close(be);
+    /* The files its defrags replaced, closed by now: their disk space is
+     * free when close returns. */
+    bk_reap_wait();
     return rc;
 }
 

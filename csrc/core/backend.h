@@ -21,7 +21,7 @@
  * binding's entry point is. */
 #pragma GCC visibility push(hidden)
 
-#define BK_VERSION "0.4.5"
+#define BK_VERSION "0.4.6"
 
 typedef struct bk_backend bk_backend;
 typedef struct bk_view bk_view;
@@ -141,7 +141,8 @@ int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err);
  * could not be committed are lost and the error still returned). A backend
  * that failed (its database could not be reopened, after a defrag or a
  * failed commit: every call says it is closed) is released either way, with
- * an error if writes were lost. Idempotent. */
+ * an error if writes were lost. When it returns, every file its defrags
+ * replaced is closed (its disk space free). Idempotent. */
 int bk_close(bk_backend *be, int force, bk_error *err);
 /* Take one more reference; each is released by bk_free. */
 void bk_ref(bk_backend *be);

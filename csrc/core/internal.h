@@ -353,8 +353,12 @@ int bk_commit_holding(bk_backend *be, bk_error *err);
 
 /* ---- reaper.c ---- */
 /* run(arg) on the reaper thread, soon; on this thread if it cannot be
- * queued. Every job runs before the library is unloaded. */
+ * queued. Every job runs before the library is unloaded. run must take no
+ * lock that a caller of bk_reap, bk_reap_wait or fork may hold: it may run
+ * on that caller's thread, and they wait for it. */
 void bk_reap(void (*run)(void *), void *arg);
+/* Returns when every job queued before it has run. */
+void bk_reap_wait(void);
 
 /* ---- mdbenv.c ---- */
 /* A new environment of `path` with the backend's limits; the caller has

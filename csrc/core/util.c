@@ -153,15 +153,25 @@ int bk_slice_cmp(bk_slice a, bk_slice b)
 
 int bk_thread_start(pthread_t *thread, const char *name, void *(*run)(void *), void *arg)
 {
+    /* The application's signals go to its own threads; a fault (SIGSEGV and
+     * the like) is the faulting thread's own and must reach its handler,
+     * or the kernel kills the process with no report. */
+    static const int faults[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS };
     sigset_t all, old;
     sigfillset(&all);
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        sigdelset(&all, faults[i]);
     int rc = pthread_sigmask(SIG_SETMASK, &all, &old);   /* the new thread inherits it */
     if (rc)
         return rc;
     rc = pthread_create(thread, NULL, run, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);   /* cannot fail: the set was valid */
+#ifdef __GLIBC__
     if (!rc)
         pthread_setname_np(*thread, name);   /* a name only helps: its failure does not matter */
+#else
+    (void)name;   /* no portable way to name a thread */
+#endif
     return rc;
 }
 

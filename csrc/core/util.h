@@ -29,10 +29,12 @@ double bk_now(void);
 struct timespec bk_abs_time(double t);
 /* Byte order, a prefix first: the order of keys and bucket names. */
 int bk_slice_cmp(bk_slice a, bk_slice b);
-/* pthread_create with every signal blocked in the new thread: a process's
- * signals (the Lua interrupt's SIGINT) go to the application's threads,
- * never to the library's. The thread is named `name` (up to 15 bytes, as
- * ps and /proc show it). 0 or an errno value. */
+/* pthread_create with every signal but the faults (SIGSEGV, SIGBUS, SIGFPE,
+ * SIGILL, SIGTRAP, SIGSYS) blocked in the new thread: a process's signals
+ * (the Lua interrupt's SIGINT) go to the application's threads, never to
+ * the library's, and a fault still reaches its handler. The thread is named
+ * `name` (up to 15 bytes, as ps and /proc show it; glibc only). 0 or an
+ * errno value. */
 int bk_thread_start(pthread_t *thread, const char *name, void *(*run)(void *), void *arg);
 
 #pragma GCC visibility pop

@@ -2,6 +2,7 @@
  * and reads going on, views and snapshots outliving the swap), its job
  * (progress, cancel, one at a time, close), and its temporary files. */
 #include "core_test.h"
+#include "core/internal.h"
 
 #include <pthread.h>
 #include <sys/wait.h>
@@ -297,14 +298,21 @@ static int replaced_fds(const char *path)
     return n;
 }
 
+static void sleep_job(void *unused)
+{
+    (void)unused;
+    usleep(300 * 1000);
+}
+
 /* A defrag of path under a view, then the view's close: the replaced file
- * is closed (by the reaper) within 10 s. 1 if it was. */
-static int replaced_file_closes(const char *path)
+ * is closed (by the reaper) within 10 s, or, if `then_close`, by the time
+ * the backend's close returns, even behind a slow job. */
+static void replaced_file_closes(const char *path, int then_close)
 {
     bk_backend *be = open_path(path);
     bk_error err;
     if (!be)
-        return 0;
+        return;
     populate(be, "d", 2000, 100);
     CHECK_OK(bk_force_commit(be, &err));
     bk_view *v;
@@ -312,27 +320,35 @@ static int replaced_file_closes(const char *path)
     CHECK_OK(bk_defrag(be, NULL, &err));
     CHECK(replaced_fds(path) > 0);
     CHECK(count_range_view(v, "d") == 2000);
+    if (then_close)
+        bk_reap(sleep_job, NULL);
     bk_view_close(v);   /* the replaced file's last reference: a reaper job */
+    if (then_close) {
+        close_be(be);
+        CHECK(replaced_fds(path) == 0);
+        return;
+    }
     int tries = 0;
     while (replaced_fds(path) > 0 && tries++ < 1000)
         usleep(10000);
+    CHECK(replaced_fds(path) == 0);
     close_be(be);
-    return CHECK(replaced_fds(path) == 0);
 }
 
-/* The reaper closes a replaced file; a child forked after it started has
- * none (only the forking thread is copied), starts its own, and exits
- * (running the library's destructors) without its parent's. */
-static void test_reaper(void)
+/* The replaced file closes, in this process and in a child forked after
+ * the reaper started (which starts its own, and exits, running the
+ * library's destructors, without its parent's). */
+static void test_replaced_file_closes(void)
 {
-    const char *child_path = tmp_path("reaper-child.db");
-    replaced_file_closes(tmp_path("reaper.db"));
+    replaced_file_closes(tmp_path("replaced.db"), 0);
+    replaced_file_closes(tmp_path("replaced-close.db"), 1);
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
         alarm(20);   /* a child stuck for good dies of SIGALRM */
-        exit(replaced_file_closes(child_path) ? 0 : 1);
+        replaced_file_closes(tmp_path("replaced-child.db"), 0);
+        exit(t_failed ? 1 : 0);
     }
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
@@ -346,6 +362,6 @@ int main(int argc, char **argv)
     test_defrag();
     test_online();
     test_cancel();
-    test_reaper();
+    test_replaced_file_closes();
     return t_done();
 }
