@@ -79,11 +79,12 @@ $(TEST_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(CORE_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS_CORE) $(LIBS)
 
-# The plain-LMDB side of the benchmarks (not part of `all`).
-$(BUILD)/bench/lmdb_bench: bench/lmdb_bench.c csrc/core/crc32c.c csrc/core/backend.h
+# The plain-LMDB side of the benchmarks (not part of `all`), with the core
+# for the engine's C API on the Lua side's file (w3b-file).
+$(BUILD)/bench/lmdb_bench: bench/lmdb_bench.c $(CORE_OBJ) csrc/core/backend.h
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(SANFLAGS) -Icsrc $(LDFLAGS) -o $@ \
-	  bench/lmdb_bench.c csrc/core/crc32c.c $(LMDB_LIBS) -pthread $(LIBS)
+	  bench/lmdb_bench.c $(CORE_OBJ) $(LIBS_CORE) $(LIBS)
 
 # Plain LMDB called from Lua, for the Lua side's floors (not part of `all`).
 $(BUILD)/bench/lmdb_plain.so: bench/lmdb_lua.c

@@ -232,6 +232,19 @@ function ours.w3(ctx)
   return r
 end
 
+-- The C side of W3b, W6 or W7 run on our own database file, right after
+-- ours, in the same run (`lmdb_bench w3b-file|w6-file|w7-file DIR N SRC`):
+-- the same file, so the same bytes and the same layout. Nil without the C
+-- program.
+local run_program
+local function c_on_our_file(ctx, workload)
+  if not ctx.lmdb then return nil end
+  local dir = backend.mkdtemp()
+  local r = run_program(ctx.lmdb, workload, ctx.n, dir, ctx.dir .. "/w1.db")
+  assert(uv.fs_rmdir(dir))
+  return r
+end
+
 -- W3b: a view per lookup, as a server taking one per request: open, range of
 -- the key alone, close.
 function ours.w3b(ctx)
@@ -279,6 +292,10 @@ function ours.w3b(ctx)
   local r = best_times(ways, {})
   assert(floor_check == #order * (ctx.value:byte(2) + 64))
   assert(not plain or plain_check == check, "W3b: plain LMDB read different values")
+  -- The same lookups in C on this very file: plain LMDB's and the engine's
+  -- through its C API, what the engine adds without Lua.
+  r.c_file = c_on_our_file(ctx, "w3b-file")
+  assert(not r.c_file or r.c_file.check == check, "W3b: C read different values")
   return r
 end
 
@@ -405,18 +422,6 @@ function ours.w4(ctx)
   for _, k in ipairs(FLOORS) do
     for _, f in ipairs { k, k .. "_cpu" } do r[f] = r[f] / (n // 1000 * 1000) * n end
   end
-  return r
-end
-
--- Plain LMDB's side of W6 or W7 run on our own database file, right after
--- ours, in the same run (`lmdb_bench w6-file|w7-file DIR N SRC`): the same
--- file, so the same bytes and the same layout. Nil without the C program.
-local run_program
-local function c_on_our_file(ctx, workload)
-  if not ctx.lmdb then return nil end
-  local dir = backend.mkdtemp()
-  local r = run_program(ctx.lmdb, workload, ctx.n, dir, ctx.dir .. "/w1.db")
-  assert(uv.fs_rmdir(dir))
   return r
 end
 
@@ -1013,6 +1018,16 @@ function bench.report(results, mode)
   end
   plain_row("W3b, plain LMDB called from Lua: the floor's loop, the lookup in a read txn renewed and reset "
     .. "each (LMDB's cheapest), same heap and run", "w3b", "plain_seconds", seconds)
+  local function c_file(name) return function(x) return x.c_file and x.c_file[name] end end
+  on_our_file("W3b in C on a copy of ours' file: the engine's C API, a view a lookup (open, range of the key, "
+    .. "close) (C: LMDB's, a read txn a lookup); not a target", "w3b", math.huge,
+    c_file("core_seconds"), c_file("seconds"), c_file("core_seconds"), c_file("seconds"), " s")
+  on_our_file("W3b in C, the same through a read-only backend on ours' file, beside ours (a view also "
+    .. "checks for a writer's defrag) (C: the engine's C API on the copy, as above); not a target", "w3b",
+    math.huge, c_file("core_readonly_seconds"), c_file("core_seconds"), c_file("core_readonly_seconds"),
+    c_file("core_seconds"), " s")
+  on_our_file("W3b, ours from Lua (C: the engine's C API on the copy, as above); not a target", "w3b",
+    math.huge, seconds, c_file("core_seconds"), seconds, c_file("core_seconds"), " s")
   timed("W4 full scan in chunks of 1000 via range (C: cursor, copying every key and value)", "w4", 2.5)
   against_floor("W4 via range, ÷ the Lua floor (the same strings by string.sub, no engine)", "w4",
     seconds, field("sub_floor_seconds"), 1.3, "floor")

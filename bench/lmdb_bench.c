@@ -3,14 +3,17 @@
  * workloads as the Lua side, on the same data, straight on LMDB in C.
  *
  *   lmdb_bench WORKLOAD DIR N
- *   lmdb_bench w6-file|w7-file DIR N SRC
+ *   lmdb_bench w3b-file|w6-file|w7-file DIR N SRC
  *
  * WORKLOAD is w1, w2, w3, w3b, w4, w6, w7 or w8; DIR an existing empty directory,
  * whose files made here are removed at the end; N the number of keys (>= 1).
- * w6-file and w7-file do W6 and W7 on the database file SRC that another
- * program built (the Lua side's, so that both sides work on the very same
- * file): w6-file hashes it opened read-only (as the Lua side does: every
- * bucket, its name then its keys and values), w7-file copies it into DIR.
+ * w3b-file, w6-file and w7-file do W3b, W6 and W7 on the database file SRC
+ * that another program built (the Lua side's, so that both sides work on
+ * the very same file): w6-file hashes it opened read-only (as the Lua side
+ * does: every bucket, its name then its keys and values), w7-file copies it
+ * into DIR, and w3b-file looks its keys up, by LMDB and then through the
+ * engine's C API (csrc/core, this program's one use of it besides CRC-32C),
+ * to show what the engine adds without Lua.
  * Prints one line of space-separated key=value pairs, always with
  * seconds=<wall clock of the timed part>. Any error: a message on stderr and
  * exit status 1.
@@ -51,9 +54,9 @@
 
 /* ---- errors and the files we own ---------------------------------------- */
 
-enum { F_DATA, F_DATA_LOCK, F_COPY, F_FRESH, F_FRESH_LOCK, F_COUNT };
+enum { F_DATA, F_DATA_LOCK, F_COPY, F_COPY_LOCK, F_FRESH, F_FRESH_LOCK, F_COUNT };
 static const char *const file_names[F_COUNT] = {
-    "data.db", "data.db-lock", "copy.db", "fresh.db", "fresh.db-lock"
+    "data.db", "data.db-lock", "copy.db", "copy.db-lock", "fresh.db", "fresh.db-lock"
 };
 static char paths[F_COUNT][PATH_MAX];
 static const char *src_path;   /* SRC, for the workloads that take one */
@@ -271,19 +274,24 @@ static void w2(size_t n, const unsigned char *val)
     free(keys);
 }
 
-/* The random gets, in one read txn, or (per_lookup) each in a read txn of
- * its own: begin, get, abort, as a server taking one per request would. */
-static void gets(size_t n, const unsigned char *val, int per_lookup)
+/* R(0..n-1): the order of the lookups. */
+static size_t *lookup_order(size_t n)
 {
-    unsigned char *keys = random_keys(n);
     size_t *order = xmalloc(n * sizeof *order);
-    uint64_t state = 3, check = 0;
+    uint64_t state = 3;
     for (size_t k = 0; k < n; k++)
         order[k] = (size_t)(splitmix64(&state) % n);
-    MDB_env *env;
-    MDB_dbi dbi;
+    return order;
+}
+
+/* The random gets of keys in order, in one read txn, or (per_lookup) each
+ * in a read txn of its own: begin, get, abort, as a server taking one per
+ * request would. The seconds; *check sums the values' first bytes. */
+static double lmdb_lookups(MDB_env *env, MDB_dbi dbi, const unsigned char *keys,
+                           const size_t *order, size_t n, int per_lookup, uint64_t *check)
+{
     MDB_txn *txn;
-    build_w1(&env, &dbi, keys, n, val);
+    *check = 0;
     if (!per_lookup)
         mdb_check(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "mdb_txn_begin");
     double t0 = now();
@@ -294,16 +302,28 @@ static void gets(size_t n, const unsigned char *val, int per_lookup)
         mdb_check(mdb_get(txn, dbi, &key, &v), "mdb_get");
         if (v.mv_size < 1)
             die("mdb_get: empty value");
-        check += ((const unsigned char *)v.mv_data)[0];
+        *check += ((const unsigned char *)v.mv_data)[0];
         if (per_lookup)
             mdb_txn_abort(txn);
     }
     double secs = now() - t0;
     if (!per_lookup)
         mdb_txn_abort(txn);
+    return secs;
+}
+
+static void gets(size_t n, const unsigned char *val, int per_lookup)
+{
+    unsigned char *keys = random_keys(n);
+    size_t *order = lookup_order(n);
+    uint64_t check;
+    MDB_env *env;
+    MDB_dbi dbi;
+    build_w1(&env, &dbi, keys, n, val);
+    double secs = lmdb_lookups(env, dbi, keys, order, n, per_lookup, &check);
     /* What the gets spent fetching their keys: no engine can save that. */
     uint64_t key_check = 0;
-    t0 = now();
+    double t0 = now();
     for (size_t k = 0; k < n; k++)
         key_check += keys[order[k] * KEY_LEN + KEY_LEN - 1];
     double key_secs = now() - t0;
@@ -601,6 +621,84 @@ static void w7_file(size_t n, const unsigned char *val)
     out(" seconds=%.6f bytes=%" PRIu64, secs, bytes);
 }
 
+/* W3b's lookups through the engine's C API, a view a lookup (open, range of
+ * the key alone, close), as the Lua side's loop through the module makes
+ * them. The seconds; *check as lmdb_lookups'. */
+static double core_lookups(bk_backend *be, const unsigned char *keys, const size_t *order,
+                           size_t n, uint64_t *check)
+{
+    bk_slice bucket = { DB_NAME, strlen(DB_NAME) };
+    bk_result r;
+    bk_error err;
+    bk_view *v;
+    bk_result_init(&r);
+    *check = 0;
+    double t0 = now();
+    for (size_t k = 0; k < n; k++) {
+        bk_slice key = { keys + order[k] * KEY_LEN, KEY_LEN };
+        if (bk_view_open(be, &v, &err) || bk_view_range(v, bucket, key, NULL, 0, &r, &err))
+            die("a lookup through the engine: %s", err.msg);
+        if (r.count != 1)
+            die("a lookup through the engine found %zu values", r.count);
+        bk_slice value = bk_result_value(&r, 0);
+        if (value.len < 1)
+            die("a lookup through the engine: empty value");
+        *check += ((const unsigned char *)value.data)[0];
+        bk_view_close(v);
+    }
+    double secs = now() - t0;
+    bk_result_free(&r);
+    return secs;
+}
+
+/* W3b on SRC, the Lua side's file, the same bytes and layout: plain LMDB's
+ * lookups (a read txn each, as w3b) and the engine's through its C API, on
+ * a copy of SRC (the engine as the Lua side's writer uses it, which SRC's
+ * flock keeps to that program), and on SRC itself opened read-only beside
+ * that program (whose views also check for a writer's defrag, a stat of the
+ * path each). Each timed after an untimed pass: the first pass through a new
+ * map pays its page faults. What the engine adds to a view per lookup,
+ * without Lua. */
+static void w3b_file(size_t n, const unsigned char *val)
+{
+    (void)val;
+    unsigned char *keys = random_keys(n);
+    size_t *order = lookup_order(n);
+    uint64_t bytes, check, core_check;
+    copy_file(src_path, paths[F_COPY], &bytes);
+    MDB_env *env = env_open_flags(paths[F_COPY], MDB_RDONLY);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    mdb_check(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), "mdb_txn_begin");
+    mdb_check(mdb_dbi_open(txn, DB_NAME, 0, &dbi), "mdb_dbi_open");
+    mdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+    lmdb_lookups(env, dbi, keys, order, n, 1, &check);
+    double secs = lmdb_lookups(env, dbi, keys, order, n, 1, &check);
+    mdb_env_close(env);   /* not open twice in one process, as LMDB asks */
+    double core[2];
+    for (int readonly = 0; readonly <= 1; readonly++) {
+        bk_config cfg;
+        bk_backend *be;
+        bk_error err;
+        bk_config_default(&cfg);
+        cfg.path = readonly ? src_path : paths[F_COPY];
+        cfg.readonly = readonly;
+        if (bk_open(&cfg, &be, &err))
+            die("%s: %s", cfg.path, err.msg);
+        core_lookups(be, keys, order, n, &core_check);
+        core[readonly] = core_lookups(be, keys, order, n, &core_check);
+        if (bk_close(be, 0, &err))
+            die("%s: %s", cfg.path, err.msg);
+        bk_free(be);
+        if (core_check != check)
+            die("the engine read other values than LMDB");
+    }
+    out(" seconds=%.6f core_seconds=%.6f core_readonly_seconds=%.6f check=%" PRIu64,
+        secs, core[0], core[1], check);
+    free(order);
+    free(keys);
+}
+
 static void w8(size_t n, const unsigned char *val)
 {
     unsigned char *keys = random_keys(n);
@@ -681,7 +779,7 @@ static const struct {
 } workloads[] = {
     { "w1", w1, 0 }, { "w2", w2, 0 }, { "w3", w3, 0 }, { "w3b", w3b, 0 }, { "w4", w4, 0 },
     { "w6", w6, 0 }, { "w7", w7, 0 }, { "w8", w8, 0 },
-    { "w6-file", w6_file, 1 }, { "w7-file", w7_file, 1 },
+    { "w3b-file", w3b_file, 1 }, { "w6-file", w6_file, 1 }, { "w7-file", w7_file, 1 },
 };
 
 int main(int argc, char **argv)
@@ -691,7 +789,7 @@ int main(int argc, char **argv)
     char *end;
     unsigned char val[VAL_LEN];
 
-#define USAGE "usage: lmdb_bench WORKLOAD DIR N, or lmdb_bench w6-file|w7-file DIR N SRC " \
+#define USAGE "usage: lmdb_bench WORKLOAD DIR N, or lmdb_bench w3b-file|w6-file|w7-file DIR N SRC " \
               "(WORKLOAD: w1 w2 w3 w3b w4 w6 w7 w8)"
     if (argc < 4)
         die(USAGE);

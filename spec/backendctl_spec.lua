@@ -576,16 +576,19 @@ describe("backendctl", function()
     assert.truthy(out:find("| workload |", 1, true), out)
   end)
 
-  it("the benchmark suite runs its loops against plain LMDB called from Lua too (bench/lmdb_lua.c)", function()
+  it("the benchmark suite runs its loops against plain LMDB called from Lua too (bench/lmdb_lua.c), "
+    .. "and W3b in C on our file", function()
     local build = os.getenv("BACKEND_BUILD") or "build"
-    local plain = build .. "/bench/lmdb_plain.so"
+    local plain, lmdb = build .. "/bench/lmdb_plain.so", build .. "/bench/lmdb_bench"
     -- the compiler must not run under the sanitizer runtime the ASan run preloads
     local made = H.capture("env -u LD_PRELOAD make --no-print-directory -s BUILD=" .. H.q(build) .. " " .. H.q(plain)
-      .. " 2>&1; echo \"exit=$?\"")
+      .. " " .. H.q(lmdb) .. " 2>&1; echo \"exit=$?\"")
     assert.truthy(made:match("exit=0\n$"), made)
     -- the suite checks that LMDB read what ours read (it raises otherwise)
-    local out = H.capture(H.lua_env() .. "lua5.4 bench/bench.lua --n 2000 --runs 1 --only w2,w3,w3b,w4 --plain "
-      .. H.q(plain) .. " 2>&1")
+    local out = H.capture(H.lua_env() .. "lua5.4 bench/bench.lua --n 2000 --runs 1 --only w1,w2,w3,w3b,w4 --plain "
+      .. H.q(plain) .. " --lmdb " .. H.q(lmdb) .. " 2>&1")
+    local _, in_c = out:gsub("\n| W3b in C[^\n]-| [%d.]+ %[[^\n]*| [%d.]+ %[[^\n]*| [%d.]+ %[", "")
+    assert.are.equal(4, in_c, out)   -- the engine's C API and the read-only backend, both heaps
     local rows = {}
     for label in out:gmatch("\n| (W[%w ]-), plain LMDB called from Lua[^\n]*ours ÷ it: [%d.]+") do
       rows[#rows + 1] = label
