@@ -232,13 +232,12 @@ void bk_env_close(bk_backend *be)
     be->env = NULL;
 }
 
-/* The writer's defrag renamed a new file over ours: is the path another file? */
+/* The writer's defrag renamed a new file over ours: is the path another
+ * file? One stat a read in read-only mode: ours' identity is the env's. */
 static int file_replaced(bk_backend *be)
 {
-    struct stat ours, now;
-    int fd;
-    return !mdb_env_get_fd(be->env->mdb, &fd) && !fstat(fd, &ours) && !stat(be->path, &now) &&
-           (ours.st_ino != now.st_ino || ours.st_dev != now.st_dev);
+    struct stat now;
+    return !stat(be->path, &now) && (be->env->ino != now.st_ino || be->env->dev != now.st_dev);
 }
 
 /* In read-only mode another process commits: move to its newest state. */

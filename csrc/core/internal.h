@@ -72,6 +72,8 @@ typedef struct bk_env {
     MDB_env *mdb;
     int datafd, lockfd;            /* a replaced pair's flocked descriptors,
                                       closed with it; else -1 */
+    dev_t dev;                     /* the data file's identity, to tell */
+    ino_t ino;                     /* when another is renamed over it */
     MDB_dbi dbis[BK_MAX_BUCKETS + 1];   /* by bucket id, the committer's
                                       (under txn_mu); 0 = not in LMDB */
 } bk_env;

@@ -6,7 +6,9 @@
  * thread. */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t map_size,
@@ -22,13 +24,19 @@ int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t
         free(e);
         return bk_mdb_fail(err, rc, "creating the environment");
     }
+    int fd;
+    struct stat st;
     if ((rc = mdb_env_set_maxdbs(e->mdb, BK_MAX_BUCKETS)) ||
         (rc = mdb_env_set_maxreaders(e->mdb, be->cfg.max_readers)) ||
         (rc = mdb_env_set_mapsize(e->mdb, map_size)) ||
-        (rc = mdb_env_open(e->mdb, path, flags, 0600))) {
+        (rc = mdb_env_open(e->mdb, path, flags, 0600)) ||
+        (rc = mdb_env_get_fd(e->mdb, &fd)) ||
+        (rc = fstat(fd, &st) ? errno : 0)) {
         bk_env_unref(e);
         return bk_mdb_fail(err, rc, path);
     }
+    e->dev = st.st_dev;
+    e->ino = st.st_ino;
     *out = e;
     return BK_OK;
 }
