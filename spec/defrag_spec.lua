@@ -169,6 +169,26 @@ describe("defrag", function()
     end
   end)
 
+  it("a program the application starts holds no descriptor of the database's files, nor of a replaced one's",
+    function()
+    local be = fragmented(20000)
+    local path = require("luv").fs_realpath(be:path())
+    local function inherited()   -- the descriptors of path's files a started program has
+      local p = assert(io.popen("ls -l /proc/self/fd"))
+      local listing = p:read("a")
+      p:close()
+      assert.truthy(listing:find("->", 1, true), listing)
+      return select(2, listing:gsub(path:gsub("%p", "%%%0"), ""))
+    end
+    assert.are.equal(0, inherited())
+    local view <close> = be:concurrent_read_tx()
+    be:defrag()
+    assert.is_true(replaced_fds(path) >= 2)   -- held here by the view
+    assert.are.equal(0, inherited())
+    view:close()
+    be:close()
+  end)
+
   it("a process ends cleanly with a replaced file still closing, on a reaper its close started", function()
     for _, ending in ipairs { "os.exit(0, true)", "os.exit(0)", "" } do
       local child, errfile = H.spawn([[

@@ -195,7 +195,7 @@ int bk_close(bk_backend *be, int force, bk_error *err)
         remove_files(be);
     bk_files_close(be);
     /* The files its defrags replaced, closed by now: their disk space is
-     * free when close returns. */
+     * free when close returns, unless another process holds them too. */
     bk_reap_wait();
     return rc;
 }

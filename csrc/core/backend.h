@@ -142,7 +142,7 @@ int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err);
  * that failed (its database could not be reopened, after a defrag or a
  * failed commit: every call says it is closed) is released either way, with
  * an error if writes were lost. When it returns, every file its defrags
- * replaced is closed (its disk space free). Idempotent. */
+ * replaced is closed in this process. Idempotent. */
 int bk_close(bk_backend *be, int force, bk_error *err);
 /* Take one more reference; each is released by bk_free. */
 void bk_ref(bk_backend *be);

@@ -355,11 +355,12 @@ int bk_commit_holding(bk_backend *be, bk_error *err);
 
 /* ---- reaper.c ---- */
 /* run(arg) on the reaper thread, soon; on this thread if it cannot be
- * queued. Every job runs before the library is unloaded. run must take no
- * lock that a caller of bk_reap, bk_reap_wait or fork may hold: it may run
- * on that caller's thread, and they wait for it. */
+ * queued. Every job runs before the library is unloaded, in this process
+ * only (a forked child drops them). run must take no lock that a caller of
+ * bk_reap or bk_reap_wait may hold: it may run on the caller's thread, and
+ * bk_reap_wait waits for it. */
 void bk_reap(void (*run)(void *), void *arg);
-/* Returns when every job queued before it has run. */
+/* Returns when every job this process queued before the call has run. */
 void bk_reap_wait(void);
 
 /* ---- mdbenv.c ---- */

@@ -7,9 +7,19 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* LMDB opens every descriptor of an environment close-on-exec but the data
+ * file's: a program the application starts would hold the file (and a
+ * replaced file's disk space) for its whole life. 0 or an errno value. */
+static int cloexec(int fd)
+{
+    int flags = fcntl(fd, F_GETFD);
+    return flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0 ? errno : 0;
+}
 
 int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t map_size,
                   bk_env **out, bk_error *err)
@@ -31,7 +41,8 @@ int bk_env_create(const bk_backend *be, const char *path, unsigned flags, size_t
         (rc = mdb_env_set_mapsize(e->mdb, map_size)) ||
         (rc = mdb_env_open(e->mdb, path, flags, 0600)) ||
         (rc = mdb_env_get_fd(e->mdb, &fd)) ||
-        (rc = fstat(fd, &st) ? errno : 0)) {
+        (rc = fstat(fd, &st) ? errno : 0) ||
+        (rc = cloexec(fd))) {
         bk_env_unref(e);
         return bk_mdb_fail(err, rc, path);
     }

@@ -5,12 +5,15 @@
  * ms for 400 MB here). The thread starts with the first job and is joined
  * when the library is unloaded or the process exits, after the jobs queued
  * by then; a job that cannot be queued runs on the caller's thread.
- * A fork waits for the job in flight, so a child has a whole copy of the
- * queue (its own copies of what the jobs free) and no reaper (only the
- * forking thread is copied): it runs the jobs when it starts its own
- * reaper, waits for them, or exits. */
+ * A forked child has no reaper (only the forking thread is copied) and
+ * none of the parent's jobs: they close descriptors by number, which the
+ * child may have closed and reused for files of its own (and LMDB says an
+ * environment is not to be used after fork). Its copies of those maps and
+ * descriptors go when it execs (the descriptors are close-on-exec) or
+ * exits. A fork never waits for a job. */
 #include "internal.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 typedef struct job {
@@ -22,82 +25,80 @@ typedef struct job {
 /* One per process, as the file system's cost is; state under mu. */
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t work;   /* to the thread: a job, a fork's end, or stopping */
-    pthread_cond_t idle;   /* from the thread: a job done */
+    pthread_cond_t work;   /* to the thread: a job, or stopping */
+    pthread_cond_t done;   /* from the thread: a job done */
     job *head, **tail;
+    job *running;   /* the job the thread runs, or NULL */
+    job *parents;   /* in a forked child: the parent's jobs, kept, never run */
+    uint64_t queued, finished;   /* jobs queued and done so far, in order */
     int started, stopping, fork_handled;
-    int running;   /* the thread is in a job */
-    int forking;   /* forks waiting for the job in flight, or forking: no job starts */
     pthread_t thread;
 } reaper = { .mu = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER,
-             .idle = PTHREAD_COND_INITIALIZER, .tail = &reaper.head };
-
-/* The first job, taken off the queue, or NULL. Under mu. */
-static job *take(void)
-{
-    job *j = reaper.head;
-    if (j) {
-        reaper.head = j->next;
-        if (!reaper.head)
-            reaper.tail = &reaper.head;
-    }
-    return j;
-}
-
-/* Runs j with mu released. Under mu. */
-static void run_unlocked(job *j)
-{
-    pthread_mutex_unlock(&reaper.mu);
-    j->run(j->arg);
-    free(j);
-    pthread_mutex_lock(&reaper.mu);
-}
+             .done = PTHREAD_COND_INITIALIZER, .tail = &reaper.head };
 
 static void *reaper_main(void *unused)
 {
     (void)unused;
     pthread_mutex_lock(&reaper.mu);
     for (;;) {
-        job *j = reaper.forking ? NULL : take();
+        job *j = reaper.head;
         if (!j) {
-            if (reaper.stopping && !reaper.head)
+            if (reaper.stopping)
                 break;
             pthread_cond_wait(&reaper.work, &reaper.mu);
             continue;
         }
-        reaper.running = 1;
-        run_unlocked(j);
-        reaper.running = 0;
-        pthread_cond_broadcast(&reaper.idle);
+        reaper.head = j->next;
+        if (!reaper.head)
+            reaper.tail = &reaper.head;
+        reaper.running = j;
+        pthread_mutex_unlock(&reaper.mu);
+        j->run(j->arg);
+        pthread_mutex_lock(&reaper.mu);
+        reaper.running = NULL;
+        free(j);
+        reaper.finished++;
+        pthread_cond_broadcast(&reaper.done);
     }
     pthread_mutex_unlock(&reaper.mu);
     return NULL;
 }
 
-/* Around fork: no job in flight and the lock held, so that the child's
- * copy of the queue is whole and consistent. */
+/* Around fork: the lock held, so that the child's copy is consistent; the
+ * child then forgets the parent's thread and jobs (the parent runs them). */
 static void fork_prepare(void)
 {
     pthread_mutex_lock(&reaper.mu);
-    reaper.forking++;
-    while (reaper.running)
-        pthread_cond_wait(&reaper.idle, &reaper.mu);
 }
 
 static void fork_parent(void)
 {
-    reaper.forking--;
-    pthread_cond_signal(&reaper.work);
     pthread_mutex_unlock(&reaper.mu);
 }
 
 static void fork_child(void)
 {
-    /* Their waiters are not in this process: new ones (an assignment,
-     * which cannot fail as pthread_cond_init could). */
+    /* The jobs stay as copies, as do the maps they would have closed
+     * (reachable: no leak checker reports them). The conditions' waiters
+     * are not in this process: new ones (an assignment, which cannot fail
+     * as pthread_cond_init could). */
     reaper.work = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
-    reaper.idle = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
-    reaper.started = reaper.running = reaper.forking = 0;
+    reaper.done = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+    if (reaper.running) {   /* half run, perhaps: never to be run again */
+        reaper.running->next = reaper.head;
+        reaper.head = reaper.running;
+        reaper.running = NULL;
+        if (reaper.tail == &reaper.head)
+            reaper.tail = &reaper.head->next;
+    }
+    if (reaper.head) {
+        *reaper.tail = reaper.parents;
+        reaper.parents = reaper.head;
+    }
+    reaper.head = NULL;
+    reaper.tail = &reaper.head;
+    reaper.queued = reaper.finished = 0;
+    reaper.started = 0;
     pthread_mutex_unlock(&reaper.mu);
 }
 
@@ -121,23 +122,19 @@ void bk_reap(void (*run)(void *), void *arg)
     j->next = NULL;
     *reaper.tail = j;
     reaper.tail = &j->next;
+    reaper.queued++;
     pthread_cond_signal(&reaper.work);
     pthread_mutex_unlock(&reaper.mu);
-}
-
-/* Runs on this thread the jobs no reaper will (a forked child's). Under mu. */
-static void run_orphans(void)
-{
-    for (job *j; !reaper.started && (j = take());)
-        run_unlocked(j);
 }
 
 void bk_reap_wait(void)
 {
     pthread_mutex_lock(&reaper.mu);
-    run_orphans();
-    while (reaper.started && (reaper.head || reaper.running))
-        pthread_cond_wait(&reaper.idle, &reaper.mu);
+    /* Jobs run in order: those queued before this call are done once as
+     * many have finished, whatever is queued meanwhile. */
+    uint64_t until = reaper.queued;
+    while (reaper.started && reaper.finished < until)
+        pthread_cond_wait(&reaper.done, &reaper.mu);
     pthread_mutex_unlock(&reaper.mu);
 }
 
@@ -146,17 +143,16 @@ void bk_reap_wait(void)
 __attribute__((destructor)) static void reaper_join(void)
 {
     pthread_mutex_lock(&reaper.mu);
+    int started = reaper.started;
     reaper.stopping = 1;
     pthread_cond_signal(&reaper.work);
-    if (reaper.started) {
-        pthread_mutex_unlock(&reaper.mu);
-        /* Fails only if exit() was called in a job (EDEADLK): there is
-         * nothing then to wait for but this very job. */
-        if (pthread_join(reaper.thread, NULL) != 0)
-            return;
+    pthread_mutex_unlock(&reaper.mu);
+    /* Fails only if exit() was called in a job (EDEADLK): nothing is left
+     * then to wait for but that very job. */
+    if (started && pthread_join(reaper.thread, NULL) == 0) {
         pthread_mutex_lock(&reaper.mu);
         reaper.started = 0;
+        pthread_cond_broadcast(&reaper.done);
+        pthread_mutex_unlock(&reaper.mu);
     }
-    run_orphans();
-    pthread_mutex_unlock(&reaper.mu);
 }

@@ -166,11 +166,11 @@ int bk_thread_start(pthread_t *thread, const char *name, void *(*run)(void *), v
         return rc;
     rc = pthread_create(thread, NULL, run, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);   /* cannot fail: the set was valid */
-#ifdef __GLIBC__
+#ifdef __linux__   /* glibc, musl and bionic have it, in this form */
     if (!rc)
         pthread_setname_np(*thread, name);   /* a name only helps: its failure does not matter */
 #else
-    (void)name;   /* no portable way to name a thread */
+    (void)name;
 #endif
     return rc;
 }

@@ -33,7 +33,7 @@ int bk_slice_cmp(bk_slice a, bk_slice b);
  * SIGILL, SIGTRAP, SIGSYS) blocked in the new thread: a process's signals
  * (the Lua interrupt's SIGINT) go to the application's threads, never to
  * the library's, and a fault still reaches its handler. The thread is named
- * `name` (up to 15 bytes, as ps and /proc show it; glibc only). 0 or an
+ * `name` (up to 15 bytes, as ps and /proc show it; on Linux). 0 or an
  * errno value. */
 int bk_thread_start(pthread_t *thread, const char *name, void *(*run)(void *), void *arg);
 

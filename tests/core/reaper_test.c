@@ -1,7 +1,7 @@
 /* reaper_test.c: the tests of reaper.c: jobs run on the bk-reaper thread,
- * bk_reap_wait waits for them, a process's exit waits for them, and a
- * child forked meanwhile runs its own copy of the queue, but never the
- * job that was in flight in its parent. */
+ * in order; bk_reap_wait waits for the jobs queued before it and no
+ * others; a process's exit waits for them; a forked child runs none of
+ * its parent's jobs, and its own on a reaper of its own. */
 #include "core_test.h"
 #include "core/internal.h"
 
@@ -11,9 +11,6 @@
 
 /* Where the jobs report: a pipe, one line "<name> <pid> <thread name>" a job. */
 static int report_fd = -1;
-static int slow_started;   /* the slow job is running */
-/* The jobs' names, their argument. */
-static char SLOW[] = "slow", FAST[] = "fast", QUEUED[] = "queued";
 
 static void report(const char *name)
 {
@@ -23,25 +20,29 @@ static void report(const char *name)
     CHECK(write(report_fd, line, (size_t)n) == n);   /* under PIPE_BUF: one piece */
 }
 
+/* The jobs, by name (their argument). */
+static char FAST[] = "fast", SLOW[] = "slow", QUEUED[] = "queued", CHILD[] = "child",
+            LATER[] = "later";
+
 static void job_fast(void *name)
 {
     report(name);
 }
 
-/* A descriptor the slow job closes last, if not -1: open in a child
- * forked in the middle of that job. */
-static int slow_fd = -1;
-
 static void job_slow(void *name)
 {
-    __atomic_store_n(&slow_started, 1, __ATOMIC_RELEASE);
     usleep(300 * 1000);
     report(name);
-    if (slow_fd >= 0)
-        close(slow_fd);
 }
 
-/* Everything written to fd[0] until every writer has closed. */
+/* A pipe for the jobs' reports, its write end report_fd. */
+static void open_reports(int fd[2])
+{
+    CHECK(pipe(fd) == 0);
+    report_fd = fd[1];
+}
+
+/* Everything written to fd until every writer has closed. */
 static const char *read_all(int fd)
 {
     static char buf[1024];
@@ -53,78 +54,120 @@ static const char *read_all(int fd)
     return buf;
 }
 
-static int count_lines(const char *all, const char *line)
+/* The reports made once the write end (which this process holds) closes. */
+static const char *close_reports(int fd[2])
 {
-    int n = 0;
-    size_t len = strlen(line);
-    for (const char *p = all; (p = strstr(p, line)); p += len)
-        n += p == all || p[-1] == '\n';
-    return n;
+    close(fd[1]);
+    const char *all = read_all(fd[0]);
+    close(fd[0]);
+    return all;
 }
 
-/* A job runs on the reaper thread; bk_reap_wait returns after it. */
+static void expect(const char *all, const char *want)
+{
+    if (!CHECK(!strcmp(all, want)))
+        fprintf(stderr, "got:\n%s\nwant:\n%s", all, want);
+}
+
+/* The lines of all are want's (each ending in a newline), in any order. */
+static void expect_lines(const char *all, const char *const *want, int n)
+{
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+        const char *at = strstr(all, want[i]);
+        found += at && (at == all || at[-1] == '\n');
+    }
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += strlen(want[i]);
+    if (!CHECK(found == n && strlen(all) == len))
+        fprintf(stderr, "got:\n%s", all);
+}
+
+/* Jobs run on the reaper thread, in order; bk_reap_wait returns after the
+ * last, a slow one. */
 static void test_wait(void)
 {
     int fd[2];
-    CHECK(pipe(fd) == 0);
-    report_fd = fd[1];
-    bk_reap(job_slow, SLOW);
-    bk_reap(job_fast, FAST);
-    bk_reap_wait();
-    close(fd[1]);
     char want[128];
-    const char *all = read_all(fd[0]);
-    snprintf(want, sizeof want, "slow %d bk-reaper\nfast %d bk-reaper\n", (int)getpid(), (int)getpid());
-    if (!CHECK(!strcmp(all, want)))
-        fprintf(stderr, "got:\n%s", all);
-    close(fd[0]);
+    open_reports(fd);
+    bk_reap(job_fast, FAST);
+    bk_reap(job_slow, SLOW);
+    bk_reap_wait();
+    snprintf(want, sizeof want, "fast %d bk-reaper\nslow %d bk-reaper\n", (int)getpid(), (int)getpid());
+    expect(close_reports(fd), want);
 }
 
-/* Forks while the slow job runs and another is queued: the child runs the
- * queued one, its copy (on its exit, or in bk_reap_wait), the parent both;
- * the slow one had ended in the parent before the fork. */
+/* bk_reap_wait waits for the jobs queued before it, not for those queued
+ * after: the later job waits (up to 10 s) for the waiter to return. */
+static int waiter_in, waiter_out;
+
+static void *waiter(void *unused)
+{
+    (void)unused;
+    __atomic_store_n(&waiter_in, 1, __ATOMIC_RELEASE);
+    bk_reap_wait();
+    __atomic_store_n(&waiter_out, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void job_later(void *name)
+{
+    for (int i = 0; i < 1000 && !__atomic_load_n(&waiter_out, __ATOMIC_ACQUIRE); i++)
+        usleep(10 * 1000);
+    report(__atomic_load_n(&waiter_out, __ATOMIC_ACQUIRE) ? name : "later-waited-for");
+}
+
+static void test_wait_before(void)
+{
+    int fd[2];
+    char want[128];
+    pthread_t t;
+    open_reports(fd);
+    bk_reap(job_slow, SLOW);
+    CHECK(pthread_create(&t, NULL, waiter, NULL) == 0);
+    while (!__atomic_load_n(&waiter_in, __ATOMIC_ACQUIRE))
+        usleep(1000);
+    usleep(100 * 1000);   /* the waiter in bk_reap_wait, the slow job still running */
+    bk_reap(job_later, LATER);
+    CHECK(pthread_join(t, NULL) == 0);
+    bk_reap_wait();
+    snprintf(want, sizeof want, "slow %d bk-reaper\nlater %d bk-reaper\n", (int)getpid(), (int)getpid());
+    expect(close_reports(fd), want);
+}
+
+/* A fork while a job runs and another is queued: the child runs neither,
+ * whether it waits for jobs (none of its own) or exits, and runs its own
+ * on a reaper of its own; the parent runs each of its own once. */
 static void test_fork(int child_waits)
 {
     int fd[2];
-    CHECK(pipe(fd) == 0);
-    report_fd = fd[1];
-    __atomic_store_n(&slow_started, 0, __ATOMIC_RELEASE);
-    CHECK((slow_fd = dup(fd[1])) >= 0);
+    open_reports(fd);
     bk_reap(job_slow, SLOW);
-    while (!__atomic_load_n(&slow_started, __ATOMIC_ACQUIRE))
-        usleep(1000);
     bk_reap(job_fast, QUEUED);
     fflush(NULL);
-    pid_t pid = fork();   /* waits for the slow job */
+    int failed = t_failed;   /* the child's own failures only */
+    pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
         alarm(20);   /* a child stuck for good dies of SIGALRM */
-        CHECK(fcntl(slow_fd, F_GETFD) < 0);   /* the slow job had ended */
+        bk_reap_wait();
         if (child_waits) {
+            bk_reap(job_fast, CHILD);
             bk_reap_wait();
-            _exit(t_failed ? 1 : 0);   /* no destructor: the wait ran it */
         }
-        exit(t_failed ? 1 : 0);   /* the library's destructor runs it */
+        exit(t_failed > failed ? 1 : 0);
     }
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     bk_reap_wait();
-    close(fd[1]);
-    slow_fd = -1;
-    const char *all = read_all(fd[0]);
-    char line[64];
-    snprintf(line, sizeof line, "slow %d bk-reaper\n", (int)getpid());
-    CHECK(count_lines(all, line) == 1);
-    snprintf(line, sizeof line, "queued %d bk-reaper\n", (int)getpid());
-    CHECK(count_lines(all, line) == 1);
-    snprintf(line, sizeof line, "slow %d ", (int)pid);
-    CHECK(count_lines(all, line) == 0);   /* the parent's, done before the fork */
-    snprintf(line, sizeof line, "queued %d ", (int)pid);
-    CHECK(count_lines(all, line) == 1);
-    if (!CHECK(count_lines(all, "slow ") + count_lines(all, "queued ") == 3))
-        fprintf(stderr, "got:\n%s", all);
-    close(fd[0]);
+    char want[3][64];
+    snprintf(want[0], sizeof want[0], "slow %d bk-reaper\n", (int)getpid());
+    snprintf(want[1], sizeof want[1], "queued %d bk-reaper\n", (int)getpid());
+    snprintf(want[2], sizeof want[2], "child %d bk-reaper\n", (int)pid);
+    const char *const lines[3] = { want[0], want[1], want[2] };
+    expect_lines(close_reports(fd), lines, child_waits ? 3 : 2);
 }
 
 /* A process that ends with a job queued waits for it: a child starts its
@@ -132,8 +175,8 @@ static void test_fork(int child_waits)
 static void test_exit(void)
 {
     int fd[2];
-    CHECK(pipe(fd) == 0);
-    report_fd = fd[1];
+    char want[64];
+    open_reports(fd);
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -143,16 +186,11 @@ static void test_exit(void)
         bk_reap(job_slow, SLOW);
         exit(0);
     }
-    close(fd[1]);
-    const char *all = read_all(fd[0]);   /* until the child's end */
-    char want[64];
     snprintf(want, sizeof want, "slow %d bk-reaper\n", (int)pid);
-    if (!CHECK(!strcmp(all, want)))
-        fprintf(stderr, "got:\n%s", all);
+    expect(close_reports(fd), want);   /* until the child's end */
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    close(fd[0]);
 }
 
 int main(int argc, char **argv)
@@ -161,6 +199,7 @@ int main(int argc, char **argv)
     (void)argv;
     test_exit();   /* first: the child starts the process's first reaper */
     test_wait();
+    test_wait_before();
     test_fork(1);
     test_fork(0);
     return t_done();
