@@ -246,15 +246,28 @@ int bk_readonly_refresh(bk_backend *be, bk_error *err)
     MDB_envinfo info;
     int rc = BK_OK;
     pthread_mutex_lock(&be->txn_mu);
+    if (!be->env) {   /* a reopen failed: the backend is closed */
+        pthread_mutex_unlock(&be->txn_mu);
+        return bk_fail(err, BK_ECLOSED, "backend is closed");
+    }
     /* Checked before LMDB maps it, as at open; the old file stays mapped if
-     * the new one is damaged. */
-    if (file_replaced(be) && !(rc = bk_files_check_replaced(be, err))) {
+     * the new one is damaged. A file renamed over it again between the
+     * check and the reopen is mapped unchecked: it is checked and reopened
+     * in turn, and not read until it passes. */
+    for (int tries = 0; !rc && (file_replaced(be) || !bk_files_checked(be, be->env->dev, be->env->ino));
+         tries++) {
+        if (tries == 3) {
+            rc = bk_fail(err, BK_EIO, "%s: replaced again each time it was reopened", be->path);
+            break;
+        }
+        if ((rc = bk_files_check_replaced(be, err)))
+            break;
         pthread_rwlock_wrlock(&be->maplock);
         rc = bk_env_reopen(be, "the writer defragmented it", err);
         pthread_rwlock_unlock(&be->maplock);
     }
     version *v = rc ? NULL : bk_version_get(be);
-    if (!mdb_env_info(be->env->mdb, &info) && v && (uint64_t)info.me_last_txnid != v->g->txnid) {
+    if (v && !mdb_env_info(be->env->mdb, &info) && (uint64_t)info.me_last_txnid != v->g->txnid) {
         gen *g;
         rc = buckets_sync(be, err);
         if (!rc)

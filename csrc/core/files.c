@@ -432,6 +432,14 @@ int bk_files_check_replaced(bk_backend *be, bk_error *err)
     return rc;
 }
 
+int bk_files_checked(bk_backend *be, dev_t dev, ino_t ino)
+{
+    pthread_mutex_lock(&open_mu);
+    int same = be->dev == dev && be->ino == ino;
+    pthread_mutex_unlock(&open_mu);
+    return same;
+}
+
 int bk_files_lock_new(const char *from, int *fd, bk_error *err)
 {
     *fd = open(from, O_RDWR | O_NOFOLLOW | O_CLOEXEC);

@@ -281,6 +281,8 @@ void bk_files_close(bk_backend *be);
 /* Read-only: the writer renamed a new file over ours; check it before it is
  * mapped. */
 int bk_files_check_replaced(bk_backend *be, bk_error *err);
+/* Is the file of this identity the one opened, or the last one checked? */
+int bk_files_checked(bk_backend *be, dev_t dev, ino_t ino);
 /* Defrag: the file at `from` (the new data or lock file) will be renamed
  * over ours. *fd gets a descriptor of it, flocked, so that no other writer
  * can take it. */
