@@ -360,7 +360,8 @@ int bk_commit_holding(bk_backend *be, bk_error *err);
  * queued. Every job runs before the library is unloaded, in this process
  * only (a forked child drops them). run must take no lock that a caller of
  * bk_reap or bk_reap_wait may hold: it may run on the caller's thread, and
- * bk_reap_wait waits for it. */
+ * bk_reap_wait waits for it; and it must not call bk_reap_wait (it would
+ * wait for itself) or fork (the child would be left in the reaper's loop). */
 void bk_reap(void (*run)(void *), void *arg);
 /* Returns when every job this process queued before the call has run. */
 void bk_reap_wait(void);

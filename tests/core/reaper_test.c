@@ -1,7 +1,8 @@
 /* reaper_test.c: the tests of reaper.c: jobs run on the bk-reaper thread,
  * in order; bk_reap_wait waits for the jobs queued before it and no
  * others; a process's exit waits for them; a forked child runs none of
- * its parent's jobs, and its own on a reaper of its own. */
+ * its parent's jobs, and its own on a reaper of its own. Linux only, as
+ * the thread's name and /proc are. */
 #include "core_test.h"
 #include "core/internal.h"
 
@@ -33,6 +34,35 @@ static void job_slow(void *name)
 {
     usleep(300 * 1000);
     report(name);
+}
+
+/* A job that runs until the test opens its gate: gate_started is set once
+ * it runs, and it reads a byte from the gate pipe (or its end). */
+static int gate[2] = { -1, -1 };
+static int gate_started;
+
+static void job_gated(void *name)
+{
+    char c;
+    __atomic_store_n(&gate_started, 1, __ATOMIC_RELEASE);
+    CHECK(read(gate[0], &c, 1) >= 0);
+    report(name);
+}
+
+/* Queues the gated job and returns once it runs. */
+static void start_gated(char *name)
+{
+    CHECK(pipe(gate) == 0);
+    __atomic_store_n(&gate_started, 0, __ATOMIC_RELEASE);
+    bk_reap(job_gated, name);
+    while (!__atomic_load_n(&gate_started, __ATOMIC_ACQUIRE))
+        usleep(1000);
+}
+
+static void open_gate(void)
+{
+    close(gate[1]);
+    close(gate[0]);
 }
 
 /* A pipe for the jobs' reports, its write end report_fd. */
@@ -70,7 +100,7 @@ static void expect(const char *all, const char *want)
 }
 
 /* The lines of all are want's (each ending in a newline), in any order. */
-static void expect_lines(const char *all, const char *const *want, int n)
+static void expect_lines(const char *all, const char **want, int n)
 {
     int found = 0;
     for (int i = 0; i < n; i++) {
@@ -99,16 +129,34 @@ static void test_wait(void)
 }
 
 /* bk_reap_wait waits for the jobs queued before it, not for those queued
- * after: the later job waits (up to 10 s) for the waiter to return. */
-static int waiter_in, waiter_out;
+ * after: with the gated job running, a thread waits; once it sleeps there
+ * (its state in /proc: it can sleep nowhere else), a later job is queued
+ * and the gate opened. The later job waits (up to 10 s) for the waiter to
+ * return, which it does only if it does not wait for the later job. */
+static int waiter_tid, waiter_out;
 
 static void *waiter(void *unused)
 {
     (void)unused;
-    __atomic_store_n(&waiter_in, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&waiter_tid, (int)gettid(), __ATOMIC_RELEASE);
     bk_reap_wait();
     __atomic_store_n(&waiter_out, 1, __ATOMIC_RELEASE);
     return NULL;
+}
+
+/* Is thread tid of this process asleep ("S" in its stat)? */
+static int asleep(int tid)
+{
+    char path[64], stat[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = 0;
+    const char *paren = strrchr(stat, ')');   /* the name may hold anything */
+    return paren && paren[1] == ' ' && paren[2] == 'S';
 }
 
 static void job_later(void *name)
@@ -124,27 +172,31 @@ static void test_wait_before(void)
     char want[128];
     pthread_t t;
     open_reports(fd);
-    bk_reap(job_slow, SLOW);
+    start_gated(SLOW);
     CHECK(pthread_create(&t, NULL, waiter, NULL) == 0);
-    while (!__atomic_load_n(&waiter_in, __ATOMIC_ACQUIRE))
+    int tid;
+    while (!(tid = __atomic_load_n(&waiter_tid, __ATOMIC_ACQUIRE)) || !asleep(tid))
         usleep(1000);
-    usleep(100 * 1000);   /* the waiter in bk_reap_wait, the slow job still running */
     bk_reap(job_later, LATER);
+    open_gate();
     CHECK(pthread_join(t, NULL) == 0);
     bk_reap_wait();
     snprintf(want, sizeof want, "slow %d bk-reaper\nlater %d bk-reaper\n", (int)getpid(), (int)getpid());
     expect(close_reports(fd), want);
 }
 
-/* A fork while a job runs and another is queued: the child runs neither,
- * whether it waits for jobs (none of its own) or exits, and runs its own
- * on a reaper of its own; the parent runs each of its own once. */
-static void test_fork(int child_waits)
+/* A fork while a job runs (and, if `queued`, another waits): the child
+ * runs neither, whether it waits for jobs (none of its own) or exits, and
+ * runs its own on a reaper of its own; the parent runs each of its own
+ * once. Leak checkers (make asan, valgrind) see that the child keeps the
+ * parent's jobs reachable, the one running included. */
+static void test_fork(int queued, int child_waits)
 {
     int fd[2];
     open_reports(fd);
-    bk_reap(job_slow, SLOW);
-    bk_reap(job_fast, QUEUED);
+    start_gated(SLOW);
+    if (queued)
+        bk_reap(job_fast, QUEUED);
     fflush(NULL);
     int failed = t_failed;   /* the child's own failures only */
     pid_t pid = fork();
@@ -161,13 +213,20 @@ static void test_fork(int child_waits)
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    open_gate();
     bk_reap_wait();
     char want[3][64];
+    const char *lines[3];
+    int n = 0;
     snprintf(want[0], sizeof want[0], "slow %d bk-reaper\n", (int)getpid());
+    lines[n++] = want[0];
     snprintf(want[1], sizeof want[1], "queued %d bk-reaper\n", (int)getpid());
+    if (queued)
+        lines[n++] = want[1];
     snprintf(want[2], sizeof want[2], "child %d bk-reaper\n", (int)pid);
-    const char *const lines[3] = { want[0], want[1], want[2] };
-    expect_lines(close_reports(fd), lines, child_waits ? 3 : 2);
+    if (child_waits)
+        lines[n++] = want[2];
+    expect_lines(close_reports(fd), lines, n);
 }
 
 /* A process that ends with a job queued waits for it: a child starts its
@@ -200,7 +259,8 @@ int main(int argc, char **argv)
     test_exit();   /* first: the child starts the process's first reaper */
     test_wait();
     test_wait_before();
-    test_fork(1);
-    test_fork(0);
+    for (int queued = 0; queued <= 1; queued++)
+        for (int child_waits = 0; child_waits <= 1; child_waits++)
+            test_fork(queued, child_waits);
     return t_done();
 }
