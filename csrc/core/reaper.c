@@ -85,11 +85,9 @@ static void fork_child(void)
     reaper.work = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
     reaper.done = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
     if (reaper.running) {   /* half run, perhaps: never to be run again */
-        reaper.running->next = reaper.head;
-        reaper.head = reaper.running;
+        reaper.running->next = reaper.parents;
+        reaper.parents = reaper.running;
         reaper.running = NULL;
-        if (reaper.tail == &reaper.head)
-            reaper.tail = &reaper.head->next;
     }
     if (reaper.head) {
         *reaper.tail = reaper.parents;

@@ -247,6 +247,36 @@ static inline int run_child(const char *const *args)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* A forked child of this program that goes on from the fork (unlike
+ * run_child's): t_fork returns 0 in it (which dies of SIGALRM if stuck for
+ * 20 s) and its pid in the parent, after a flush of stdio; the child ends
+ * with t_child_exit (exit(): the library's destructors run), failing if
+ * checks failed in it; t_child_ok waits for it and checks it did not. */
+static int t_failed_at_fork;
+
+static inline pid_t t_fork(void)
+{
+    fflush(NULL);
+    t_failed_at_fork = t_failed;
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        alarm(20);
+    return pid;
+}
+
+static inline void t_child_exit(void)
+{
+    exit(t_failed > t_failed_at_fork ? 1 : 0);
+}
+
+static inline void t_child_ok(pid_t pid)
+{
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 /* ---- tests ---- */
 static inline size_t rand_key(unsigned char *k)
 {

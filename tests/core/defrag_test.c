@@ -342,18 +342,12 @@ static void test_replaced_file_closes(void)
 {
     replaced_file_closes(tmp_path("replaced.db"), 0);
     replaced_file_closes(tmp_path("replaced-close.db"), 1);
-    fflush(NULL);
-    int failed = t_failed;   /* the child's own failures only */
-    pid_t pid = fork();
-    CHECK(pid >= 0);
+    pid_t pid = t_fork();
     if (pid == 0) {
-        alarm(20);   /* a child stuck for good dies of SIGALRM */
         replaced_file_closes(tmp_path("replaced-child.db"), 0);
-        exit(t_failed > failed ? 1 : 0);
+        t_child_exit();
     }
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    t_child_ok(pid);
 }
 
 int main(int argc, char **argv)

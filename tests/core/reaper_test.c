@@ -197,22 +197,16 @@ static void test_fork(int queued, int child_waits)
     start_gated(SLOW);
     if (queued)
         bk_reap(job_fast, QUEUED);
-    fflush(NULL);
-    int failed = t_failed;   /* the child's own failures only */
-    pid_t pid = fork();
-    CHECK(pid >= 0);
+    pid_t pid = t_fork();
     if (pid == 0) {
-        alarm(20);   /* a child stuck for good dies of SIGALRM */
         bk_reap_wait();
         if (child_waits) {
             bk_reap(job_fast, CHILD);
             bk_reap_wait();
         }
-        exit(t_failed > failed ? 1 : 0);
+        t_child_exit();
     }
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    t_child_ok(pid);
     open_gate();
     bk_reap_wait();
     char want[3][64];
@@ -236,20 +230,15 @@ static void test_exit(void)
     int fd[2];
     char want[64];
     open_reports(fd);
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
+    pid_t pid = t_fork();
     if (pid == 0) {
-        alarm(20);
         close(fd[0]);
         bk_reap(job_slow, SLOW);
-        exit(0);
+        t_child_exit();
     }
     snprintf(want, sizeof want, "slow %d bk-reaper\n", (int)pid);
     expect(close_reports(fd), want);   /* until the child's end */
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    t_child_ok(pid);
 }
 
 int main(int argc, char **argv)
