@@ -109,6 +109,10 @@ int bk_open(const bk_config *cfg, bk_backend **out, bk_error *err)
     if (!be)
         return bk_fail(err, BK_EIO, "out of memory");
     init_sync(be);
+    if ((rc = bk_process_claim(&be->process, err))) {
+        destroy(be);
+        return rc;
+    }
     be->refs = 1;
     be->cfg = *cfg;
     be->env_flags = MDB_NOSUBDIR | MDB_NOTLS |
@@ -151,7 +155,7 @@ static void remove_files(const bk_backend *be)
 int bk_close(bk_backend *be, int force, bk_error *err)
 {
     int state = __atomic_load_n(&be->closed, __ATOMIC_ACQUIRE);
-    if (state == 1)
+    if (state == 1 || bk_foreign(be))
         return BK_OK;
     int rc = BK_OK;
     bk_defrag_stop(be);   /* the old file stays the database, nothing lost */
@@ -202,7 +206,7 @@ int bk_close(bk_backend *be, int force, bk_error *err)
 
 void bk_free(bk_backend *be)
 {
-    if (!be || __atomic_sub_fetch(&be->refs, 1, __ATOMIC_ACQ_REL) != 0)
+    if (!be || __atomic_sub_fetch(&be->refs, 1, __ATOMIC_ACQ_REL) != 0 || bk_foreign(be))
         return;
     bk_error err;
     bk_close(be, 1, &err);

@@ -21,7 +21,7 @@
  * binding's entry point is. */
 #pragma GCC visibility push(hidden)
 
-#define BK_VERSION "0.4.6"
+#define BK_VERSION "0.4.7"
 
 typedef struct bk_backend bk_backend;
 typedef struct bk_view bk_view;
@@ -147,7 +147,13 @@ int bk_close(bk_backend *be, int force, bk_error *err);
 /* Take one more reference; each is released by bk_free. */
 void bk_ref(bk_backend *be);
 void bk_free(bk_backend *be);
+/* A backend belongs to the process that opened it. In a forked child it
+ * is closed: every call fails with BK_ECLOSED (saying so), and bk_close,
+ * bk_free and the closes of its views, snapshots and defrag jobs do
+ * nothing (the child's copy goes when it execs or exits). */
 int bk_is_closed(const bk_backend *be);
+/* BK_OK, or BK_ECLOSED with why (closed, or another process's). */
+int bk_check_open(const bk_backend *be, bk_error *err);
 const char *bk_path(const bk_backend *be);
 size_t bk_max_key_size(const bk_backend *be);
 

@@ -17,7 +17,7 @@
 static int usable(bk_backend *be, bk_error *err)
 {
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     if (be->cfg.readonly)
         return bk_fail(err, BK_EREADONLY, "backend is read-only");
     if (be->stopped)
@@ -128,6 +128,8 @@ static int take_lock(bk_backend *be, bk_error *err)
 
 int bk_lock(bk_backend *be, bk_error *err)
 {
+    if (bk_foreign(be))   /* its mutexes may be held by threads it lacks */
+        return bk_closed_fail(be, err);
     if (!bk_locked_by_me(be))
         wait_for_room(be);
     return take_lock(be, err);
@@ -183,7 +185,7 @@ static int end_section(bk_backend *be, bk_error *err)
 int bk_unlock(bk_backend *be, bk_error *err)
 {
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     if (!bk_locked_by_me(be))
         return not_locked(err);
     if (__atomic_load_n(&be->visible_seq, __ATOMIC_RELAXED) != be->seq)
@@ -196,7 +198,7 @@ int bk_unlock(bk_backend *be, bk_error *err)
 int bk_rollback(bk_backend *be, const char *why, bk_error *err)
 {
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     if (!bk_locked_by_me(be))
         return not_locked(err);
     for (size_t i = be->nundo; i-- > 0;) {
@@ -373,6 +375,10 @@ int bk_commit_wait_for(bk_backend *be, const bk_commit_ticket *t, double seconds
     struct timespec until = bk_abs_time(bk_now() + (seconds < 0 ? 0 : seconds));
     int ended = 1;
     *rc = BK_OK;
+    if (bk_foreign(be)) {
+        *rc = bk_closed_fail(be, err);
+        return ended;
+    }
     pthread_mutex_lock(&be->cmu);
     while (be->committed_id < t->target) {
         if (be->failed_attempt > t->begun) {
@@ -425,7 +431,7 @@ int bk_request_commit(bk_backend *be, bk_commit_ticket *t, bk_error *err)
 {
     t->target = t->begun = 0;   /* nothing to wait for */
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     int rc = bk_not_in_section(be, err);
     if (rc || be->cfg.readonly || be->stopped)
         return rc;   /* read-only or stopped: nothing of ours can be pending */

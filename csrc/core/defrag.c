@@ -29,6 +29,7 @@
 struct bk_defrag_job {
     int refs;                      /* atomic: the backend's slot, the caller's */
     bk_backend *be;
+    bk_process process;            /* be's: the job may outlive be */
     pthread_t thread;
     pthread_mutex_t mu;            /* a leaf */
     pthread_cond_t cv;
@@ -521,7 +522,7 @@ static void job_reap(bk_backend *be, int cancel)
 int bk_defrag_start(bk_backend *be, bk_defrag_job **out, bk_error *err)
 {
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     if (be->cfg.readonly)
         return bk_fail(err, BK_EREADONLY, "backend is read-only");
     int rc = bk_not_in_section(be, err);   /* as every call that commits */
@@ -547,6 +548,7 @@ int bk_defrag_start(bk_backend *be, bk_defrag_job **out, bk_error *err)
     if (job) {
         job->refs = 2;
         job->be = be;
+        job->process = be->process;
         pthread_mutex_init(&job->mu, NULL);
         pthread_cond_init(&job->cv, NULL);
         __atomic_store_n(&be->defrag_inflight, 1, __ATOMIC_RELAXED);
@@ -566,8 +568,12 @@ int bk_defrag_start(bk_backend *be, bk_defrag_job **out, bk_error *err)
     return BK_OK;
 }
 
+/* In a forked child a job's thread is not there, nor perhaps is the
+ * thread holding its mutex: it reads as done, and ended with an error. */
 int bk_defrag_done(bk_defrag_job *job)
 {
+    if (bk_process_foreign(&job->process))
+        return 1;
     pthread_mutex_lock(&job->mu);
     int done = job->done;
     pthread_mutex_unlock(&job->mu);
@@ -582,6 +588,8 @@ void bk_defrag_progress(bk_defrag_job *job, uint64_t *copied, uint64_t *total)
 
 int bk_defrag_wait(bk_defrag_job *job, bk_defrag_result *res, bk_error *err)
 {
+    if (bk_process_foreign(&job->process))
+        return bk_process_fail(&job->process, "defrag job", err);
     pthread_mutex_lock(&job->mu);
     while (!job->done)
         pthread_cond_wait(&job->cv, &job->mu);
@@ -596,6 +604,8 @@ int bk_defrag_wait(bk_defrag_job *job, bk_defrag_result *res, bk_error *err)
 
 int bk_defrag_wait_for(bk_defrag_job *job, double seconds)
 {
+    if (bk_process_foreign(&job->process))
+        return 1;
     struct timespec until = bk_abs_time(bk_now() + seconds);
     pthread_mutex_lock(&job->mu);
     while (!job->done && pthread_cond_timedwait(&job->cv, &job->mu, &until) != ETIMEDOUT)
@@ -612,6 +622,8 @@ void bk_defrag_cancel(bk_defrag_job *job)
 
 void bk_defrag_job_free(bk_defrag_job *job)
 {
+    if (job && bk_process_foreign(&job->process))
+        return;
     job_unref(job);
 }
 

@@ -245,6 +245,8 @@ int bk_readonly_refresh(bk_backend *be, bk_error *err)
 {
     MDB_envinfo info;
     int rc = BK_OK;
+    if (bk_foreign(be))
+        return bk_closed_fail(be, err);
     pthread_mutex_lock(&be->txn_mu);
     if (!be->env) {   /* a reopen failed: the backend is closed */
         pthread_mutex_unlock(&be->txn_mu);

@@ -104,12 +104,38 @@ static char *canonical_path(const char *path)
 static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
 static bk_backend *open_list;
 
+/* Held around fork(): a child forked while another thread held it would
+ * have it held for good, and could open nothing. */
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static int fork_handled;
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&open_mu);
+}
+
+static void fork_after(void)
+{
+    pthread_mutex_unlock(&open_mu);
+}
+
+static void handle_forks(void)
+{
+    fork_handled = pthread_atfork(fork_prepare, fork_after, fork_after) == 0;
+}
+
+/* A forked child's copies of its parent's backends are not open in it
+ * (bk_foreign): the file is then another process's, as its lock says. */
 static int registry_add(bk_backend *be, const struct stat *st, bk_error *err)
 {
     int rc = BK_OK;
+    if (pthread_once(&fork_once, handle_forks) || !fork_handled)
+        return bk_fail(err, BK_EIO, "cannot register a fork handler (out of memory)");
     pthread_mutex_lock(&open_mu);
     for (const bk_backend *o = open_list; o && !rc; o = o->open_next)
-        if (!strcmp(o->path, be->path))
+        if (bk_foreign(o))
+            continue;
+        else if (!strcmp(o->path, be->path))
             rc = bk_fail(err, BK_EBUSY, "%s is already open in this process", be->path);
         else if (o->dev == st->st_dev && o->ino == st->st_ino)
             rc = bk_fail(err, BK_EBUSY, "%s is already open in this process (as %s)",

@@ -138,10 +138,17 @@ typedef struct log_node {
     struct log_node *next;
 } log_node;
 
+/* util.c: the process a backend or a defrag job belongs to: it was made there. */
+typedef struct bk_process {
+    unsigned forks;   /* the process's fork count then */
+    pid_t pid;
+} bk_process;
+
 /* A backend: its fields are grouped by the file that owns them. */
 struct bk_backend {
     int refs;                      /* atomic: handle + views + snapshots */
     int closed;                    /* atomic: 1 closed, 2 failed (bk_set_failed) */
+    bk_process process;            /* the process that opened it */
     bk_config cfg;
     char *path, *lockpath;
     bk_env *env;                   /* the current one (under txn_mu) */
@@ -235,6 +242,14 @@ struct bk_backend {
 };
 
 /* ---- util.c (beside util.h's) ---- */
+/* Makes o this process's. */
+int bk_process_claim(bk_process *o, bk_error *err);
+/* o is another process's, which forked this one. */
+int bk_process_foreign(const bk_process *o);
+/* BK_ECLOSED: "<what> belongs to process N ...". */
+int bk_process_fail(const bk_process *o, const char *what, bk_error *err);
+/* be was opened by another process, which forked this one. */
+int bk_foreign(const bk_backend *be);
 int bk_mdb_fail(bk_error *err, int rc, const char *what);
 /* An LMDB failure to write: a short write (EIO) on a full disk is reported
  * as the disk being full. */
@@ -267,6 +282,8 @@ void bk_meta_pair(void *pair, size_t psize, int newest, uint64_t txnid);
 int bk_pages_check(int fd, uint64_t size, char *why, size_t whylen);
 
 /* ---- handle.c ---- */
+/* BK_ECLOSED, saying why: closed, or another process's. */
+int bk_closed_fail(const bk_backend *be, bk_error *err);
 /* The database could not be reopened: every call now says the backend is
  * closed, and bk_close still releases it. */
 void bk_set_failed(bk_backend *be);

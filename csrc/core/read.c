@@ -397,7 +397,7 @@ static int read_any(bk_backend *be, const version *v, uint64_t seq, const bk_que
 int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
 {
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     int rc;
     if (be->cfg.readonly && (rc = bk_readonly_refresh(be, err)))
         return rc;
@@ -443,6 +443,8 @@ int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
 
 int bk_view_check(bk_view *v, bk_error *err)
 {
+    if (bk_foreign(v->be))
+        return bk_closed_fail(v->be, err);
     return bk_child_check(&v->invalid, "read tx", err);
 }
 
@@ -451,6 +453,8 @@ int bk_view_check(bk_view *v, bk_error *err)
 int bk_view_read(bk_view *v, const bk_query *q, bk_result *out, bk_error *err)
 {
     bk_backend *be = v->be;
+    if (bk_foreign(be))   /* before its locks */
+        return bk_closed_fail(be, err);
     pthread_rwlock_rdlock(&be->maplock);
     int rc = bk_view_check(v, err);
     if (!rc)
@@ -499,7 +503,7 @@ static int view_retire(bk_backend *be, bk_view *v)
 
 void bk_view_close(bk_view *v)
 {
-    if (!v)
+    if (!v || bk_foreign(v->be))
         return;
     bk_backend *be = v->be;
     /* A reference that is not the last ends no txn: then no maplock. A

@@ -100,6 +100,8 @@ uint64_t bk_snapshot_size(const bk_snapshot *s)
 
 int bk_snapshot_check(bk_snapshot *s, bk_error *err)
 {
+    if (bk_foreign(s->be))
+        return bk_closed_fail(s->be, err);
     return bk_child_check(&s->invalid, "snapshot", err);
 }
 
@@ -154,6 +156,8 @@ static int transfer(bk_snapshot *s, uint64_t off, size_t len, int fd, char *buf,
                     bk_error *err)
 {
     bk_backend *be = s->be;
+    if (bk_foreign(be))   /* before its locks */
+        return bk_closed_fail(be, err);
     pthread_rwlock_rdlock(&be->maplock);   /* no reopen ends the txn meanwhile */
     int rc = usable(s, off, len, err), in;
     uint64_t meta_end = 2 * (uint64_t)s->psize;
@@ -219,6 +223,8 @@ int bk_visit_committed(bk_backend *be, bk_gen_visit fn, void *ctx, const char *w
 static int with_gen(bk_snapshot *s, bk_gen_visit fn, void *ctx, bk_error *err)
 {
     bk_backend *be = s->be;
+    if (bk_foreign(be))   /* before its locks */
+        return bk_closed_fail(be, err);
     pthread_rwlock_rdlock(&be->maplock);
     int rc = bk_snapshot_check(s, err);
     if (!rc) {
@@ -310,7 +316,7 @@ int bk_snapshot_scan(bk_snapshot *s, bk_slice bucket, bk_slice from, int after,
 
 void bk_snapshot_close(bk_snapshot *s)
 {
-    if (!s)
+    if (!s || bk_foreign(s->be))
         return;
     bk_backend *be = s->be;
     double dt = bk_now() - s->opened;
@@ -352,9 +358,12 @@ int bk_snapshot_write_path(bk_snapshot *s, const char *path, bk_progress_fn prog
 {
     struct stat exists;
     bk_tmp tmp;
+    int rc = bk_snapshot_check(s, err);   /* no file made for nothing */
+    if (rc)
+        return rc;
     if (lstat(path, &exists) == 0)
         return bk_fail(err, BK_EEXIST, "%s already exists", path);
-    int rc = bk_tmp_create(&tmp, path, err);
+    rc = bk_tmp_create(&tmp, path, err);
     if (rc)
         return rc;
     int fd = open(tmp.file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);

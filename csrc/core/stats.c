@@ -10,7 +10,7 @@
 int bk_stats_get(bk_backend *be, bk_stats *st, bk_error *err)
 {
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     memset(st, 0, sizeof *st);
     st->commits = __atomic_load_n(&be->commits, __ATOMIC_RELAXED);
     st->pending = bk_pending(be);
@@ -90,7 +90,7 @@ int bk_bucket_stats(bk_backend *be, bk_bucket_stat *out, size_t cap, size_t *n,
                     bk_error *err)
 {
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     stats_job job = { out, cap, 0 };
     int rc = bk_visit_committed(be, stats_visit, &job, "bucket stats", err);
     *n = rc ? 0 : job.n;
@@ -103,7 +103,7 @@ int bk_committed_get(bk_backend *be, bk_slice bucket, bk_slice key,
     MDB_txn *txn;
     bk_result_clear(out);
     if (bk_is_closed(be))
-        return bk_fail(err, BK_ECLOSED, "backend is closed");
+        return bk_closed_fail(be, err);
     int rc = bk_check_key(be, "key", key, err);   /* as get() does, not MDB_BAD_VALSIZE */
     if (rc)
         return rc;

@@ -1,8 +1,8 @@
 /* util.c: what every file of the core (and bolt) leans on, none of it
  * about one concept of the backend: errors and their messages, byte quoting,
  * full reads and writes, fsync of a directory, the clock, key order,
- * starting threads, the histograms of the stats and the log queue the
- * binding drains. */
+ * starting threads, the process a backend belongs to, the histograms of
+ * the stats and the log queue the binding drains. */
 #include "internal.h"
 
 #include <errno.h>
@@ -228,10 +228,60 @@ void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
     pthread_mutex_unlock(&be->log_mu);
 }
 
+/* ---- the process a backend belongs to ----
+ * fork() copies a backend into the child without its threads, with its
+ * mutexes as they were (held, perhaps, by a thread the child lacks) and
+ * its descriptors by number; LMDB says an environment is not to be used
+ * after fork. So a backend belongs to the process that opened it: in a
+ * forked child it reads as closed, every call refuses it, and a close or
+ * free leaves it be (its copy goes when the child execs or exits). So is a
+ * defrag job, which may outlive its backend. A process counts the forks
+ * since the first backend was opened. */
+
+static unsigned forks;   /* changed only in a child, while it has one thread */
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static int fork_counted;
+
+static void count_fork(void)
+{
+    __atomic_store_n(&forks, __atomic_load_n(&forks, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+static void register_fork_count(void)
+{
+    fork_counted = pthread_atfork(NULL, NULL, count_fork) == 0;
+}
+
+int bk_process_claim(bk_process *o, bk_error *err)
+{
+    if (pthread_once(&fork_once, register_fork_count) || !fork_counted)
+        return bk_fail(err, BK_EIO, "cannot register a fork handler (out of memory)");
+    o->forks = __atomic_load_n(&forks, __ATOMIC_RELAXED);
+    o->pid = getpid();
+    return BK_OK;
+}
+
+int bk_process_foreign(const bk_process *o)
+{
+    return o->forks != __atomic_load_n(&forks, __ATOMIC_RELAXED);
+}
+
+int bk_process_fail(const bk_process *o, const char *what, bk_error *err)
+{
+    return bk_fail(err, BK_ECLOSED, "%s belongs to process %ld: it was opened before "
+                   "fork(), and a forked child cannot use it", what, (long)o->pid);
+}
+
+int bk_foreign(const bk_backend *be)
+{
+    return bk_process_foreign(&be->process);
+}
+
 int bk_log_pop(bk_backend *be, bk_log_entry *out)
 {
-    /* Every call of the binding asks: nothing queued takes no lock. */
-    if (!__atomic_load_n(&be->log_len, __ATOMIC_RELAXED))
+    /* Every call of the binding asks: nothing queued takes no lock. A
+     * forked child leaves its parent's queue be (and its mutex). */
+    if (!__atomic_load_n(&be->log_len, __ATOMIC_RELAXED) || bk_foreign(be))
         return 0;
     pthread_mutex_lock(&be->log_mu);
     log_node *n = be->log_head;

@@ -9,8 +9,7 @@ lbackend *bl_check_backend(lua_State *L, int i)
 {
     lbackend *lb = bl_check_ud(L, i, T_BACKEND);
     bl_deliver_logs(L, i);   /* first: the logger may close the backend */
-    if (!lb->be || bk_is_closed(lb->be))
-        bl_fail(L, "backend is closed");
+    bl_check_open(L, lb->be);
     return lb;
 }
 

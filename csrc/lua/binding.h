@@ -91,6 +91,7 @@ int bl_arg_error(lua_State *L, int i, const char *fname, const char *expected);
 const char *bl_check_path(lua_State *L, int i, const char *fname);
 void bl_check_type(lua_State *L, int i, int type, const char *fname);
 bk_slice bl_check_str(lua_State *L, int i, const char *fname);
+void bl_check_open(lua_State *L, const bk_backend *be);
 int64_t bl_opt_integer(lua_State *L, int i, const char *fname);
 
 /* Argument i as a userdata of type t, or raises. */

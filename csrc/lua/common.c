@@ -46,6 +46,17 @@ int bl_arg_error(lua_State *L, int i, const char *fname, const char *expected)
     return bl_bad_arg(L, i, fname, lua_pushfstring(L, "%s expected, got %s", expected, got));
 }
 
+/* Raises unless be is open in this process: "backend is closed", or why
+ * it is another process's. */
+void bl_check_open(lua_State *L, const bk_backend *be)
+{
+    bk_error err;
+    if (!be)
+        bl_fail(L, "backend is closed");
+    if (bk_check_open(be, &err))
+        bl_raise(L, &err);
+}
+
 /* A file name: a string, not empty, no zero byte (C would cut it there). */
 const char *bl_check_path(lua_State *L, int i, const char *fname)
 {

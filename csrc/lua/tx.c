@@ -7,23 +7,22 @@
 #include <stdio.h>
 #include <string.h>
 
-static ltx *check_tx(lua_State *L, int type, const char *what)
+static ltx *check_tx(lua_State *L, int type)
 {
     ltx *t = bl_check_ud(L, 1, type);
-    if (!t->be || bk_is_closed(t->be))
-        bl_fail(L, "%s is closed", what);
+    bl_check_open(L, t->be);
     return t;
 }
 
 static ltx *check_batch(lua_State *L)
 {
-    return check_tx(L, T_BATCH, "backend");
+    return check_tx(L, T_BATCH);
 }
 
 /* The shared ReadTx: rlock() takes a view, the last runlock() ends it. */
 static ltx *check_read(lua_State *L)
 {
-    return check_tx(L, T_READ, "backend");
+    return check_tx(L, T_READ);
 }
 
 /* ConcurrentReadTx: a view from creation to close (or runlock). */
@@ -49,16 +48,14 @@ static void view_ready(lua_State *L, ltx *t)
 
 static void batch_ready(lua_State *L, ltx *t)
 {
-    if (!t->be || bk_is_closed(t->be))
-        bl_fail(L, "backend is closed");
+    bl_check_open(L, t->be);
     if (!bk_locked_by_me(t->be))
         bl_fail(L, "batch tx is not locked");
 }
 
 static void read_ready(lua_State *L, ltx *t)
 {
-    if (!t->be || bk_is_closed(t->be))
-        bl_fail(L, "backend is closed");
+    bl_check_open(L, t->be);
     view_ready(L, t);
 }
 

@@ -1,6 +1,10 @@
-/* backend_test.c: the tests of backend.c, files.c, env.c: config, open and
- * close, busy and foreign files, read-only opens and reader slots. */
+/* backend_test.c: the tests of backend.c, files.c, env.c, handle.c: config,
+ * open and close, busy and foreign files, read-only opens, reader slots and
+ * a backend in a forked child. */
 #include "core_test.h"
+#include "core/internal.h"
+
+#include <unistd.h>
 
 static void test_config(void)
 {
@@ -325,6 +329,117 @@ static void test_reader_slots(void)
     close_be(be);
 }
 
+/* Every lock a call could wait on, held by this thread (in lock order:
+ * txn_mu, maplock, ver_mu, then the leaves); a child forked meanwhile has
+ * them held for good, by a thread it lacks. */
+static void hold_locks(bk_backend *be, int hold)
+{
+    pthread_mutex_t *leaves[] = { &be->views_mu, &be->cmu, &be->lock_mu, &be->log_mu };
+    if (hold) {
+        pthread_mutex_lock(&be->txn_mu);
+        pthread_rwlock_wrlock(&be->maplock);
+        pthread_mutex_lock(&be->ver_mu);
+        for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++)
+            pthread_mutex_lock(leaves[i]);
+        return;
+    }
+    for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++)
+        pthread_mutex_unlock(leaves[i]);
+    pthread_mutex_unlock(&be->ver_mu);
+    pthread_rwlock_unlock(&be->maplock);
+    pthread_mutex_unlock(&be->txn_mu);
+}
+
+/* In a forked child the parent's backend, its view, snapshot and defrag
+ * job refuse every call, saying whose they are, without waiting on the
+ * parent's locks; closing and freeing them does nothing; a backend the
+ * child opens is its own. The parent's go on. */
+static void test_forked_child(void)
+{
+    bk_error err;
+    const char *path = tmp_path("forked.db"), *copy = tmp_path("forked-copy.db");
+    bk_backend *be = open_path(path);
+    if (!be)
+        return;
+    mk_buckets(be, (const char *const[]){ "b", NULL });
+    put1(be, "b", "k", "v");
+    CHECK_OK(bk_force_commit(be, &err));
+    bk_view *v = NULL;
+    bk_snapshot *s = NULL;
+    bk_defrag_job *job = NULL;
+    CHECK_OK(bk_view_open(be, &v, &err));
+    CHECK_OK(bk_snapshot_open(be, &s, &err));
+    CHECK_OK(bk_defrag_start(be, &job, &err));
+    CHECK_OK(bk_defrag_wait(job, NULL, &err));
+    put1(be, "b", "k2", "v2");   /* pending when the child is forked */
+    char owner[64];
+    snprintf(owner, sizeof owner, "belongs to process %ld", (long)getpid());
+
+    hold_locks(be, 1);
+    pid_t pid = t_fork();
+    if (pid == 0) {
+        char buf[16];
+        bk_result r;
+        bk_stats st;
+        uint32_t h;
+        bk_log_entry e;
+        bk_result_init(&r);
+        CHECK(bk_is_closed(be));
+        CHECK_CODE(bk_check_open(be, &err), BK_ECLOSED);
+        CHECK(strstr(err.msg, owner) != NULL);
+        CHECK_CODE(bk_lock(be, &err), BK_ECLOSED);
+        CHECK(strstr(err.msg, owner) != NULL);
+        CHECK_CODE(bk_put(be, S("b"), S("k"), S("x"), &err), BK_ECLOSED);
+        CHECK_CODE(bk_force_commit(be, &err), BK_ECLOSED);
+        CHECK_CODE(bk_view_open(be, &v, &err), BK_ECLOSED);   /* v is kept */
+        CHECK_CODE(bk_view_range(v, S("b"), S("k"), NULL, 0, &r, &err), BK_ECLOSED);
+        CHECK(strstr(err.msg, owner) != NULL);
+        CHECK_CODE(bk_view_check(v, &err), BK_ECLOSED);
+        CHECK_CODE(bk_snapshot_read(s, 0, buf, sizeof buf, &err), BK_ECLOSED);
+        CHECK_CODE(bk_snapshot_buckets(s, &r, &err), BK_ECLOSED);
+        CHECK_CODE(bk_snapshot_write_path(s, copy, NULL, NULL, &err), BK_ECLOSED);
+        CHECK(access(copy, F_OK) != 0);
+        CHECK_CODE(bk_hash(be, NULL, 0, &h, &err), BK_ECLOSED);
+        CHECK_CODE(bk_stats_get(be, &st, &err), BK_ECLOSED);
+        CHECK_CODE(bk_defrag_start(be, &job, &err), BK_ECLOSED);   /* job is kept */
+        CHECK(bk_defrag_done(job));
+        CHECK(bk_defrag_wait_for(job, 5));
+        CHECK_CODE(bk_defrag_wait(job, NULL, &err), BK_ECLOSED);
+        CHECK(strstr(err.msg, "defrag job belongs to process") != NULL);
+        CHECK(!bk_log_pop(be, &e));
+        bk_result_free(&r);
+        /* Closes do nothing: none waits for a lock the parent holds. */
+        bk_defrag_job_free(job);
+        bk_snapshot_close(s);
+        bk_view_close(v);
+        CHECK_OK(bk_close(be, 0, &err));
+        bk_free(be);
+        bk_backend *own = open_path(tmp_path("forked-child.db"));
+        if (own) {
+            mk_buckets(own, (const char *const[]){ "c", NULL });
+            put1(own, "c", "k", "child");
+            CHECK(has(own, "c", "k", "child"));
+            close_be(own);
+        }
+        t_child_exit();
+    }
+    hold_locks(be, 0);
+    t_child_ok(pid);
+    CHECK(!bk_is_closed(be));
+    CHECK(has(be, "b", "k2", "v2"));
+    char buf[16];
+    CHECK(vget(be, v, "b", "k", buf, sizeof buf) == 1 && !strcmp(buf, "v"));
+    CHECK_OK(bk_snapshot_read(s, 0, buf, sizeof buf, &err));
+    bk_defrag_job_free(job);
+    bk_snapshot_close(s);
+    bk_view_close(v);
+    close_be(be);
+    if ((be = open_path(path))) {   /* the child kept no lock of it */
+        CHECK(has(be, "b", "k2", "v2"));
+        close_be(be);
+    }
+}
+
 int main(int argc, char **argv)
 {
     argv0 = argv[0];
@@ -338,5 +453,6 @@ int main(int argc, char **argv)
     test_busy_and_format();
     test_readonly();
     test_reader_slots();
+    test_forked_child();
     return t_done();
 }
