@@ -148,9 +148,13 @@ int bk_close(bk_backend *be, int force, bk_error *err);
 void bk_ref(bk_backend *be);
 void bk_free(bk_backend *be);
 /* A backend belongs to the process that opened it. In a forked child it
- * is closed: every call fails with BK_ECLOSED (saying so), and bk_close,
- * bk_free and the closes of its views, snapshots and defrag jobs do
- * nothing (the child's copy goes when it execs or exits). */
+ * is closed: every call that reads, writes, commits or waits fails with
+ * BK_ECLOSED (saying so) before taking any lock; bk_close, bk_free and
+ * the closes of its views, snapshots and defrag jobs do nothing (the
+ * child's copy goes when it execs or exits); a defrag job reads as done
+ * (bk_defrag_done, bk_defrag_wait_for), as no thread of the child runs it.
+ * The getters that cannot fail (bk_pending, bk_locked_by_me, ...) answer
+ * from the child's copy. */
 int bk_is_closed(const bk_backend *be);
 /* BK_OK, or BK_ECLOSED with why (closed, or another process's). */
 int bk_check_open(const bk_backend *be, bk_error *err);

@@ -106,7 +106,6 @@ static bk_backend *open_list;
 
 /* Held around fork(): a child forked while another thread held it would
  * have it held for good, and could open nothing. */
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static int fork_handled;
 
 static void fork_prepare(void)
@@ -119,18 +118,13 @@ static void fork_after(void)
     pthread_mutex_unlock(&open_mu);
 }
 
-static void handle_forks(void)
-{
-    fork_handled = pthread_atfork(fork_prepare, fork_after, fork_after) == 0;
-}
-
 /* A forked child's copies of its parent's backends are not open in it
  * (bk_foreign): the file is then another process's, as its lock says. */
 static int registry_add(bk_backend *be, const struct stat *st, bk_error *err)
 {
-    int rc = BK_OK;
-    if (pthread_once(&fork_once, handle_forks) || !fork_handled)
-        return bk_fail(err, BK_EIO, "cannot register a fork handler (out of memory)");
+    int rc = bk_atfork_once(&fork_handled, fork_prepare, fork_after, fork_after, err);
+    if (rc)
+        return rc;
     pthread_mutex_lock(&open_mu);
     for (const bk_backend *o = open_list; o && !rc; o = o->open_next)
         if (bk_foreign(o))

@@ -242,6 +242,10 @@ struct bk_backend {
 };
 
 /* ---- util.c (beside util.h's) ---- */
+/* pthread_atfork(prepare, parent, child) unless *done (set once it
+ * succeeded: a failure is tried again at the next call). */
+int bk_atfork_once(int *done, void (*prepare)(void), void (*parent)(void),
+                   void (*child)(void), bk_error *err);
 /* Makes o this process's. */
 int bk_process_claim(bk_process *o, bk_error *err);
 /* o is another process's, which forked this one. */

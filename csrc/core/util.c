@@ -239,23 +239,32 @@ void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
  * since the first backend was opened. */
 
 static unsigned forks;   /* changed only in a child, while it has one thread */
-static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static int fork_counted;
+static pthread_mutex_t atfork_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int bk_atfork_once(int *done, void (*prepare)(void), void (*parent)(void),
+                   void (*child)(void), bk_error *err)
+{
+    if (__atomic_load_n(done, __ATOMIC_ACQUIRE))
+        return BK_OK;
+    pthread_mutex_lock(&atfork_mu);
+    int rc = *done ? 0 : pthread_atfork(prepare, parent, child);
+    if (!rc)
+        __atomic_store_n(done, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&atfork_mu);
+    return rc ? bk_fail(err, BK_EIO, "cannot register a fork handler: %s", strerror(rc)) : BK_OK;
+}
 
 static void count_fork(void)
 {
     __atomic_store_n(&forks, __atomic_load_n(&forks, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
 }
 
-static void register_fork_count(void)
-{
-    fork_counted = pthread_atfork(NULL, NULL, count_fork) == 0;
-}
-
 int bk_process_claim(bk_process *o, bk_error *err)
 {
-    if (pthread_once(&fork_once, register_fork_count) || !fork_counted)
-        return bk_fail(err, BK_EIO, "cannot register a fork handler (out of memory)");
+    int rc = bk_atfork_once(&fork_counted, NULL, NULL, count_fork, err);
+    if (rc)
+        return rc;
     o->forks = __atomic_load_n(&forks, __ATOMIC_RELAXED);
     o->pid = getpid();
     return BK_OK;
@@ -268,8 +277,8 @@ int bk_process_foreign(const bk_process *o)
 
 int bk_process_fail(const bk_process *o, const char *what, bk_error *err)
 {
-    return bk_fail(err, BK_ECLOSED, "%s belongs to process %ld: it was opened before "
-                   "fork(), and a forked child cannot use it", what, (long)o->pid);
+    return bk_fail(err, BK_ECLOSED, "%s belongs to process %ld (made before fork()); a "
+                   "forked child cannot use it", what, (long)o->pid);
 }
 
 int bk_foreign(const bk_backend *be)

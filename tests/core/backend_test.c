@@ -350,16 +350,54 @@ static void hold_locks(bk_backend *be, int hold)
     pthread_mutex_unlock(&be->txn_mu);
 }
 
-/* In a forked child the parent's backend, its view, snapshot and defrag
- * job refuse every call, saying whose they are, without waiting on the
- * parent's locks; closing and freeing them does nothing; a backend the
- * child opens is its own. The parent's go on. */
+/* A writer whose committer cannot commit (its txn_mu held) and whose
+ * queue is over max_buffered_bytes, with a commit requested (*t): a
+ * bk_lock or bk_commit_wait_for would wait on its cmu, held as well. */
+static bk_backend *open_stalled(const char *path, bk_commit_ticket *t)
+{
+    bk_error err;
+    bk_config cfg;
+    cfg_init(&cfg, path);
+    cfg.max_buffered_bytes = (uint64_t)1 << 20;
+    bk_backend *be = open_cfg(&cfg);
+    if (!be)
+        return NULL;
+    mk_buckets(be, (const char *const[]){ "b", NULL });
+    static char value[32 << 10];
+    pthread_mutex_lock(&be->txn_mu);
+    CHECK_OK(bk_lock(be, &err));
+    for (int i = 0; i < 64; i++) {   /* 2 MiB in one section */
+        char key[8];
+        snprintf(key, sizeof key, "k%03d", i);
+        CHECK_OK(bk_put(be, S("b"), S(key), B(value, sizeof value), &err));
+    }
+    CHECK_OK(bk_unlock(be, &err));
+    CHECK_OK(bk_request_commit(be, t, &err));
+    pthread_mutex_lock(&be->cmu);
+    return be;
+}
+
+/* In a forked child the parent's backends (a writer, a stalled writer, a
+ * read-only one), a view, a snapshot and a defrag job running at the fork
+ * refuse every call, saying whose they are, without waiting on the
+ * parent's locks (all held at the fork); closing and freeing them does
+ * nothing, even the last reference; a backend the child opens is its own.
+ * The parent's go on. */
 static void test_forked_child(void)
 {
     bk_error err;
     const char *path = tmp_path("forked.db"), *copy = tmp_path("forked-copy.db");
-    bk_backend *be = open_path(path);
-    if (!be)
+    const char *ro_path = tmp_path("forked-ro.db");
+    bk_backend *be = open_path(path), *ro = open_path(ro_path), *stalled;
+    if (!be || !ro)
+        return;
+    mk_buckets(ro, (const char *const[]){ "r", NULL });
+    put1(ro, "r", "k", "v");
+    close_be(ro);
+    bk_config cfg;
+    cfg_init(&cfg, ro_path);
+    cfg.readonly = 1;
+    if (!(ro = open_cfg(&cfg)))
         return;
     mk_buckets(be, (const char *const[]){ "b", NULL });
     put1(be, "b", "k", "v");
@@ -367,15 +405,18 @@ static void test_forked_child(void)
     bk_view *v = NULL;
     bk_snapshot *s = NULL;
     bk_defrag_job *job = NULL;
+    bk_commit_ticket t;
     CHECK_OK(bk_view_open(be, &v, &err));
     CHECK_OK(bk_snapshot_open(be, &s, &err));
-    CHECK_OK(bk_defrag_start(be, &job, &err));
-    CHECK_OK(bk_defrag_wait(job, NULL, &err));
     put1(be, "b", "k2", "v2");   /* pending when the child is forked */
+    if (!(stalled = open_stalled(tmp_path("forked-stalled.db"), &t)))
+        return;
     char owner[64];
     snprintf(owner, sizeof owner, "belongs to process %ld", (long)getpid());
 
     hold_locks(be, 1);
+    pthread_mutex_lock(&ro->txn_mu);
+    CHECK_OK(bk_defrag_start(be, &job, &err));   /* its first log waits for log_mu */
     pid_t pid = t_fork();
     if (pid == 0) {
         char buf[16];
@@ -383,6 +424,7 @@ static void test_forked_child(void)
         bk_stats st;
         uint32_t h;
         bk_log_entry e;
+        int rc;
         bk_result_init(&r);
         CHECK(bk_is_closed(be));
         CHECK_CODE(bk_check_open(be, &err), BK_ECLOSED);
@@ -401,19 +443,35 @@ static void test_forked_child(void)
         CHECK(access(copy, F_OK) != 0);
         CHECK_CODE(bk_hash(be, NULL, 0, &h, &err), BK_ECLOSED);
         CHECK_CODE(bk_stats_get(be, &st, &err), BK_ECLOSED);
-        CHECK_CODE(bk_defrag_start(be, &job, &err), BK_ECLOSED);   /* job is kept */
+        CHECK_CODE(bk_defrag_start(be, &job, &err), BK_ECLOSED);
+        /* The job runs in the parent only: done here, at once. */
         CHECK(bk_defrag_done(job));
+        double t0 = bk_now();
         CHECK(bk_defrag_wait_for(job, 5));
+        CHECK(bk_now() - t0 < 1);
         CHECK_CODE(bk_defrag_wait(job, NULL, &err), BK_ECLOSED);
         CHECK(strstr(err.msg, "defrag job belongs to process") != NULL);
         CHECK(!bk_log_pop(be, &e));
+        /* Over its bound, bk_lock would wait for room; the commit for cmu. */
+        CHECK_CODE(bk_lock(stalled, &err), BK_ECLOSED);
+        CHECK(bk_commit_wait_for(stalled, &t, 5, &rc, &err) && rc == BK_ECLOSED);
+        /* A read-only backend refreshes its file first, under txn_mu. */
+        CHECK_CODE(bk_snapshot_open(ro, &s, &err), BK_ECLOSED);   /* s is kept */
+        CHECK_CODE(bk_hash(ro, NULL, 0, &h, &err), BK_ECLOSED);
+        CHECK(strstr(err.msg, owner) != NULL);
         bk_result_free(&r);
-        /* Closes do nothing: none waits for a lock the parent holds. */
+        /* Closes do nothing: none waits for a lock the parent holds, and
+         * none frees what is still registered as open (ro's is the last
+         * reference: the open below would read it). */
         bk_defrag_job_free(job);
         bk_snapshot_close(s);
         bk_view_close(v);
         CHECK_OK(bk_close(be, 0, &err));
         bk_free(be);
+        CHECK_OK(bk_close(ro, 0, &err));
+        bk_free(ro);
+        CHECK_OK(bk_close(stalled, 1, &err));
+        bk_free(stalled);
         bk_backend *own = open_path(tmp_path("forked-child.db"));
         if (own) {
             mk_buckets(own, (const char *const[]){ "c", NULL });
@@ -423,17 +481,26 @@ static void test_forked_child(void)
         }
         t_child_exit();
     }
+    pthread_mutex_unlock(&stalled->cmu);
+    pthread_mutex_unlock(&stalled->txn_mu);
+    pthread_mutex_unlock(&ro->txn_mu);
     hold_locks(be, 0);
     t_child_ok(pid);
     CHECK(!bk_is_closed(be));
+    CHECK_OK(bk_defrag_wait(job, NULL, &err));
+    bk_defrag_job_free(job);
     CHECK(has(be, "b", "k2", "v2"));
     char buf[16];
     CHECK(vget(be, v, "b", "k", buf, sizeof buf) == 1 && !strcmp(buf, "v"));
     CHECK_OK(bk_snapshot_read(s, 0, buf, sizeof buf, &err));
-    bk_defrag_job_free(job);
     bk_snapshot_close(s);
     bk_view_close(v);
     close_be(be);
+    CHECK(has(ro, "r", "k", "v"));
+    close_be(ro);
+    int done;
+    CHECK(bk_commit_wait_for(stalled, &t, -1, &done, &err) && done == BK_OK);
+    close_be(stalled);
     if ((be = open_path(path))) {   /* the child kept no lock of it */
         CHECK(has(be, "b", "k2", "v2"));
         close_be(be);
