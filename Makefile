@@ -15,7 +15,7 @@ LUA_CMOD   ?= $(PREFIX)/lib/lua/5.4
 LUA_LMOD   ?= $(PREFIX)/share/lua/5.4
 BUILD      ?= build
 ROCKSPEC   ?= rockspec/backend-scm-1.rockspec
-VALGRIND_FLAGS ?= -q --error-exitcode=1 --leak-check=full --fair-sched=yes --suppressions=$(CURDIR)/tests/valgrind.supp   # fair: no thread starves under its lock
+VALGRIND_FLAGS ?= -q --error-exitcode=1 --leak-check=full --fair-sched=yes   # no thread starves under its lock
 ASAN_FLAGS ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 TSAN_FLAGS ?= -fsanitize=thread
 

@@ -417,6 +417,7 @@ static void test_forked_child(void)
     hold_locks(be, 1);
     pthread_mutex_lock(&ro->txn_mu);
     CHECK_OK(bk_defrag_start(be, &job, &err));   /* its first log waits for log_mu */
+    t_quiet();   /* every other thread waits for a lock held here */
     pid_t pid = t_fork();
     if (pid == 0) {
         char buf[16];
@@ -479,7 +480,7 @@ static void test_forked_child(void)
             CHECK(has(own, "c", "k", "child"));
             close_be(own);
         }
-        t_child_exit();
+        t_child_quit();   /* the parent's threads were mid-work: see t_quiet */
     }
     pthread_mutex_unlock(&stalled->cmu);
     pthread_mutex_unlock(&stalled->txn_mu);

@@ -144,21 +144,6 @@ static void *waiter(void *unused)
     return NULL;
 }
 
-/* Is thread tid of this process asleep ("S" in its stat)? */
-static int asleep(int tid)
-{
-    char path[64], stat[256];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(stat, 1, sizeof stat - 1, f);
-    fclose(f);
-    stat[n] = 0;
-    const char *paren = strrchr(stat, ')');   /* the name may hold anything */
-    return paren && paren[1] == ' ' && paren[2] == 'S';
-}
-
 static void job_later(void *name)
 {
     for (int i = 0; i < 1000 && !__atomic_load_n(&waiter_out, __ATOMIC_ACQUIRE); i++)
@@ -175,7 +160,7 @@ static void test_wait_before(void)
     start_gated(SLOW);
     CHECK(pthread_create(&t, NULL, waiter, NULL) == 0);
     int tid;
-    while (!(tid = __atomic_load_n(&waiter_tid, __ATOMIC_ACQUIRE)) || !asleep(tid))
+    while (!(tid = __atomic_load_n(&waiter_tid, __ATOMIC_ACQUIRE)) || !t_asleep(tid))
         usleep(1000);
     bk_reap(job_later, LATER);
     open_gate();
