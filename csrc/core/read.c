@@ -441,11 +441,18 @@ int bk_view_open(bk_backend *be, bk_view **out, bk_error *err)
     return BK_OK;
 }
 
+/* Not invalidated (by a close or a reopen); bk_view_check also asks
+ * whether v is this process's, which the reads ask before their locks. */
+static int view_valid(bk_view *v, bk_error *err)
+{
+    return bk_child_check(&v->invalid, "read tx", err);
+}
+
 int bk_view_check(bk_view *v, bk_error *err)
 {
     if (bk_foreign(v->be))
         return bk_closed_fail(v->be, err);
-    return bk_child_check(&v->invalid, "read tx", err);
+    return view_valid(v, err);
 }
 
 /* q NULL lists the buckets. Under maplock the view's version stays (see
@@ -456,7 +463,7 @@ int bk_view_read(bk_view *v, const bk_query *q, bk_result *out, bk_error *err)
     if (bk_foreign(be))   /* before its locks */
         return bk_closed_fail(be, err);
     pthread_rwlock_rdlock(&be->maplock);
-    int rc = bk_view_check(v, err);
+    int rc = view_valid(v, err);
     if (!rc)
         rc = read_any(be, v->v, v->seq, q, out, err);
     pthread_rwlock_unlock(&be->maplock);

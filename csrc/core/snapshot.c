@@ -98,16 +98,23 @@ uint64_t bk_snapshot_size(const bk_snapshot *s)
     return s->size;
 }
 
+/* Not invalidated (by a close or a reopen); bk_snapshot_check also asks
+ * whether s is this process's, which the reads ask before their locks. */
+static int snapshot_valid(bk_snapshot *s, bk_error *err)
+{
+    return bk_child_check(&s->invalid, "snapshot", err);
+}
+
 int bk_snapshot_check(bk_snapshot *s, bk_error *err)
 {
     if (bk_foreign(s->be))
         return bk_closed_fail(s->be, err);
-    return bk_child_check(&s->invalid, "snapshot", err);
+    return snapshot_valid(s, err);
 }
 
 static int usable(bk_snapshot *s, uint64_t off, size_t len, bk_error *err)
 {
-    int rc = bk_snapshot_check(s, err);
+    int rc = snapshot_valid(s, err);
     if (rc)
         return rc;
     if (off > s->size || len > s->size - off)
@@ -226,7 +233,7 @@ static int with_gen(bk_snapshot *s, bk_gen_visit fn, void *ctx, bk_error *err)
     if (bk_foreign(be))   /* before its locks */
         return bk_closed_fail(be, err);
     pthread_rwlock_rdlock(&be->maplock);
-    int rc = bk_snapshot_check(s, err);
+    int rc = snapshot_valid(s, err);
     if (!rc) {
         pthread_mutex_lock(&s->g->mu);
         rc = fn(be, s->g, ctx);

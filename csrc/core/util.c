@@ -234,8 +234,9 @@ void bk_log(bk_backend *be, const char *level, const char *fmt, ...)
  * its descriptors by number; LMDB says an environment is not to be used
  * after fork. So a backend belongs to the process that opened it: in a
  * forked child it reads as closed, every call that reads, writes or waits
- * refuses it before any lock, and a close or free leaves it be (its copy goes when the child execs or exits). So is a
- * defrag job, which may outlive its backend. A process counts the forks
+ * refuses it before any lock, and a close or free leaves it be (its copy
+ * goes when the child execs or exits). So is a defrag job, which may
+ * outlive its backend. A process counts the forks
  * since the first backend was opened. */
 
 static unsigned forks;   /* changed only in a child, while it has one thread */
