@@ -3,17 +3,18 @@
  * workloads as the Lua side, on the same data, straight on LMDB in C.
  *
  *   lmdb_bench WORKLOAD DIR N
- *   lmdb_bench w3b-file|w6-file|w7-file DIR N SRC
+ *   lmdb_bench w3b-file|w6-file|w7-file|w8-file DIR N SRC
  *
- * WORKLOAD is w1, w2, w3, w3b, w4, w6, w7 or w8; DIR an existing empty directory,
- * whose files made here are removed at the end; N the number of keys (>= 1).
- * w3b-file, w6-file and w7-file do W3b, W6 and W7 on the database file SRC
- * that another program built (the Lua side's, so that both sides work on
- * the very same file): w6-file hashes it opened read-only (as the Lua side
- * does: every bucket, its name then its keys and values), w7-file copies it
- * into DIR, and w3b-file looks its keys up, by LMDB and then through the
- * engine's C API (csrc/core, this program's one use of it besides CRC-32C),
- * to show what the engine adds without Lua.
+ * WORKLOAD is w1, w2, w3, w3b, w4, w6, w7 or w8; DIR an existing empty
+ * directory, whose files made here are removed at the end; N the number of
+ * keys (>= 1). The *-file workloads do W3b, W6, W7 and W8 on the database
+ * file SRC that another program built (the Lua side's, so that both sides
+ * work on the very same file): w6-file hashes it opened read-only (as the
+ * Lua side does: every bucket, its name then its keys and values), w7-file
+ * copies it into DIR, w8-file rewrites it into DIR as w8 rewrites its own,
+ * and w3b-file looks its keys up, by LMDB and then through the engine's C
+ * API (csrc/core, this program's one use of it besides CRC-32C), to show
+ * what the engine adds without Lua.
  * Prints one line of space-separated key=value pairs, always with
  * seconds=<wall clock of the timed part>. Any error: a message on stderr and
  * exit status 1.
@@ -699,32 +700,21 @@ static void w3b_file(size_t n, const unsigned char *val)
     free(keys);
 }
 
-static void w8(size_t n, const unsigned char *val)
+/* Every bucket of env rewritten into a fresh file (F_FRESH) in key order
+ * with MDB_APPEND, the best rewrite: no per-txn sync, one sync at the end,
+ * as defrag does. Prints the seconds it took and the sizes. */
+static void rewrite(MDB_env *env)
 {
-    unsigned char *keys = random_keys(n);
-    MDB_env *env, *fresh;
-    MDB_dbi dbi, main_dbi;
-    MDB_txn *txn = NULL, *rtxn, *wtxn;
+    MDB_env *fresh;
+    MDB_dbi main_dbi;
+    MDB_txn *rtxn, *wtxn;
     MDB_cursor *names;
     MDB_val name, nv;
-    size_t deletes = 0, puts = 0;
+    size_t puts = 0;
     int rc;
-    build_w1(&env, &dbi, keys, n, val);
-    for (size_t i = 0; i < n; i += 2) {
-        MDB_val k = mval(keys + i * KEY_LEN, KEY_LEN);
-        if (!txn)
-            mdb_check(mdb_txn_begin(env, NULL, 0, &txn), "mdb_txn_begin");
-        mdb_check(mdb_del(txn, dbi, &k, NULL), "mdb_del");
-        if (++deletes % TXN_OPS == 0 || i + 2 >= n) {
-            mdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
-            txn = NULL;
-        }
-    }
-    free(keys);
     uint64_t before = env_size(env);
 
     double t0 = now();
-    /* The best rewrite: no per-txn sync, one sync at the end (as defrag). */
     fresh = env_open_flags(paths[F_FRESH], MDB_NOSYNC | MDB_NOLOCK);
     mdb_check(mdb_txn_begin(env, NULL, MDB_RDONLY, &rtxn), "mdb_txn_begin");
     mdb_check(mdb_txn_begin(fresh, NULL, 0, &wtxn), "mdb_txn_begin");
@@ -767,6 +757,39 @@ static void w8(size_t n, const unsigned char *val)
     out(" seconds=%.6f size_before=%" PRIu64 " size_after=%" PRIu64 " keys=%zu",
         secs, before, after, puts);
     mdb_env_close(fresh);
+}
+
+static void w8(size_t n, const unsigned char *val)
+{
+    unsigned char *keys = random_keys(n);
+    MDB_env *env;
+    MDB_dbi dbi;
+    MDB_txn *txn = NULL;
+    size_t deletes = 0;
+    build_w1(&env, &dbi, keys, n, val);
+    for (size_t i = 0; i < n; i += 2) {
+        MDB_val k = mval(keys + i * KEY_LEN, KEY_LEN);
+        if (!txn)
+            mdb_check(mdb_txn_begin(env, NULL, 0, &txn), "mdb_txn_begin");
+        mdb_check(mdb_del(txn, dbi, &k, NULL), "mdb_del");
+        if (++deletes % TXN_OPS == 0 || i + 2 >= n) {
+            mdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+            txn = NULL;
+        }
+    }
+    free(keys);
+    rewrite(env);
+    mdb_env_close(env);
+}
+
+/* W8 on SRC, the Lua side's file after its deletes, right before its
+ * defrag: the same rewrite, opened read-only beside that program. */
+static void w8_file(size_t n, const unsigned char *val)
+{
+    (void)n;
+    (void)val;
+    MDB_env *env = env_open_flags(src_path, MDB_RDONLY);
+    rewrite(env);
     mdb_env_close(env);
 }
 
@@ -780,6 +803,7 @@ static const struct {
     { "w1", w1, 0 }, { "w2", w2, 0 }, { "w3", w3, 0 }, { "w3b", w3b, 0 }, { "w4", w4, 0 },
     { "w6", w6, 0 }, { "w7", w7, 0 }, { "w8", w8, 0 },
     { "w3b-file", w3b_file, 1 }, { "w6-file", w6_file, 1 }, { "w7-file", w7_file, 1 },
+    { "w8-file", w8_file, 1 },
 };
 
 int main(int argc, char **argv)
@@ -789,7 +813,7 @@ int main(int argc, char **argv)
     char *end;
     unsigned char val[VAL_LEN];
 
-#define USAGE "usage: lmdb_bench WORKLOAD DIR N, or lmdb_bench w3b-file|w6-file|w7-file DIR N SRC " \
+#define USAGE "usage: lmdb_bench WORKLOAD DIR N, or lmdb_bench w3b-file|w6-file|w7-file|w8-file DIR N SRC " \
               "(WORKLOAD: w1 w2 w3 w3b w4 w6 w7 w8)"
     if (argc < 4)
         die(USAGE);
