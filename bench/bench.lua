@@ -501,6 +501,7 @@ function ours.w8(ctx)
   be:force_commit()
   -- plain LMDB's side first, on the very file (the defrag replaces it).
   local c_file = c_on_our_file(ctx, "w8-file")
+  assert(not c_file or c_file.keys == #keys // 2, "W8: C rewrote another number of keys from our file")
   local before, t0 = be:size(), now()
   be:defrag()
   return { seconds = now() - t0, size_before = before, size_after = be:size(), c_file = c_file }
